@@ -1,0 +1,1 @@
+"""Built-in studies and the machinery that runs them: schema, runner, tracking, CLI."""

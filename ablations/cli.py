@@ -1,0 +1,123 @@
+"""The `ablate` command: parses, calls one library function, and turns the library's
+typed errors into one line and a documented exit code (STYLE.md section 5).
+
+Exit codes: 0 success; 1 a study ran but some trials failed; 2 bad input (nothing was
+run, nothing was written); 130 interrupted (resumable: run the same command again).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+EXIT_BAD_INPUT = 2
+
+
+class UsageError(Exception):
+    """Bad input caught by the CLI itself."""
+
+
+class _Parser(argparse.ArgumentParser):
+    # argparse prints usage plus the error; we promise one line naming what is wrong.
+    def error(self, message: str) -> None:
+        raise UsageError(message)
+
+
+def _model_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--depth", type=int, default=20, help="weight layers (CIFAR: 6n+2 basic)")
+    p.add_argument("--shortcut", default="A", help="none|A|B|C (none = plain net)")
+    p.add_argument("--skip-length", type=int, default=None, help="1, 2 or 3 layers per unit")
+    p.add_argument("--bottleneck", action="store_true", default=None)
+    p.add_argument("--preactivation", action="store_true")
+    p.add_argument("--stem", default="cifar", help="cifar|imagenet")
+    p.add_argument("--width", type=int, default=None, help="base filters (16 cifar, 64 imagenet)")
+    p.add_argument("--num-classes", type=int, default=None)
+    p.add_argument("--in-channels", type=int, default=3)
+
+
+def _spec_from(args: argparse.Namespace, num_classes: int | None = None):
+    from resnet.spec import ModelSpec
+
+    return ModelSpec(
+        depth=args.depth,
+        shortcut=args.shortcut,
+        skip_length=args.skip_length,
+        bottleneck=args.bottleneck,
+        preactivation=args.preactivation,
+        stem=args.stem,
+        width=args.width,
+        num_classes=args.num_classes or num_classes or (1000 if args.stem == "imagenet" else 10),
+        in_channels=args.in_channels,
+    )
+
+
+def cmd_model(args: argparse.Namespace) -> int:
+    from resnet.complexity import complexity, layout
+
+    spec = _spec_from(args)
+    counts = complexity(spec)
+    if args.json:
+        print(json.dumps({**counts, "spec": spec.to_dict(), "layout": layout(spec)}))
+        return 0
+    print(
+        f"{spec.label()}  ({spec.stem} stem, skip length {spec.skip_length}"
+        f"{', bottleneck' if spec.bottleneck else ''}"
+        f"{', pre-activation' if spec.preactivation else ''})"
+    )
+    print(f"{'stage':<8} {'units':>5}  {'unit':<32} {'width':>6} {'map':>5}")
+    for row in layout(spec):
+        print(
+            f"{row['stage']:<8} {row['units']:>5}  {row['unit']:<32} {row['width']:>6} "
+            f"{row['size']:>4}²"
+        )
+    print(f"params {counts['params']:,}   MACs {counts['macs'] / 1e6:,.2f}M per image")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="ablate", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("model", help="print a network's layout, parameters and MACs")
+    _model_flags(p)
+    p.add_argument("--json", action="store_true", help="one JSON object")
+    p.set_defaults(func=cmd_model)
+
+    _study_commands(sub)
+    return parser
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from resnet.spec import SpecError
+
+    errors: list[type[BaseException]] = [UsageError, SpecError]
+    try:
+        from resnet.data import DataError
+
+        errors.append(DataError)
+    except ImportError:
+        pass
+    from ablations.errors import AblateError
+
+    errors.append(AblateError)
+    return tuple(errors)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code."""
+    try:
+        args = build_parser().parse_args(argv)
+        code = args.func(args)
+    except _user_errors() as err:
+        print(f"ablate: error: {err}", file=sys.stderr)
+        code = EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("ablate: interrupted; run the same command again to resume", file=sys.stderr)
+        code = 130
+    sys.stdout.flush()
+    return code
+
+
+def _study_commands(sub: argparse._SubParsersAction) -> None:
+    """list / show / run / report / ui / train: added as they land."""

@@ -1,0 +1,176 @@
+"""One builder for every network of the design space, plain twins included.
+
+A plain net is the same builder with shortcut `none` (PAPER.md section 2), so plain and
+residual twins cannot drift apart. Each weight layer is a `WeightLayer` whose `bn` (or,
+in pre-activation units, `conv`) output is the layer response of the paper's Fig. 7;
+`response_modules` finds them by name with no change to the model code.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from resnet.spec import ModelSpec
+
+
+class WeightLayer(nn.Module):
+    """Post-activation `conv-BN`; pre-activation `BN-ReLU-conv` (He et al. 2016)."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, preact: bool):
+        super().__init__()
+        self.preact = preact
+        self.conv = nn.Conv2d(cin, cout, kernel, stride, padding=kernel // 2, bias=False)
+        self.bn = nn.BatchNorm2d(cin if preact else cout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.preact:
+            return self.conv(torch.relu(self.bn(x)))
+        return self.bn(self.conv(x))
+
+
+class ShortcutA(nn.Module):
+    """Option A: identity; where dimensions grow, subsample by the stride and zero-pad
+    the new channels. Adds no parameters (PAPER.md section 2)."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.stride, self.pad = stride, cout - cin
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.stride > 1:
+            x = x[:, :, :: self.stride, :: self.stride]
+        if self.pad:
+            x = nn.functional.pad(x, (0, 0, 0, 0, 0, self.pad))
+        return x
+
+
+class Projection(nn.Module):
+    """Options B and C: 1x1 conv with stride, then BN."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, 1, stride, bias=False)
+        self.bn = nn.BatchNorm2d(cout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.bn(self.conv(x))
+
+
+def make_shortcut(option: str, cin: int, cout: int, stride: int) -> nn.Module | None:
+    """The one shortcut factory: None (plain), A, B (projection where shapes change), C."""
+    reshapes = stride != 1 or cin != cout
+    if option == "none":
+        return None
+    if option == "C" or (option == "B" and reshapes):
+        return Projection(cin, cout, stride)
+    if option == "A" and reshapes:
+        return ShortcutA(cin, cout, stride)
+    return nn.Identity()
+
+
+class Unit(nn.Module):
+    """A residual unit of k weight layers.
+
+    Post-activation (2015): `[conv-BN-ReLU] x (k-1) - conv-BN (+ shortcut) -> ReLU`.
+    Pre-activation (2016): `[BN-ReLU-conv] x k (+ shortcut)`, no ReLU after the addition.
+    Basic units use 3x3 convs; bottleneck units `1x1 (width/4) - 3x3 - 1x1 (width)`.
+    The stride sits on the first layer (the paper's 2015 design; torchvision's "v1.5"
+    moves it to the 3x3, which changes MACs but not parameters).
+    """
+
+    def __init__(self, spec: ModelSpec, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.preact = spec.preactivation
+        k = spec.skip_length
+        if spec.bottleneck:
+            mid = cout // 4
+            shapes = [(cin, mid, 1), (mid, mid, 3), (mid, cout, 1)]
+        else:
+            shapes = [(cin if i == 0 else cout, cout, 3) for i in range(k)]
+        self.layers = nn.ModuleList(
+            WeightLayer(a, b, kern, stride if i == 0 else 1, spec.preactivation)
+            for i, (a, b, kern) in enumerate(shapes)
+        )
+        self.shortcut = make_shortcut(spec.shortcut, cin, cout, stride)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = x
+        for i, layer in enumerate(self.layers):
+            out = layer(out)
+            if not self.preact and i < len(self.layers) - 1:
+                out = torch.relu(out)
+        if self.shortcut is not None:
+            out = out + self.shortcut(x)
+        return out if self.preact else torch.relu(out)
+
+
+class ResNet(nn.Module):
+    """stem - stages of units - (final BN-ReLU if pre-activation) - global pool - linear."""
+
+    def __init__(self, spec: ModelSpec):
+        super().__init__()
+        self.spec = spec
+        w = spec.width
+        if spec.stem == "cifar":
+            # PAPER.md section 3: one 3x3 conv with 16 filters on 32x32 inputs.
+            stem = [WeightLayer(spec.in_channels, w, 3, 1, preact=False)]
+        else:
+            # PAPER.md section 5: 7x7/2 conv 64 + 3x3/2 max pool.
+            stem = [WeightLayer(spec.in_channels, w, 7, 2, preact=False)]
+        self.stem = nn.Sequential(*stem, nn.ReLU(inplace=False))
+        self.pool_in = nn.MaxPool2d(3, 2, 1) if spec.stem == "imagenet" else nn.Identity()
+        stages, cin = [], w
+        for i, (n, cout) in enumerate(zip(spec.units, spec.stage_widths, strict=True)):
+            units = [
+                Unit(spec, cin if j == 0 else cout, cout, 2 if i and j == 0 else 1)
+                for j in range(n)
+            ]
+            stages.append(nn.Sequential(*units))
+            cin = cout
+        self.stages = nn.Sequential(*stages)
+        self.final = (
+            nn.Sequential(nn.BatchNorm2d(cin), nn.ReLU()) if spec.preactivation else nn.Identity()
+        )
+        self.fc = nn.Linear(cin, spec.num_classes)
+        init_weights(self)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.stages(self.pool_in(self.stem(x)))
+        x = torch.flatten(nn.functional.adaptive_avg_pool2d(self.final(x), 1), 1)
+        return self.fc(x)
+
+
+def init_weights(model: nn.Module) -> None:
+    """He (Kaiming) normal for convs with fan-in, BN weight 1 and bias 0 (PAPER.md section 2).
+
+    Fan-in, not fan-out: PAPER.md section 7 measured ResNet-56 stuck at chance for 600
+    iterations with fan-out init and PyTorch's default linear init.
+    """
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="linear")
+            nn.init.zeros_(m.bias)
+
+
+def build(spec: ModelSpec) -> ResNet:
+    """Build the network a spec describes."""
+    return ResNet(spec)
+
+
+def response_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The modules whose outputs are the paper's layer responses (Fig. 7), in layer order:
+    each weight layer's BN output before the addition / ReLU (post-activation units), or
+    each conv's output (pre-activation units, which normalise before the conv)."""
+    found = []
+    for name, mod in model.named_modules():
+        if isinstance(mod, WeightLayer):
+            found.append(
+                (f"{name}.conv" if mod.preact else f"{name}.bn", mod.conv if mod.preact else mod.bn)
+            )
+    return found

@@ -1,0 +1,154 @@
+"""The model design space: one frozen, self-validating spec (PAPER.md sections 2, 3, 5)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+SHORTCUTS = ("none", "A", "B", "C")
+STEMS = ("cifar", "imagenet")
+SKIP_LENGTHS = (1, 2, 3)
+
+# PAPER.md section 5, "ImageNet architectures": units per stage and unit type.
+IMAGENET_LAYOUTS: dict[int, tuple[tuple[int, ...], bool]] = {
+    18: ((2, 2, 2, 2), False),
+    34: ((3, 4, 6, 3), False),
+    50: ((3, 4, 6, 3), True),
+    101: ((3, 4, 23, 3), True),
+    152: ((3, 8, 36, 3), True),
+}
+
+
+class SpecError(ValueError):
+    """An impossible model spec; the message names the field and what is allowed."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+def _nearby(valid: list[int], depth: int, count: int = 3) -> str:
+    near = sorted(sorted(valid, key=lambda d: (abs(d - depth), d))[:count])
+    return (
+        ", ".join(str(d) for d in near[:-1]) + f" or {near[-1]}" if len(near) > 1 else str(near[0])
+    )
+
+
+def _cifar_valid_depths(layers_per_unit: int, limit: int = 2000) -> list[int]:
+    # Three stages of equal length, each a whole number of units, plus stem conv and fc.
+    return [3 * layers_per_unit * n + 2 for n in range(1, limit // (3 * layers_per_unit) + 1)]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A residual (or plain) network, as the paper defines it.
+
+    `depth` counts weight layers (convs and the final linear layer, not projection
+    shortcuts). `bottleneck=None` resolves to the paper's choice for the depth: basic
+    units on CIFAR and for ImageNet 18/34, bottleneck units for ImageNet 50/101/152.
+    `skip_length=None` resolves to 3 for bottleneck units and 2 for basic ones.
+    """
+
+    depth: int = 20
+    shortcut: str = "A"
+    skip_length: int | None = None
+    bottleneck: bool | None = None
+    preactivation: bool = False
+    stem: str = "cifar"
+    width: int | None = None
+    num_classes: int = 10
+    in_channels: int = 3
+    # Resolved: units per stage; not a constructor argument.
+    units: tuple[int, ...] = field(default=(), compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        if self.shortcut not in SHORTCUTS:
+            raise SpecError(
+                "shortcut", f"{self.shortcut!r} is not one of none, A, B, C (none = plain net)"
+            )
+        if self.stem not in STEMS:
+            raise SpecError("stem", f"{self.stem!r} is not one of cifar, imagenet")
+        for name in ("num_classes", "in_channels"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise SpecError(name, f"must be a positive integer, got {getattr(self, name)!r}")
+        if not isinstance(self.depth, int) or isinstance(self.depth, bool) or self.depth < 1:
+            raise SpecError("depth", f"must be a positive integer, got {self.depth!r}")
+        if self.width is None:
+            set_(self, "width", 16 if self.stem == "cifar" else 64)
+        if not isinstance(self.width, int) or self.width < 4 or self.width % 4:
+            raise SpecError("width", f"must be a positive multiple of 4, got {self.width!r}")
+        if self.stem == "imagenet":
+            self._resolve_imagenet()
+        else:
+            self._resolve_cifar()
+
+    def _resolve_imagenet(self) -> None:
+        set_ = object.__setattr__
+        if self.depth not in IMAGENET_LAYOUTS:
+            raise SpecError(
+                "depth", f"ImageNet nets come in depths 18, 34, 50, 101, 152, not {self.depth}"
+            )
+        units, paper_bottleneck = IMAGENET_LAYOUTS[self.depth]
+        if self.bottleneck is None:
+            set_(self, "bottleneck", paper_bottleneck)
+        if self.bottleneck != paper_bottleneck:
+            kind = "bottleneck" if paper_bottleneck else "basic"
+            raise SpecError(
+                "bottleneck", f"ImageNet depth {self.depth} uses {kind} units (PAPER.md section 5)"
+            )
+        k = 3 if paper_bottleneck else 2
+        if self.skip_length is None:
+            set_(self, "skip_length", k)
+        if self.skip_length != k:
+            raise SpecError(
+                "skip_length",
+                f"ImageNet depth {self.depth} has skip length {k}; other skip lengths are "
+                "defined for CIFAR nets (stem cifar)",
+            )
+        set_(self, "units", units)
+
+    def _resolve_cifar(self) -> None:
+        set_ = object.__setattr__
+        if self.bottleneck is None:
+            set_(self, "bottleneck", False)
+        if self.skip_length is None:
+            set_(self, "skip_length", 3 if self.bottleneck else 2)
+        if self.skip_length not in SKIP_LENGTHS:
+            raise SpecError("skip_length", f"must be 1, 2 or 3, got {self.skip_length!r}")
+        if self.bottleneck and self.skip_length != 3:
+            raise SpecError(
+                "skip_length",
+                f"bottleneck units (1x1-3x3-1x1) have skip length 3, not {self.skip_length}; "
+                "drop skip_length or set bottleneck false",
+            )
+        k = self.skip_length
+        per_stage, rest = divmod(self.depth - 2, 3)
+        if self.depth < 2 + 3 * k or rest or per_stage % k:
+            unit = "bottleneck units" if self.bottleneck else f"units of {k} layer(s)"
+            why = (
+                f"depth {self.depth} has {per_stage} layers per stage"
+                if not rest and self.depth > 2
+                else f"depth {self.depth} does not split into 3 equal stages plus 2 layers"
+            )
+            raise SpecError(
+                "depth",
+                f"{unit} need each stage's layer count divisible by {k} (depth = {3 * k}n + 2); "
+                f"{why}; try depth {_nearby(_cifar_valid_depths(k), self.depth)}",
+            )
+        set_(self, "units", (per_stage // k,) * 3)
+
+    @property
+    def stage_widths(self) -> tuple[int, ...]:
+        """Output channels of each stage (x4 at bottleneck outputs, as in the paper)."""
+        n = len(self.units)
+        base = [self.width * 2**i for i in range(n)]
+        return tuple(w * 4 for w in base) if self.bottleneck else tuple(base)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("units")
+        return d
+
+    def label(self) -> str:
+        kind = "plain" if self.shortcut == "none" else f"ResNet-{self.shortcut}"
+        return f"{kind}-{self.depth}"

@@ -1,0 +1,1 @@
+"""Named search spaces for the nuisance phase and their translation to Ray Tune / Optuna."""
