@@ -119,5 +119,64 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from ablations.progress import TrainProgress
+    from resnet.config import TrainConfig
+    from resnet.data import load_dataset
+    from resnet.train import train
+
+    config = TrainConfig(
+        depth=args.depth,
+        shortcut=args.shortcut,
+        skip_length=args.skip_length,
+        bottleneck=args.bottleneck,
+        preactivation=args.preactivation,
+        stem=args.stem,
+        width=args.width,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        val_size=args.val_size,
+        iterations=args.iterations,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        lr_policy=args.lr_policy,
+        warmup=args.warmup,
+        eval_every=args.eval_every,
+        seed=args.seed,
+        device=args.device,
+        compile=args.compile,
+        checkpoint_every=args.checkpoint_every,
+    )
+    # Bad data input fails here, in one line, before the progress bar or any compute.
+    data = load_dataset(config.dataset, config.data_dir, config.val_size)
+    with TrainProgress(config.iterations, quiet=args.json) as progress:
+        result = train(config, progress, checkpoint_dir=args.checkpoint_dir, data=data)
+    summary = result.summary()
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(" ".join(f"{k}={v}" for k, v in summary.items()))
+    return 0
+
+
 def _study_commands(sub: argparse._SubParsersAction) -> None:
-    """list / show / run / report / ui / train: added as they land."""
+    p = sub.add_parser("train", help="train one model with the paper's recipe (no Ray, no MLflow)")
+    _model_flags(p)
+    p.add_argument("--dataset", default="cifar10", help="cifar10|cifar100|digits|imagefolder:PATH")
+    p.add_argument("--data-dir", default="./data")
+    p.add_argument("--val-size", type=int, default=None)
+    p.add_argument("--iterations", type=int, default=64_000)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--lr-policy", default="step", help="step|plateau|cosine|constant")
+    p.add_argument("--warmup", default="none", help="none|paper|ITERATIONS")
+    p.add_argument("--eval-every", type=int, default=None, help="default: one pass")
+    p.add_argument("--checkpoint-every", type=int, default=None, help="default: each eval")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint-dir", default=None, help="resume from / save to here")
+    p.add_argument("--device", default="auto", help="auto|cpu|cuda")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--json", action="store_true", help="one JSON object at the end")
+    p.set_defaults(func=cmd_train)

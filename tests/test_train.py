@@ -1,0 +1,218 @@
+"""The training engine on CPU: recipe, LR traces, exact resume, divergence, layer responses."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from resnet import checkpoint
+from resnet.config import TrainConfig
+from resnet.data import load_dataset
+from resnet.schedule import LRSchedule
+from resnet.spec import SpecError
+from resnet.train import Callback, train
+
+TINY = dict(dataset="digits", depth=8, batch_size=32, eval_every=3, iterations=12)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+class Recorder(Callback):
+    def __init__(self, stop_at: int | None = None):
+        self.records, self.stop_at, self.iteration, self.started = [], stop_at, 0, None
+
+    def on_start(self, info):
+        self.started = info
+
+    def on_step(self, iteration):
+        self.iteration = iteration
+
+    def on_eval(self, record):
+        self.records.append(record)
+
+    def should_stop(self):
+        return self.stop_at is not None and self.iteration >= self.stop_at
+
+
+def test_step_policy_is_the_papers_schedule():
+    s = LRSchedule(0.1, "step", 64_000)
+    assert [s.lr(i) for i in (0, 31_999, 32_000, 47_999, 48_000, 63_999)] == [
+        0.1,
+        0.1,
+        0.01,
+        0.01,
+        0.001,
+        0.001,
+    ]
+    assert s.trace_dict(64_000) == {
+        "iteration": [0, 32_000, 48_000, 64_000],
+        "lr": [0.1, 0.01, 0.001, 0.001],
+    }
+
+
+def test_cosine_and_constant():
+    s = LRSchedule(0.1, "cosine", 1000)
+    assert s.lr(0) == pytest.approx(0.1) and s.lr(500) == pytest.approx(0.05)
+    assert s.lr(999) == pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi * 0.999)))
+    assert LRSchedule(0.1, "constant", 10).lr(9) == 0.1
+
+
+def test_plateau_divides_after_patience_on_validation_error():
+    s = LRSchedule(0.1, "plateau", 1000, plateau_patience=2)
+    for err in (0.5, 0.4, 0.41, 0.40):  # two evaluations without improvement
+        s.observe_val_error(err)
+    assert s.lr(10) == pytest.approx(0.01)
+    s.observe_val_error(0.3)
+    assert s.lr(11) == pytest.approx(0.01)
+
+
+def test_warmups_compose_with_any_policy():
+    fixed = LRSchedule(0.1, "cosine", 1000, warmup="400")
+    assert fixed.lr(399) == 0.01 and fixed.lr(400) == pytest.approx(fixed.policy_lr(400))
+    paper = LRSchedule(0.1, "step", 64_000, warmup="paper")
+    paper.observe_train_error(0.85)
+    assert paper.lr(1000) == 0.01
+    paper.observe_train_error(0.79)  # below 80%: back to 0.1 and the normal schedule
+    assert paper.lr(1001) == 0.1 and paper.lr(40_000) == pytest.approx(0.01)
+
+
+def test_training_records_every_evaluation(digits):
+    rec = Recorder()
+    result = train(TrainConfig(**TINY), rec, data=digits)
+    assert result.status == "finished" and result.iterations == 12
+    assert [r["iteration"] for r in rec.records] == [3, 6, 9, 12]
+    keys = {
+        "iteration",
+        "lr",
+        "train/loss",
+        "train/error",
+        "val/loss",
+        "val/error",
+        "test/loss",
+        "test/error",
+        "images_per_s",
+    }
+    assert all(keys <= set(r) for r in rec.records)
+    assert all(0 <= r[k] <= 1 for r in rec.records for k in ("train/error", "val/error"))
+    assert rec.started["params"] == result.params and result.macs > 0
+    assert len(result.layer_responses["std"]) == 7  # depth 8: 7 conv layers + fc
+    assert all(s > 0 for s in result.layer_responses["std"])
+
+
+def test_same_seed_same_numbers_other_seed_differs(digits):
+    a = train(TrainConfig(**TINY, seed=3), data=digits).history
+    b = train(TrainConfig(**TINY, seed=3), data=digits).history
+    c = train(TrainConfig(**TINY, seed=4), data=digits).history
+    strip = [{k: v for k, v in r.items() if k != "images_per_s"} for r in a]
+    assert strip == [{k: v for k, v in r.items() if k != "images_per_s"} for r in b]
+    assert a[-1]["train/loss"] != c[-1]["train/loss"]
+
+
+def test_resume_is_bit_identical_to_training_straight_through(digits, tmp_path):
+    # Checkpoints every 2 iterations, so the stop at 6 lands between evaluations (at 3, 6,
+    # 9) too: accumulators and data order must survive a mid-window stop.
+    cfg = TrainConfig(**TINY, checkpoint_every=2)
+    straight = train(cfg, checkpoint_dir=tmp_path / "a", data=digits)
+    first = train(cfg, Recorder(stop_at=5), checkpoint_dir=tmp_path / "b", data=digits)
+    assert first.status == "stopped" and first.iterations == 5
+    resumed_rec = Recorder()
+    resumed = train(cfg, resumed_rec, checkpoint_dir=tmp_path / "b", data=digits)
+    assert resumed_rec.started["resumed_from"] == 5
+    assert resumed.status == "finished"
+    a = checkpoint.load_latest(tmp_path / "a")["model"]
+    b = checkpoint.load_latest(tmp_path / "b")["model"]
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    strip = lambda h: [{k: v for k, v in r.items() if k != "images_per_s"} for r in h]  # noqa: E731
+    assert strip(resumed.history) == strip(straight.history)
+
+
+def test_truncated_newest_checkpoint_falls_back_with_warning(digits, tmp_path):
+    cfg = TrainConfig(**TINY)
+    train(cfg, Recorder(stop_at=9), checkpoint_dir=tmp_path, data=digits)
+    files = checkpoint.checkpoints(tmp_path)
+    assert [f.name for f in files] == ["ckpt-000000006.pt", "ckpt-000000009.pt"]
+    files[-1].write_bytes(files[-1].read_bytes()[:100])
+    rec = Recorder()
+    with pytest.warns(RuntimeWarning, match="unreadable"):
+        result = train(cfg, rec, checkpoint_dir=tmp_path, data=digits)
+    assert rec.started["resumed_from"] == 6 and result.status == "finished"
+
+
+def test_checkpoint_write_failure_keeps_previous(tmp_path):
+    """A full disk (the kernel's /dev/full gives ENOSPC on every write) mid-checkpoint."""
+    checkpoint.save({"x": torch.ones(2)}, tmp_path, 1)
+    (tmp_path / f".ckpt-000000002.pt.tmp-{os.getpid()}").symlink_to("/dev/full")
+    with pytest.raises(checkpoint.CheckpointError, match="ckpt-000000001.pt is intact"):
+        checkpoint.save({"x": torch.zeros(10_000)}, tmp_path, 2)
+    assert torch.equal(checkpoint.load_latest(tmp_path)["x"], torch.ones(2))
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt-000000001.pt"]
+
+
+def test_divergence_stops_and_is_a_result(digits):
+    rec = Recorder()
+    result = train(TrainConfig(**{**TINY, "lr": 1e6}), rec, data=digits)
+    assert result.status == "diverged"
+    assert result.diverged_at is not None and result.diverged_at < result.iterations <= 12
+    assert result.layer_responses is None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"lr_policy": "linear"}, "lr_policy"),
+        ({"warmup": "soon"}, "warmup"),
+        ({"iterations": 0}, "iterations"),
+        ({"lr": -1.0}, "lr"),
+        ({"depth": 33}, "depth"),
+        ({"seed": -1}, "seed"),
+        ({"device": "tpu"}, "device"),
+    ],
+)
+def test_invalid_configs_name_the_field(kwargs, field):
+    with pytest.raises(SpecError) as err:
+        TrainConfig(**kwargs)
+    assert err.value.field == field
+
+
+def test_cli_train_json(tmp_path):
+    cmd = [
+        sys.executable,
+        "-c",
+        "import sys; from ablations.cli import main; sys.exit(main())",
+        "train",
+        "--dataset",
+        "digits",
+        "--depth",
+        "8",
+        "--iterations",
+        "6",
+        "--batch-size",
+        "32",
+        "--eval-every",
+        "3",
+        "--seed",
+        "1",
+        "--json",
+        "--checkpoint-dir",
+        str(tmp_path / "ck"),
+    ]
+    out = [
+        json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+        for _ in range(1)
+    ]
+    summary = out[0]
+    assert summary["status"] == "finished" and summary["iterations"] == 6
+    for key in ("train_error", "val_error", "test_error"):
+        assert 0 <= summary[key] <= 1
+    bad = subprocess.run([*cmd[:3], "train", "--dataset", "nope"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "nope" in bad.stderr and bad.stderr.count("\n") == 1
