@@ -1,0 +1,167 @@
+"""The paper's CIFAR augmentation on whole uint8 batches, on the training device.
+
+PAPER.md section 4: pad 4 pixels on each side, take a random 32x32 crop, flip
+horizontally with probability 1/2; test on the original image only. Doing this as one
+gather on the device avoids a DataLoader and any per-image Python work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import Tensor
+
+from resnet.data import DataError
+
+# Offset between the shuffling seed and the augmentation seed, so the two streams differ.
+AUGMENT_SEED_OFFSET = 1_000_003
+
+
+def _as_channel_tensor(v: Tensor | Sequence[float], device: torch.device) -> Tensor:
+    return torch.as_tensor(v, dtype=torch.float32, device=device).reshape(1, -1, 1, 1)
+
+
+def normalize(
+    x_uint8: Tensor,
+    mean: Tensor | Sequence[float],
+    std: Tensor | Sequence[float],
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    """uint8 B x C x H x W -> (x/255 - mean)/std as `dtype`, channels_last memory format."""
+    mean_t = _as_channel_tensor(mean, x_uint8.device)
+    std_t = _as_channel_tensor(std, x_uint8.device)
+    # One fused multiply-add: x * (1/(255 std)) - mean/std.
+    x = x_uint8.contiguous(memory_format=torch.channels_last).to(torch.float32)
+    out = torch.addcmul(-mean_t / std_t, x, 1 / (255 * std_t))
+    return out.to(dtype).contiguous(memory_format=torch.channels_last)
+
+
+def crop_flip_params(
+    batch: int, pad: int, flip: bool, generator: torch.Generator
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-image crop offsets (top, left) in [0, 2*pad] of the padded image, and flips.
+
+    All three are int64 B tensors on generator.device, drawn in this order.
+    """
+    dev = generator.device
+    top = torch.randint(0, 2 * pad + 1, (batch,), generator=generator, device=dev)
+    left = torch.randint(0, 2 * pad + 1, (batch,), generator=generator, device=dev)
+    if flip:
+        flips = torch.randint(0, 2, (batch,), generator=generator, device=dev)
+    else:
+        flips = torch.zeros(batch, dtype=torch.int64, device=dev)
+    return top, left, flips
+
+
+def crop_flip(x: Tensor, top: Tensor, left: Tensor, flips: Tensor, pad: int) -> Tensor:
+    """Crop each image of x (B x C x H x W) at (top, left) of its zero-padded self, then
+    flip the crop where flips is 1. One gather; padding is never materialized."""
+    b, c, h, w = x.shape
+    rows = torch.arange(h, device=x.device) + top[:, None] - pad  # B x H, source rows
+    cols = torch.arange(w, device=x.device).expand(b, w)
+    # Crop then flip (torchvision's RandomCrop -> RandomHorizontalFlip order).
+    cols = torch.where(flips[:, None].bool(), w - 1 - cols, cols) + left[:, None] - pad
+    inside = ((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :]
+    src = rows.clamp(0, h - 1)[:, :, None] * w + cols.clamp(0, w - 1)[:, None, :]
+    out = x.reshape(b, c, h * w).gather(2, src.reshape(b, 1, h * w).expand(b, c, h * w))
+    return out.view(b, c, h, w) * inside[:, None].to(x.dtype)
+
+
+def augment_batch(
+    x_uint8: Tensor, generator: torch.Generator, pad: int = 4, flip: bool = True
+) -> Tensor:
+    """Random crop of the zero-padded image (black, like RandomCrop(padding=4)) and a
+    horizontal flip with p=1/2, per image; uint8 B x C x H x W in and out, on x's device.
+
+    Offsets come from `generator` (which must live on x.device); no host sync.
+    """
+    top, left, flips = crop_flip_params(x_uint8.shape[0], pad, flip, generator)
+    return crop_flip(x_uint8, top, left, flips, pad)
+
+
+class ResidentBatches:
+    """Seeded shuffling of a device-resident uint8 data set into training batches.
+
+    Each pass is a randperm drawn from a CPU generator seeded with `seed`; batches are
+    consecutive slices of it and the incomplete tail is dropped. Augmentation draws from a
+    second generator on x.device seeded with seed + AUGMENT_SEED_OFFSET.
+    """
+
+    def __init__(
+        self,
+        x: Tensor,
+        y: Tensor,
+        batch_size: int,
+        seed: int,
+        mean: Tensor | Sequence[float],
+        std: Tensor | Sequence[float],
+        augment: bool = True,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        if not 0 < batch_size <= len(x):
+            raise DataError(f"batch_size={batch_size} must be in [1, {len(x)}] (training images)")
+        self.x, self.y = x, y
+        self.batch_size, self.augment, self.dtype = batch_size, augment, dtype
+        self.mean = _as_channel_tensor(mean, x.device)
+        self.std = _as_channel_tensor(std, x.device)
+        self._order_rng = torch.Generator().manual_seed(seed)
+        self._augment_rng = torch.Generator(device=x.device).manual_seed(seed + AUGMENT_SEED_OFFSET)
+        self._perm = torch.empty(0, dtype=torch.int64)  # CPU copy, kept for state_dict
+        self._perm_dev = self._perm.to(x.device)
+        self._pos = 0
+
+    def next(self) -> tuple[Tensor, Tensor]:
+        """Normalized float batch (channels_last) and int64 labels, on the device."""
+        if self._pos + self.batch_size > len(self._perm):
+            self._new_pass()
+        # The permutation crosses to the device once per pass, so a batch needs no sync.
+        idx = self._perm_dev[self._pos : self._pos + self.batch_size]
+        self._pos += self.batch_size
+        xb = self.x.index_select(0, idx)
+        if self.augment:
+            xb = augment_batch(xb, self._augment_rng)
+        return normalize(xb, self.mean, self.std, self.dtype), self.y.index_select(0, idx)
+
+    def _new_pass(self) -> None:
+        self._perm = torch.randperm(len(self.x), generator=self._order_rng)
+        self._perm_dev = self._perm.to(self.x.device)
+        self._pos = 0
+
+    def state_dict(self) -> dict:
+        """Generator states, permutation and position; tensors and ints only, so
+        torch.load(weights_only=True) reads it back."""
+        return {
+            "order_rng": self._order_rng.get_state(),
+            "augment_rng": self._augment_rng.get_state(),
+            "perm": self._perm.clone(),
+            "pos": self._pos,
+            "num_images": len(self.x),
+            "batch_size": self.batch_size,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue exactly where the instance that made `state` stopped."""
+        for key, mine in (("num_images", len(self.x)), ("batch_size", self.batch_size)):
+            if state[key] != mine:
+                raise DataError(f"batch state has {key}={state[key]}, this data has {mine}")
+        self._order_rng.set_state(state["order_rng"])
+        self._augment_rng.set_state(state["augment_rng"])
+        self._perm = state["perm"].to("cpu", torch.int64)
+        self._perm_dev = self._perm.to(self.x.device)
+        self._pos = int(state["pos"])
+
+
+def eval_batches(
+    x: Tensor,
+    y: Tensor,
+    batch_size: int,
+    mean: Tensor | Sequence[float],
+    std: Tensor | Sequence[float],
+    dtype: torch.dtype = torch.float32,
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """In-order, unaugmented (normalized channels_last x, labels) batches; last may be short."""
+    mean_t = _as_channel_tensor(mean, x.device)
+    std_t = _as_channel_tensor(std, x.device)
+    for i in range(0, len(x), batch_size):
+        yield normalize(x[i : i + batch_size], mean_t, std_t, dtype), y[i : i + batch_size]
