@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 
 EXIT_BAD_INPUT = 2
@@ -106,6 +107,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
+    # MLflow and alembic announce schema work at INFO; the progress view says enough.
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     try:
         args = build_parser().parse_args(argv)
         code = args.func(args)
@@ -160,7 +164,180 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_list(args: argparse.Namespace) -> int:
+    from ablations.plan_view import list_studies
+
+    for name, question in list_studies():
+        print(f"{name:<20} {question}")
+    return 0
+
+
+def _plan(args: argparse.Namespace):
+    from ablations import study
+
+    loaded, source = study.load(args.study)
+    return study.resolve(
+        loaded,
+        source,
+        preset=args.preset,
+        seeds=args.seeds,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+    )
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from ablations.plan_view import describe
+
+    view = describe(_plan(args))
+    if args.json:
+        print(json.dumps(view, default=str))
+        return 0
+    print(f"{view['experiment']}: {view['question']}")
+    print(
+        f"dataset {view['dataset']}; {view['arms']} arms x {len(view['seeds'])} seeds "
+        f"{view['seeds']} = {len(view['trials'])} trials"
+    )
+    if view["data_note"]:
+        print(f"note: {view['data_note']}")
+    if view["nuisance"]:
+        n = view["nuisance"]
+        print(
+            f"nuisance: {n['trials']} Optuna trials per arm over {n['search_space']} "
+            f"({n['iterations'] or 'full'} iterations each), then the seeds at the best point"
+        )
+    print(f"{'trial':<40} {'params':>11} {'MACs':>9} {'iterations':>10}")
+    for row in view["trials"]:
+        print(
+            f"{row['trial']:<40} {row['params']:>11,} {row['macs'] / 1e6:>8.1f}M "
+            f"{row['iterations']:>10,}"
+        )
+    total = view["total_training_macs"]
+    print(
+        f"compute: about {total:.3g} multiply-accumulates in training "
+        f"({total / 1e15:.2f} PMAC; forward + backward = 3x forward)"
+    )
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from ablations.runner import RunOptions, run_study
+
+    plan = _plan(args)
+    options = RunOptions(
+        tracking_uri=args.tracking_uri,
+        storage=args.storage,
+        address=args.address,
+        gpus_per_trial=args.gpus_per_trial,
+        cpus_per_trial=args.cpus_per_trial,
+        max_concurrent=args.max_concurrent,
+        progress=not args.quiet,
+    )
+    summary = run_study(plan, options)
+    counts: dict[str, int] = {}
+    for status in summary.statuses.values():
+        counts[status] = counts.get(status, 0) + 1
+    ran = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing to run"
+    print(
+        f"{summary.experiment}: {summary.total} trials; {summary.skipped} already done; "
+        f"this run: {ran}. Store: {summary.tracking_uri}"
+    )
+    if "interrupted" in counts:
+        print("interrupted: run the same command again to resume")
+        return 130
+    if args.report:
+        _report(summary.experiment, args.tracking_uri, None, None)
+    return 1 if summary.failed else 0
+
+
+def _report(name: str, tracking_uri: str | None, out: str | None, ui_url: str | None) -> None:
+    from ablations.tracking import check_reachable, resolve_uri
+    from reports import build_report
+
+    uri = resolve_uri(tracking_uri)
+    check_reachable(uri)
+    path = build_report(name, uri, out or f"ablate-reports/{name}", mlflow_ui_url=ui_url)
+    print(f"report: {path}")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    name = args.study if not args.preset else f"{args.study}@{args.preset}"
+    _report(name, args.tracking_uri, args.out, args.mlflow_ui_url)
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from ablations.tracking import resolve_uri
+
+    uri = resolve_uri(args.tracking_uri)
+    print(f"MLflow UI for {uri} on http://127.0.0.1:{args.port}", flush=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(args.port),
+    ]
+    return subprocess.call(cmd)
+
+
+def _study_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("study", help="a built-in study name (ablate list) or a study .yaml file")
+    p.add_argument("--preset", default=None, help="a preset of the study, e.g. smoke")
+    p.add_argument("--seeds", type=int, default=None, help="run seeds 0..N-1 instead")
+    p.add_argument("--dataset", default=None, help="override the study's data set")
+    p.add_argument("--data-dir", default=None, help="where data sets live (default ./data)")
+
+
 def _study_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("list", help="the built-in studies and their questions")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("show", help="a study's resolved plan, without running it")
+    _study_args(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("run", help="run a study (resumes: finished trials are skipped)")
+    _study_args(p)
+    p.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow store (default: MLFLOW_TRACKING_URI or ./mlflow.db)",
+    )
+    p.add_argument(
+        "--storage",
+        default=None,
+        help="results and checkpoints (default ./ablate-results; shared on a cluster)",
+    )
+    p.add_argument("--address", default=None, help="a Ray cluster (default: RAY_ADDRESS)")
+    p.add_argument("--gpus-per-trial", type=float, default=0.0, help="0.25 packs 4 per GPU")
+    p.add_argument("--cpus-per-trial", type=float, default=1.0)
+    p.add_argument("--max-concurrent", type=int, default=None)
+    p.add_argument("--quiet", action="store_true", help="no live progress view")
+    p.add_argument("--report", action="store_true", help="write the report when done")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("report", help="write a study's HTML report from MLflow")
+    p.add_argument("study")
+    p.add_argument("--preset", default=None)
+    p.add_argument("--tracking-uri", default=None)
+    p.add_argument("--out", default=None, help="default ./ablate-reports/NAME")
+    p.add_argument("--mlflow-ui-url", default=None, help="link table rows to this MLflow UI")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("ui", help="the MLflow UI on the study store, on 127.0.0.1")
+    p.add_argument("--tracking-uri", default=None)
+    p.add_argument("--port", type=int, default=5000)
+    p.set_defaults(func=cmd_ui)
+
     p = sub.add_parser("train", help="train one model with the paper's recipe (no Ray, no MLflow)")
     _model_flags(p)
     p.add_argument("--dataset", default="cifar10", help="cifar10|cifar100|digits|imagefolder:PATH")

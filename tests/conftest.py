@@ -1,0 +1,47 @@
+"""Shared fixtures: one local Ray for the in-process runner tests, tiny study files."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+
+import pytest
+
+# Keep Ray's and MLflow's chatter out of test logs; no usage stats from test machines.
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One real local Ray instance for every in-process runner test (starting Ray costs
+    seconds, so tests share it)."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    yield ray
+    ray.shutdown()
+
+
+TINY_STUDY = """\
+name: tiny
+question: Does the shortcut type change digits error on a tiny budget?
+dataset: digits
+scientific:
+  shortcut: [none, A]
+reference: {shortcut: A}
+fixed: {depth: 8, iterations: 12, eval_every: 4, batch_size: 32}
+seeds: [0, 1]
+"""
+
+
+@pytest.fixture
+def study_file(tmp_path):
+    """Write a study file; returns a function taking the YAML text (default: TINY_STUDY)."""
+
+    def write(text: str = TINY_STUDY, name: str = "study.yaml"):
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(text))
+        return path
+
+    return write

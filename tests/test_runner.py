@@ -1,0 +1,151 @@
+"""Studies through a real local Ray into a real SQLite MLflow store."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from ablations import study as studies
+from ablations.errors import AblateError
+from ablations.plan_view import describe
+from ablations.runner import RunOptions, run_study
+
+METRICS = {
+    "train/loss",
+    "train/error",
+    "val/loss",
+    "val/error",
+    "test/loss",
+    "test/error",
+    "lr",
+    "images_per_s",
+    "wall_time_s",
+}
+
+
+@pytest.mark.parametrize("name", studies.builtin_names())
+def test_every_builtin_study_validates_and_resolves(name):
+    study, source = studies.load(name)
+    assert "smoke" in study.presets
+    for preset in (None, *study.presets):
+        plan = studies.resolve(study, source, preset=preset)
+        view = describe(plan)
+        assert len(view["trials"]) == len(plan.arms) * len(plan.study.seeds)
+        assert all(row["params"] > 0 and row["macs"] > 0 for row in view["trials"])
+        assert len({t.key for t in plan.trials}) == len(plan.trials)
+
+
+def test_builtin_studies_use_the_papers_recipe_by_default():
+    plan = studies.resolve(*studies.load("shortcut_types"))
+    config = plan.trials[0].config
+    assert (
+        config.iterations,
+        config.batch_size,
+        config.lr,
+        config.weight_decay,
+        config.lr_policy,
+    ) == (64_000, 128, 0.1, 1e-4, "step")
+    depth = studies.resolve(*studies.load("depth"))
+    warm = {t.config.depth: t.config.warmup for t in depth.trials}
+    assert warm[110] == "paper" and warm[56] == "none"
+
+
+def _runs(uri, experiment, role="trial"):
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    return client, client.search_runs([exp.experiment_id], f"tags.`ablate.role` = '{role}'")
+
+
+def test_smoke_study_records_one_run_per_trial_and_reruns_nothing(ray_local, study_file, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    options = RunOptions(tracking_uri=uri, storage=str(tmp_path / "res"), progress=False)
+    plan = studies.resolve(*studies.load(str(study_file())))
+    summary = run_study(plan, options)
+    assert summary.statuses and set(summary.statuses.values()) == {"finished"}
+    client, runs = _runs(uri, "tiny")
+    assert len(runs) == 4  # 2 arms x 2 seeds
+    assert {r.data.tags["ablate.trial_key"] for r in runs} == {
+        f"shortcut={s} seed={k}" for s in ("none", "A") for k in (0, 1)
+    }
+    for run in runs:
+        tags, params = run.data.tags, run.data.params
+        assert run.info.status == "FINISHED" and tags["ablate.status"] == "finished"
+        assert tags["ablate.study"] == "tiny" and tags["mlflow.parentRunId"]
+        assert params["shortcut"] in ("none", "A") and params["seed"] in ("0", "1")
+        assert params["depth"] == "8" and params["lr_policy"] == "step"
+        assert int(params["params"]) > 0 and int(params["macs"]) > 0
+        assert METRICS <= set(run.data.metrics)
+        history = client.get_metric_history(run.info.run_id, "val/error")
+        assert sorted(m.step for m in history) == [4, 8, 12]
+        arts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert arts == {"trial_config.json", "lr_trace.json", "layer_responses.json"}
+        dst = tmp_path / run.info.run_id
+        dst.mkdir()
+        path = client.download_artifacts(run.info.run_id, "layer_responses.json", str(dst))
+        responses = json.loads(open(path).read())
+        assert len(responses["std"]) == 7
+    parent = client.get_run(runs[0].data.tags["mlflow.parentRunId"])
+    assert parent.data.tags["ablate.role"] == "parent"
+    assert parent.data.tags["mlflow.note.content"].startswith("Does the shortcut")
+
+    again = run_study(plan, options)
+    assert again.skipped == 4 and not again.statuses
+    assert len(_runs(uri, "tiny")[1]) == 4
+
+
+def test_changed_study_against_same_store_is_refused(ray_local, study_file, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    options = RunOptions(tracking_uri=uri, storage=str(tmp_path / "res"), progress=False)
+    one = study_file(TINY_ONE_SEED)
+    run_study(studies.resolve(*studies.load(str(one))), options)
+    changed = study_file(TINY_ONE_SEED.replace("iterations: 4", "iterations: 8"), "b.yaml")
+    with pytest.raises(AblateError, match="another definition"):
+        run_study(studies.resolve(*studies.load(str(changed))), options)
+    # More seeds extend the same study instead.
+    more = study_file(TINY_ONE_SEED.replace("seeds: [0]", "seeds: [0, 1]"), "c.yaml")
+    summary = run_study(studies.resolve(*studies.load(str(more))), options)
+    assert summary.skipped == 1 and list(summary.statuses) == ["shortcut=A seed=1"]
+
+
+TINY_ONE_SEED = """\
+name: tiny1
+question: One arm, one seed, a few iterations, to test what a store refuses.
+dataset: digits
+scientific:
+  shortcut: [A]
+fixed: {depth: 8, iterations: 4, eval_every: 2, batch_size: 32}
+seeds: [0]
+"""
+
+
+def test_optuna_nuisance_phase_then_seeds_at_the_best_point(ray_local, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    options = RunOptions(tracking_uri=uri, storage=str(tmp_path / "res"), progress=False)
+    plan = studies.resolve(*studies.load("tuned_shortcuts"), preset="smoke")
+    summary = run_study(plan, options)
+    assert set(summary.statuses.values()) == {"finished"}
+    client, tune_runs = _runs(uri, "tuned_shortcuts@smoke", role="tune")
+    assert len(tune_runs) == 3 * 2  # 3 arms x 2 Optuna trials
+    for arm in ("shortcut=A", "shortcut=B", "shortcut=C"):
+        points = {
+            (r.data.params["lr"], r.data.params["weight_decay"])
+            for r in tune_runs
+            if r.data.tags["ablate.arm"] == arm
+        }
+        assert len(points) == 2  # Optuna sampled two distinct points for the arm
+    _, seed_runs = _runs(uri, "tuned_shortcuts@smoke")
+    assert len(seed_runs) == 3
+    by_id = {r.info.run_id: r for r in tune_runs}
+    for run in seed_runs:
+        best = by_id[run.data.params["tuned_from"]]
+        assert best.data.tags["ablate.arm"] == run.data.tags["ablate.arm"]
+        assert run.data.params["lr"] == best.data.params["lr"]
+        same_arm = [
+            r for r in tune_runs if r.data.tags["ablate.arm"] == run.data.tags["ablate.arm"]
+        ]
+        assert best.data.metrics["val/error"] == min(r.data.metrics["val/error"] for r in same_arm)
+    # Rerun: tuning is complete, nothing new.
+    again = run_study(plan, options)
+    assert again.skipped == 3 and len(_runs(uri, "tuned_shortcuts@smoke", role="tune")[1]) == 6
