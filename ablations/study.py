@@ -38,7 +38,7 @@ class Nuisance(Strict):
     """Hyperparameters tuned separately for every arm (Optuna through Ray Tune) before the
     seeds run, so that the comparison is fair."""
 
-    search_space: str = Field(description="a name from search_spaces/ (ablate list spaces)")
+    search_space: str = Field(description="a search space in search_spaces/ (e.g. lr_weight_decay)")
     trials: Annotated[int, Field(ge=1)] = Field(description="Optuna trials per arm")
     iterations: Annotated[int, Field(ge=1)] | None = Field(
         None, description="training budget of one tuning trial (default: the study's)"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -149,3 +150,28 @@ def test_optuna_nuisance_phase_then_seeds_at_the_best_point(ray_local, tmp_path)
     # Rerun: tuning is complete, nothing new.
     again = run_study(plan, options)
     assert again.skipped == 3 and len(_runs(uri, "tuned_shortcuts@smoke", role="tune")[1]) == 6
+
+
+def test_published_json_schema_is_current_and_checks_files():
+    import jsonschema
+    import yaml
+
+    from ablations.study import json_schema
+
+    path = Path(studies.__file__).with_name("study.schema.json")
+    assert json.loads(path.read_text()) == json_schema(), "regenerate study.schema.json"
+    for name in studies.builtin_names():
+        text = (Path(studies.__file__).parent / "studies" / f"{name}.yaml").read_text()
+        jsonschema.validate(yaml.safe_load(text), json_schema())
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(
+            {
+                "name": "x",
+                "question": "too short?",
+                "dataset": "digits",
+                "scientific": {},
+                "seeds": [0],
+                "colour": 1,
+            },
+            json_schema(),
+        )
