@@ -16,6 +16,8 @@ import hashlib
 import json
 import os
 import re
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -222,7 +224,9 @@ def run_study(plan: Plan, options: RunOptions) -> RunSummary:
     if todo:
         store.client.update_run(parent_id, status="RUNNING")
         _fit(plan, options, store, todo, summary)
-    store.client.set_terminated(parent_id, "FAILED" if summary.failed else "FINISHED")
+    statuses = set(summary.statuses.values())
+    outcome = "KILLED" if "interrupted" in statuses else "FAILED" if summary.failed else "FINISHED"
+    store.client.set_terminated(parent_id, outcome)
     return summary
 
 
@@ -245,6 +249,11 @@ def init_ray(options: RunOptions) -> None:
         raise AblateError(
             f"cannot reach the Ray cluster at {address}: {str(err).splitlines()[0]}"
         ) from None
+    # After ray.init, which installs a SIGTERM handler that aborts the process: SIGTERM (a
+    # scheduler, `kill`) stops like Ctrl-C instead. Ray Tune's SIGINT handling ends the
+    # trials, whose checkpoints are already on disk, and the runs are marked interrupted.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
     if options.gpus_per_trial > 0 and not ray.cluster_resources().get("GPU"):
         raise AblateError(
             f"--gpus-per-trial {options.gpus_per_trial} asked for, but the Ray cluster has no GPU"
