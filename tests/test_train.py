@@ -216,3 +216,31 @@ def test_cli_train_json(tmp_path):
         assert 0 <= summary[key] <= 1
     bad = subprocess.run([*cmd[:3], "train", "--dataset", "nope"], capture_output=True, text=True)
     assert bad.returncode == 2 and "nope" in bad.stderr and bad.stderr.count("\n") == 1
+
+
+def test_gpu_paths_chosen_by_device_and_refused_without_gpu():
+    from resnet.data import DataError
+    from resnet.train import compile_mode, resolve_device
+
+    assert compile_mode(torch.device("cuda")) == "reduce-overhead"
+    assert compile_mode(torch.device("cpu")) == "default"
+    if not torch.cuda.is_available():
+        with pytest.raises(DataError, match="no CUDA GPU"):
+            resolve_device("cuda")
+        assert resolve_device("auto").type == "cpu"
+
+
+def test_model_compiles_without_graph_breaks():
+    """What torch.compile will trace on a GPU, checked on CPU without inductor's slow
+    C++ build: Dynamo captures forward in one graph and AOTAutograd traces backward."""
+    from resnet import ModelSpec, build
+
+    model = build(ModelSpec(depth=8, shortcut="A")).to(memory_format=torch.channels_last)
+    x = torch.randn(4, 3, 32, 32).to(memory_format=torch.channels_last)
+    explanation = torch._dynamo.explain(model)(x)
+    assert explanation.graph_break_count == 0 and explanation.graph_count == 1
+    compiled = torch.compile(model, backend="aot_eager")
+    out = compiled(x)
+    out.sum().backward()
+    assert torch.allclose(out, model(x), atol=1e-5)
+    assert all(p.grad is not None for p in model.parameters())
