@@ -8,6 +8,7 @@ run, nothing was written); 130 interrupted (resumable: run the same command agai
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -38,20 +39,18 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--in-channels", type=int, default=3)
 
 
-def _spec_from(args: argparse.Namespace, num_classes: int | None = None):
+def _from_args(cls, args: argparse.Namespace, **overrides):
+    """A dataclass built from the flags that share its field names (STYLE.md section 2)."""
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    values = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    return cls(**{**values, **overrides})
+
+
+def _spec_from(args: argparse.Namespace):
     from resnet.spec import ModelSpec
 
-    return ModelSpec(
-        depth=args.depth,
-        shortcut=args.shortcut,
-        skip_length=args.skip_length,
-        bottleneck=args.bottleneck,
-        preactivation=args.preactivation,
-        stem=args.stem,
-        width=args.width,
-        num_classes=args.num_classes or num_classes or (1000 if args.stem == "imagenet" else 10),
-        in_channels=args.in_channels,
-    )
+    default_classes = 1000 if args.stem == "imagenet" else 10
+    return _from_args(ModelSpec, args, num_classes=args.num_classes or default_classes)
 
 
 def cmd_model(args: argparse.Namespace) -> int:
@@ -130,29 +129,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from resnet.data import load_dataset
     from resnet.train import train
 
-    config = TrainConfig(
-        depth=args.depth,
-        shortcut=args.shortcut,
-        skip_length=args.skip_length,
-        bottleneck=args.bottleneck,
-        preactivation=args.preactivation,
-        stem=args.stem,
-        width=args.width,
-        dataset=args.dataset,
-        data_dir=args.data_dir,
-        val_size=args.val_size,
-        iterations=args.iterations,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        lr_policy=args.lr_policy,
-        warmup=args.warmup,
-        eval_every=args.eval_every,
-        seed=args.seed,
-        device=args.device,
-        compile=args.compile,
-        checkpoint_every=args.checkpoint_every,
-    )
+    config = _from_args(TrainConfig, args)
     # Bad data input fails here, in one line, before the progress bar or any compute.
     data = load_dataset(config.dataset, config.data_dir, config.val_size)
     with TrainProgress(config.iterations, quiet=args.json) as progress:

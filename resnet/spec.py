@@ -58,7 +58,7 @@ class ModelSpec:
     num_classes: int = 10
     in_channels: int = 3
     # Resolved: units per stage; not a constructor argument.
-    units: tuple[int, ...] = field(default=(), compare=False, repr=False)
+    units: tuple[int, ...] = field(default=(), init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
