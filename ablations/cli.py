@@ -100,8 +100,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     except ImportError:
         pass
     from ablations.errors import AblateError
+    from reports import ReportError
 
-    errors.append(AblateError)
+    errors += [AblateError, ReportError]
     return tuple(errors)
 
 

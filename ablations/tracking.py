@@ -236,6 +236,27 @@ class Store:
             retry(lambda chunk=chunk: self.client.log_batch(run_id, params=chunk))
 
 
+def code_version() -> dict[str, str]:
+    """The ablate version, and the git commit when running from a checkout."""
+    import subprocess
+    from importlib.metadata import version
+
+    tags = {"ablate.version": version("ablate")}
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+        tags["mlflow.source.git.commit"] = commit
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return tags
+
+
 def trial_params(config) -> dict:
     """Every resolved setting under its STYLE.md name (execution details left out)."""
     values = dataclasses.asdict(config)

@@ -35,7 +35,8 @@ def load(name: str) -> dict[str, dict[str, list]]:
     for param, dist in params.items():
         if not isinstance(dist, dict) or len(dist) != 1 or next(iter(dist)) not in KINDS:
             raise SearchSpaceError(
-                f"search space {name}: {param}: one of {', '.join(KINDS)} with its arguments")
+                f"search space {name}: {param}: one of {', '.join(KINDS)} with its arguments"
+            )
         kind, args = next(iter(dist.items()))
         if kind != "choice" and (len(args) != 2 or not args[0] < args[1]):
             raise SearchSpaceError(f"search space {name}: {param}: {kind} needs [low, high]")

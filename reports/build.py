@@ -1,0 +1,69 @@
+"""`ablate report NAME`: read a study from MLflow, write DIR/index.html and CSV tables,
+and log the same files to the study's parent run under `report/`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import mlflow
+from mlflow.exceptions import MlflowException
+
+from reports.errors import ReportError
+from reports.fetch import connect, fetch_study, redact
+from reports.page import Report, render_report
+
+DEFAULT_ROOT = Path("ablate-reports")
+ARTIFACT_PATH = "report"
+
+
+def default_out_dir(experiment_name: str) -> Path:
+    return DEFAULT_ROOT / experiment_name
+
+
+def write_report(report: Report, out_dir: Path) -> Path:
+    """index.html and one CSV per table, side by side; returns the page's path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    index = out_dir / "index.html"
+    index.write_text(report.html, encoding="utf-8")
+    for name, frame in report.tables.items():
+        frame.to_csv(out_dir / f"{name}.csv", index=False)
+    return index
+
+
+def build_report(
+    experiment_name: str,
+    tracking_uri: str | None = None,
+    out_dir: str | Path | None = None,
+    mlflow_ui_url: str | None = None,
+    expected_trials: int | None = None,
+    log_to_mlflow: bool = True,
+    generated_at: datetime | None = None,
+) -> Path:
+    """Build the report of study `experiment_name` (the MLflow experiment, e.g.
+    `shortcut_types@smoke`) and return the path of its index.html.
+
+    Reads MLflow only. `expected_trials` overrides the parent run's `expected_trials`
+    param when counting missing trials. With `log_to_mlflow`, the written files are
+    also logged to the parent run under `report/` (replacing an earlier report there).
+    Raises ReportError with a one-line message for problems the user can fix.
+    """
+    data = fetch_study(experiment_name, tracking_uri)
+    report = render_report(data, mlflow_ui_url, expected_trials, generated_at)
+    target = Path(out_dir) if out_dir is not None else default_out_dir(experiment_name)
+    try:
+        index = write_report(report, target)
+    except OSError as error:
+        raise ReportError(
+            f"cannot write the report to {target}: {error.strerror or error}"
+        ) from error
+    if log_to_mlflow and data.info.parent_run_id:
+        try:
+            connect(tracking_uri).log_artifacts(data.info.parent_run_id, str(target), ARTIFACT_PATH)
+        except (MlflowException, OSError) as error:
+            uri = redact(tracking_uri or mlflow.get_tracking_uri())
+            raise ReportError(
+                f"wrote {index} but could not log it to the parent run in {uri}: "
+                f"{str(error).strip().splitlines()[0] if str(error).strip() else error}"
+            ) from error
+    return index

@@ -1,0 +1,150 @@
+"""HTML building blocks: escaping, number formats, tables, figures and the page shell.
+
+Every string that came from MLflow goes through `esc`; the page has no external
+resources (plotly's JavaScript is inlined once in the head), so it works offline.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import plotly.graph_objects as go
+import plotly.io as pio
+from plotly.offline import get_plotlyjs
+
+PLOT_CONFIG = {"displaylogo": False, "responsive": True}
+
+CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0;
+       color: #1d2330; background: #fff; line-height: 1.45; }
+main { max-width: 1600px; margin: 0 auto; padding: 24px 32px 64px; }
+h1 { font-size: 1.7em; margin: 0.2em 0; }
+h2 { font-size: 1.3em; margin-top: 2em; border-bottom: 1px solid #dde1e8; padding-bottom: 4px; }
+.question { font-size: 1.15em; color: #34405a; margin: 0.3em 0 1em; }
+.partial-banner { background: #fff4d6; border: 2px solid #e0a800; border-radius: 6px;
+                  padding: 12px 16px; margin: 12px 0 20px; }
+.partial-banner strong { color: #8a5a00; font-size: 1.1em; }
+.complete-banner { background: #e8f6ec; border: 1px solid #5cb27a; border-radius: 6px;
+                   padding: 8px 16px; margin: 12px 0 20px; }
+dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: 4px 18px; margin: 0; }
+dl.facts dt { font-weight: 600; color: #4a5568; }
+dl.facts dd { margin: 0; }
+.scroll { overflow-x: auto; }
+table { border-collapse: collapse; font-size: 0.9em; margin: 8px 0; }
+th, td { border-bottom: 1px solid #e2e6ee; padding: 5px 9px; text-align: left;
+         vertical-align: top; }
+th { background: #f4f6fa; position: sticky; top: 0; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+tr.reference td { background: #f3f8ff; }
+small, .muted { color: #6b7385; }
+.finding { background: #f4f6fa; border-left: 4px solid #4a6fa5; padding: 8px 12px; }
+.absent { color: #6b7385; font-style: italic; }
+.verdict-win { color: #17643a; font-weight: 600; }
+.figure { margin: 8px 0 24px; }
+#comparison td { white-space: nowrap; }
+#comparison td:nth-child(6) { white-space: normal; min-width: 250px; }
+#comparison { font-size: 0.85em; }
+.paper-sources { font-size: 0.85em; }
+"""
+
+
+def esc(value: Any) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def num(value: Any, digits: int = 2) -> str:
+    if is_missing(value):
+        return "–"
+    return f"{value:.{digits}f}"
+
+
+def count(value: Any) -> str:
+    """Parameter and MAC counts the way the paper writes them (0.27M, 1.8G)."""
+    if is_missing(value):
+        return "–"
+    for scale, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g}{unit}"
+    return f"{value:.0f}"
+
+
+def duration(seconds: Any) -> str:
+    if is_missing(seconds):
+        return "–"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.2f} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds:.1f} s"
+
+
+def run_url(ui_url: str | None, experiment_id: str, run_id: str) -> str | None:
+    if not ui_url:
+        return None
+    return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def link(text: str, url: str | None) -> str:
+    """`text` is already HTML; the URL is escaped here."""
+    if not url:
+        return text
+    return f'<a href="{esc(url)}" target="_blank" rel="noopener">{text}</a>'
+
+
+def table(
+    headers: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    numeric: Sequence[bool] | None = None,
+    row_classes: Sequence[str] | None = None,
+    table_id: str = "",
+) -> str:
+    """Cells are HTML already (escape at the call site); headers are plain text."""
+    numeric = numeric or [False] * len(headers)
+    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
+    body = []
+    for i, row in enumerate(rows):
+        cls = f' class="{row_classes[i]}"' if row_classes and row_classes[i] else ""
+        cells = "".join(
+            f'<td class="num">{c}</td>' if numeric[j] else f"<td>{c}</td>"
+            for j, c in enumerate(row)
+        )
+        body.append(f"<tr{cls}>{cells}</tr>")
+    ident = f' id="{esc(table_id)}"' if table_id else ""
+    return (
+        f'<div class="scroll"><table{ident}><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table></div>"
+    )
+
+
+def figure(fig: go.Figure | None, absent: str, div_id: str) -> str:
+    """A figure without its own copy of plotly.js, or the reason it is absent."""
+    if fig is None:
+        return f'<p class="absent">{esc(absent)}</p>'
+    body = pio.to_html(
+        fig,
+        full_html=False,
+        include_plotlyjs=False,
+        config=PLOT_CONFIG,
+        div_id=div_id,
+        default_width="100%",
+    )
+    return f'<div class="figure">{body}</div>'
+
+
+def page(title: str, body: str) -> str:
+    # plotly.js inlined once for the whole page: the file must open offline.
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{esc(title)}</title><style>{CSS}</style>"
+        f'<script type="text/javascript">{get_plotlyjs()}</script>'
+        f"</head><body><main>{body}</main></body></html>\n"
+    )

@@ -1,0 +1,315 @@
+"""Plotly figures of a study. Each takes DataFrames and returns a Figure, or None when the
+study holds nothing to draw (the page then says why)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+from plotly.subplots import make_subplots
+
+from reports.findings import is_plain
+from reports.paper import normalize_dataset, table6_points
+from reports.tables import level_key
+
+PALETTE = qualitative.D3 + qualitative.Plotly
+LAYOUT = {
+    "template": "plotly_white",
+    "font": {"size": 13},
+    "margin": {"l": 60, "r": 20, "t": 50, "b": 50},
+    "legend": {"font": {"size": 11}},
+}
+
+
+def _color(i: int) -> str:
+    return PALETTE[i % len(PALETTE)]
+
+
+def _band_color(hex_color: str, alpha: float = 0.15) -> str:
+    r, g, b = (int(hex_color[k : k + 2], 16) for k in (1, 3, 5))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def _ordered_arms(trials: pd.DataFrame, factors: Sequence[str]) -> list[str]:
+    firsts = trials.drop_duplicates("arm")
+    keyed = [(tuple(level_key(r[f]) for f in factors), r["arm"]) for _, r in firsts.iterrows()]
+    return [arm for _, arm in sorted(keyed)]
+
+
+def _band(x, low, high, color: str, group: str) -> go.Scatter:
+    return go.Scatter(
+        x=np.concatenate([x, x[::-1]]),
+        y=np.concatenate([high, low[::-1]]),
+        fill="toself",
+        # Without an explicit mode plotly adds markers to short traces.
+        mode="lines",
+        fillcolor=_band_color(color),
+        line={"width": 0},
+        hoverinfo="skip",
+        showlegend=False,
+        legendgroup=group,
+    )
+
+
+def training_curves(
+    trials: pd.DataFrame, history: pd.DataFrame, factors: Sequence[str]
+) -> go.Figure | None:
+    """Fig. 6 of the paper: training error (thin, dashed) and test error (bold) against
+    iterations, mean over finished seeds with a min-max band, plain and residual side by
+    side."""
+    done = trials[trials["status"] == "finished"]
+    hist = history[history["run_id"].isin(done["run_id"])]
+    if hist.empty:
+        return None
+    hist = hist.merge(done[["run_id", "arm", "shortcut"]], on="run_id")
+    panels = []
+    if hist["shortcut"].map(is_plain).any():
+        panels.append(("plain nets (shortcut none)", True))
+    if (~hist["shortcut"].map(is_plain)).any():
+        panels.append(("residual nets", False))
+    fig = make_subplots(
+        rows=1, cols=len(panels), subplot_titles=[p[0] for p in panels], shared_yaxes=True
+    )
+    summary = hist.groupby(["arm", "key", "step"])["value"].agg(["mean", "min", "max"]) * 100
+    series = {k: g.droplevel([0, 1]) for k, g in summary.groupby(level=[0, 1])}
+    kinds = done.drop_duplicates("arm").set_index("arm")["shortcut"].map(is_plain)
+    # One colour per arm across both panels, so a colour never means two arms.
+    colors = {arm: _color(i) for i, arm in enumerate(_ordered_arms(done, factors))}
+    traces, cols = [], []
+    for col, (_, plain) in enumerate(panels, start=1):
+        for arm in (a for a in colors if kinds[a] == plain):
+            color = colors[arm]
+            for key, width, dash in (("train/error", 1.2, "dash"), ("test/error", 3, "solid")):
+                if (arm, key) not in series:
+                    continue
+                s = series[(arm, key)]
+                x = s.index.to_numpy()
+                traces.append(_band(x, s["min"].to_numpy(), s["max"].to_numpy(), color, arm))
+                traces.append(
+                    go.Scatter(
+                        x=x,
+                        y=s["mean"].to_numpy(),
+                        mode="lines",
+                        name=arm,
+                        legendgroup=arm,
+                        showlegend=key == "test/error",
+                        line={"color": color, "width": width, "dash": dash},
+                        hovertemplate=(
+                            f"{arm}<br>{key}: %{{y:.2f}}%<br>iteration %{{x}}<extra></extra>"
+                        ),
+                    )
+                )
+                cols += [col, col]
+        fig.update_xaxes(title_text="iteration", row=1, col=col)
+    # One add_traces call: adding traces one by one re-validates the figure each time.
+    fig.add_traces(traces, rows=[1] * len(traces), cols=cols)
+    fig.update_yaxes(title_text="error (%)", row=1, col=1)
+    fig.update_layout(
+        **{**LAYOUT, "margin": {**LAYOUT["margin"], "t": 90}},
+        height=480,
+        title="Training (thin, dashed) and test (bold) error during training",
+    )
+    return fig
+
+
+def depth_plot(arms: pd.DataFrame, factors: Sequence[str], dataset: str) -> go.Figure | None:
+    """Final training and test error against depth, one pair of lines per setting of the
+    other factors (plain vs residual included), error bars = std over seeds. The paper's
+    Table 6 (CIFAR-10, option A) is overlaid only on CIFAR-10 studies: beside another
+    data set it would invite a meaningless comparison."""
+    if arms.empty or "depth" not in arms.columns or arms["depth"].nunique() < 2:
+        return None
+    others = [f for f in factors if f != "depth"]
+    fig = go.Figure()
+
+    def series_label(row: pd.Series) -> str:
+        return " ".join(f"{f}={row[f]}" for f in others) or "all arms"
+
+    labels = arms.apply(series_label, axis=1)
+    order = sorted(labels.unique(), key=lambda s: [level_key(v.split("=")[-1]) for v in s.split()])
+    for i, label in enumerate(order):
+        rows = arms[labels == label].sort_values("depth")
+        color = _color(i)
+        for column, std, width, dash, name in (
+            ("train_error_pct_mean", "train_error_pct_std", 1.5, "dash", "train"),
+            ("test_error_pct_mean", "test_error_pct_std", 3, "solid", "test"),
+        ):
+            fig.add_trace(
+                go.Scatter(
+                    x=rows["depth"].to_numpy(),
+                    y=rows[column].to_numpy(),
+                    error_y={"type": "data", "array": rows[std].to_numpy(), "visible": True},
+                    mode="lines+markers",
+                    name=f"{label} · {name}",
+                    legendgroup=label,
+                    line={"color": color, "width": width, "dash": dash},
+                )
+            )
+    low, high = arms["depth"].min(), arms["depth"].max()
+    # Only the paper's depths inside the study's range: ResNet-1202 beside a 20-56 study
+    # would squeeze every measured point against the axis.
+    points = [(d, e) for d, e in table6_points() if low <= d <= high]
+    if normalize_dataset(dataset) == "cifar10" and points:
+        depths, errors = zip(*points, strict=True)
+        fig.add_trace(
+            go.Scatter(
+                x=depths,
+                y=errors,
+                mode="markers",
+                name="paper, Table 6: ResNet option A, CIFAR-10 test",
+                marker={"symbol": "star", "size": 12, "color": "black"},
+            )
+        )
+    fig.update_xaxes(
+        title_text="depth (weight layers)",
+        type="log" if arms["depth"].max() / arms["depth"].min() > 8 else "linear",
+    )
+    fig.update_yaxes(title_text="final error (%)")
+    fig.update_layout(
+        **LAYOUT, height=440, title="Final error against depth (mean ± std over seeds)"
+    )
+    return fig
+
+
+def factor_plot(trials: pd.DataFrame, factor: str, factors: Sequence[str]) -> go.Figure | None:
+    """Final test error by level of one factor with every finished seed shown; one box per
+    combination of the other factors, so depth does not blur a shortcut comparison."""
+    done = (
+        trials[(trials["status"] == "finished") & trials["test/error"].notna()]
+        if "test/error" in trials.columns
+        else trials.iloc[0:0]
+    )
+    if done.empty or factor not in done.columns:
+        return None
+    others = [f for f in factors if f != factor]
+    if others:
+        grouped = done.groupby([done[f].astype(str) for f in others])
+        groups = sorted(
+            ((k if isinstance(k, tuple) else (k,), g) for k, g in grouped),
+            key=lambda item: [level_key(v) for v in item[0]],
+        )
+    else:
+        groups = [((), done)]
+    levels = sorted(done[factor].unique(), key=level_key)
+    boxes = []
+    for i, (key, group) in enumerate(groups):
+        name = " ".join(f"{f}={v}" for f, v in zip(others, key, strict=True)) or "all"
+        boxes.append(
+            go.Box(
+                x=group[factor].astype(str).to_numpy(),
+                y=100 * group["test/error"].to_numpy(dtype=float),
+                name=name,
+                boxpoints="all",
+                jitter=0.4,
+                pointpos=0,
+                marker={"color": _color(i), "size": 7},
+                line={"width": 1.5},
+                text=group["trial_key"].to_numpy(),
+                hovertemplate="%{text}<br>test error %{y:.2f}%<extra></extra>",
+            )
+        )
+    fig = go.Figure(data=boxes)
+    fig.update_xaxes(
+        title_text=factor,
+        type="category",
+        categoryorder="array",
+        categoryarray=[str(v) for v in levels],
+    )
+    fig.update_yaxes(title_text="final test error (%)")
+    fig.update_layout(
+        **LAYOUT, height=400, boxmode="group", title=f"Final test error by {factor} (every seed)"
+    )
+    return fig
+
+
+def layer_response_plot(
+    trials: pd.DataFrame, responses: pd.DataFrame, factors: Sequence[str]
+) -> go.Figure | None:
+    """Fig. 7: std of each layer's BN output, in layer order and sorted descending, mean
+    over seeds; plain nets dashed, residual nets solid."""
+    if responses.empty:
+        return None
+    merged = responses.merge(trials[["run_id", "arm", "shortcut"]], on="run_id")
+    if merged.empty:
+        return None
+    fig = make_subplots(
+        rows=1, cols=2, subplot_titles=["by layer index", "sorted by magnitude"], shared_yaxes=True
+    )
+    means = merged.groupby(["arm", "layer"])["std"].mean()
+    plain = merged.drop_duplicates("arm").set_index("arm")["shortcut"].map(is_plain)
+    traces, cols = [], []
+    for i, arm in enumerate(_ordered_arms(trials[trials["arm"].isin(merged["arm"])], factors)):
+        mean = means.loc[arm]
+        line = {"color": _color(i), "width": 2, "dash": "dash" if plain[arm] else "solid"}
+        ranked = np.sort(mean.to_numpy())[::-1]
+        traces += [
+            go.Scatter(
+                x=mean.index.to_numpy(),
+                y=mean.to_numpy(),
+                mode="lines",
+                name=arm,
+                legendgroup=arm,
+                line=line,
+            ),
+            go.Scatter(
+                x=np.arange(1, len(ranked) + 1),
+                y=ranked,
+                mode="lines",
+                name=arm,
+                legendgroup=arm,
+                showlegend=False,
+                line=line,
+            ),
+        ]
+        cols += [1, 2]
+    fig.add_traces(traces, rows=[1] * len(traces), cols=cols)
+    fig.update_xaxes(title_text="layer index", row=1, col=1)
+    fig.update_xaxes(title_text="rank", row=1, col=2)
+    fig.update_yaxes(title_text="std of layer response", row=1, col=1)
+    fig.update_layout(
+        **{**LAYOUT, "margin": {**LAYOUT["margin"], "t": 90}},
+        height=440,
+        title="Layer responses (plain dashed, residual solid)",
+    )
+    return fig
+
+
+def lr_plot(traces: pd.DataFrame, runs: pd.DataFrame) -> go.Figure | None:
+    """The learning rate against iteration of each distinct policy setting, as steps.
+    `runs` labels the traces (all child runs: a trace may come from a retried attempt)."""
+    if traces.empty:
+        return None
+    columns = [c for c in ("lr_policy", "lr", "warmup") if c in runs.columns]
+    info = runs.set_index("run_id")
+    fig = go.Figure()
+    for i, (run_id, rows) in enumerate(traces.groupby("run_id", sort=False)):
+        if run_id in info.index:
+            run = info.loc[run_id]
+            label = " ".join(f"{c}={run[c]}" for c in columns)
+            if str(run.get("lr_policy")) == "plateau":
+                label += f" ({run['arm']})"
+        else:
+            label = run_id
+        fig.add_trace(
+            go.Scatter(
+                x=rows["iteration"].to_numpy(),
+                y=rows["lr"].to_numpy(),
+                mode="lines+markers",
+                line={"shape": "hv", "color": _color(i), "width": 2},
+                name=label,
+                showlegend=True,
+            )
+        )
+    fig.update_xaxes(title_text="iteration")
+    positive = traces["lr"][traces["lr"] > 0]
+    if len(positive) == len(traces) and positive.max() / positive.min() >= 10:
+        # Step schedules divide by 10: one tick per decade reads like the paper.
+        fig.update_yaxes(title_text="learning rate", type="log", dtick=1)
+    else:
+        # A cosine schedule reaches 0, which a log axis cannot show.
+        fig.update_yaxes(title_text="learning rate")
+    fig.update_layout(**LAYOUT, height=380, title="Learning-rate schedules used")
+    return fig
