@@ -35,6 +35,23 @@ seeds: [0, 1]
 """
 
 
+@pytest.fixture(scope="session")
+def smoke_store(ray_local, tmp_path_factory):
+    """A real smoke study (TINY_STUDY: 2 arms x 2 seeds on digits) run once through local
+    Ray into a SQLite MLflow store, shared by the runner and report tests. Returns
+    (tracking URI, storage folder, plan, run summary)."""
+    from ablations import study as studies
+    from ablations.runner import RunOptions, run_study
+
+    root = tmp_path_factory.mktemp("smoke")
+    path = root / "tiny.yaml"
+    path.write_text(TINY_STUDY)
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    options = RunOptions(tracking_uri=uri, storage=str(root / "res"), progress=False)
+    plan = studies.resolve(*studies.load(str(path)))
+    return uri, options, plan, run_study(plan, options)
+
+
 @pytest.fixture
 def study_file(tmp_path):
     """Write a study file; returns a function taking the YAML text (default: TINY_STUDY)."""

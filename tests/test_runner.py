@@ -59,11 +59,8 @@ def _runs(uri, experiment, role="trial"):
     return client, client.search_runs([exp.experiment_id], f"tags.`ablate.role` = '{role}'")
 
 
-def test_smoke_study_records_one_run_per_trial_and_reruns_nothing(ray_local, study_file, tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    options = RunOptions(tracking_uri=uri, storage=str(tmp_path / "res"), progress=False)
-    plan = studies.resolve(*studies.load(str(study_file())))
-    summary = run_study(plan, options)
+def test_smoke_study_records_one_run_per_trial_and_reruns_nothing(smoke_store, tmp_path):
+    uri, options, plan, summary = smoke_store
     assert summary.statuses and set(summary.statuses.values()) == {"finished"}
     client, runs = _runs(uri, "tiny")
     assert len(runs) == 4  # 2 arms x 2 seeds
