@@ -44,7 +44,8 @@ class MlflowWriter(tune.Callback):
         key = self.key_of(trial)
         run_id = self.run_ids[key]
         if result.get("kind") == "start":
-            self.store.client.set_tag(run_id, "ablate.resumed_from", result["resumed_from"])
+            for tag in ("resumed_from", "val_digest", "train_size"):
+                self.store.client.set_tag(run_id, f"ablate.{tag}", result[tag])
         elif result.get("kind") == "eval":
             record = json.loads(result["record"])
             if record["iteration"] > self.logged[key]:

@@ -172,7 +172,13 @@ def run_trial(tune_config: dict) -> None:
     class Report(Callback):
         def on_start(self, info: dict) -> None:
             tune.report(
-                {"kind": "start", "resumed_from": info["resumed_from"], "val_error": float("nan")}
+                {
+                    "kind": "start",
+                    "resumed_from": info["resumed_from"],
+                    "val_digest": info["val_digest"],
+                    "train_size": info["train_size"],
+                    "val_error": float("nan"),
+                }
             )
             # Replay what the checkpoint holds: the driver logs only what it lacks.
             for record in info["history"]:

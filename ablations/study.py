@@ -157,9 +157,14 @@ def load(name_or_path: str) -> tuple[Study, str]:
     if name_or_path.endswith((".yaml", ".yml")) or path.is_file():
         source = str(path)
         try:
-            text = path.read_text()
+            text = path.read_text(encoding="utf-8")
         except OSError as err:
             raise AblateError(f"{source}: cannot read study file ({err.strerror})") from None
+        except UnicodeDecodeError as err:
+            raise AblateError(
+                f"{source}: not UTF-8 text (byte {err.object[err.start]:#x} at offset "
+                f"{err.start}); a study file is YAML saved as UTF-8"
+            ) from None
     elif name_or_path in builtin_names():
         source = f"ablations/studies/{name_or_path}.yaml"
         text = (resources.files("ablations") / "studies" / f"{name_or_path}.yaml").read_text()

@@ -33,7 +33,8 @@ class Callback:
     """Hooks the loop calls; every method is optional."""
 
     def on_start(self, info: dict) -> None:
-        """Once, with `params`, `macs`, `resumed_from` (iteration) and `history`."""
+        """Once, with `params`, `macs`, `resumed_from` (iteration), `history`, `eval_every`,
+        `train_size` and `val_digest` (the validation split's fingerprint)."""
 
     def on_step(self, iteration: int) -> None:
         """After every optimizer step (cheap: no device sync happens for it)."""
@@ -218,6 +219,8 @@ def train(
             "resumed_from": state["iteration"],
             "history": list(state["history"]),
             "eval_every": eval_every,
+            "train_size": train_size,
+            "val_digest": data.val_digest,
         }
     )
     status, diverged_at = "finished", None

@@ -71,6 +71,7 @@ def test_smoke_study_records_one_run_per_trial_and_reruns_nothing(smoke_store, t
         tags, params = run.data.tags, run.data.params
         assert run.info.status == "FINISHED" and tags["ablate.status"] == "finished"
         assert tags["ablate.study"] == "tiny" and tags["mlflow.parentRunId"]
+        assert len(tags["ablate.val_digest"]) == 16 and tags["ablate.resumed_from"] == "0"
         assert params["shortcut"] in ("none", "A") and params["seed"] in ("0", "1")
         assert params["depth"] == "8" and params["lr_policy"] == "step"
         assert int(params["params"]) > 0 and int(params["macs"]) > 0
