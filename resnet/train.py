@@ -174,6 +174,7 @@ def train(
     eval_every = config.eval_every or max(1, train_size // config.batch_size)
     ckpt_every = config.checkpoint_every or eval_every
     step_model = compile_model(model, device) if config.compile else model
+    graphs = config.compile and compile_mode(device) == "reduce-overhead"
 
     # Accumulators live on the device: no host sync inside the step loop.
     acc = {k: torch.zeros((), device=device) for k in ("loss", "err", "n")}
@@ -233,6 +234,9 @@ def train(
         for group in optimizer.param_groups:
             group["lr"] = lr
         x, y = batches.next()
+        if graphs:
+            # CUDA graph trees reuse output memory between replays: mark each new step.
+            torch.compiler.cudagraph_mark_step_begin()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
             out = step_model(x)
         loss = nn.functional.cross_entropy(out.float(), y)
