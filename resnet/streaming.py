@@ -3,6 +3,7 @@ interface as the device-resident small-image path."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import torch
@@ -10,7 +11,8 @@ from torch import Tensor
 
 from resnet.data import StreamingSplits, streaming_loader
 
-WORKERS = 4
+# Decoding workers: up to 4, never more than the machine's cores.
+WORKERS = min(4, os.cpu_count() or 1)
 
 
 class StreamingBatches:

@@ -244,3 +244,31 @@ def test_model_compiles_without_graph_breaks():
     out.sum().backward()
     assert torch.allclose(out, model(x), atol=1e-5)
     assert all(p.grad is not None for p in model.parameters())
+
+
+def test_large_image_folder_streams_trains_and_resumes(tmp_path):
+    """ImageNet-style folders (images over 64 px) stream through DataLoader workers with
+    the paper's ImageNet augmentation; a stop and a resume continue at the same batch."""
+    from test_data import write_folder
+
+    root = tmp_path / "big"
+    write_folder(root, {"train": 6, "test": 2}, ("a", "b"), size=72)
+    cfg = TrainConfig(
+        dataset=f"imagefolder:{root}",
+        data_dir=str(tmp_path),
+        stem="imagenet",
+        depth=18,
+        width=8,
+        batch_size=4,
+        iterations=4,
+        eval_every=2,
+        val_size=2,
+    )
+    first = train(cfg, Recorder(stop_at=3), checkpoint_dir=tmp_path / "ck")
+    assert first.status == "stopped" and first.iterations == 3
+    rec = Recorder()
+    result = train(cfg, rec, checkpoint_dir=tmp_path / "ck")
+    assert rec.started["resumed_from"] == 3 and result.status == "finished"
+    assert [r["iteration"] for r in result.history] == [2, 4]
+    assert all(0 <= r["test/error"] <= 1 for r in result.history)
+    assert len(result.layer_responses["std"]) == 17  # 18 weight layers less the linear one
