@@ -203,15 +203,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ablations.runner import RunOptions, run_study
 
     plan = _plan(args)
-    options = RunOptions(
-        tracking_uri=args.tracking_uri,
-        storage=args.storage,
-        address=args.address,
-        gpus_per_trial=args.gpus_per_trial,
-        cpus_per_trial=args.cpus_per_trial,
-        max_concurrent=args.max_concurrent,
-        progress=not args.quiet,
-    )
+    options = _from_args(RunOptions, args, progress=not args.quiet)
     summary = run_study(plan, options)
     counts: dict[str, int] = {}
     for status in summary.statuses.values():
