@@ -59,7 +59,10 @@ class MlflowWriter(tune.Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         key = self.key_of(trial)
-        error = trial.get_error()
+        try:
+            error = trial.get_error()
+        except Exception as err:  # noqa: BLE001 - e.g. a full disk truncated Ray's error file
+            error = err
         reason = f"{type(error).__name__}: {error}" if error else "trial failed"
         # Ray wraps the worker's exception; keep its last line, which names the cause.
         lines = [ln for ln in str(reason).splitlines() if ln.strip()]

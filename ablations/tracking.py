@@ -7,6 +7,7 @@ for the SQLite store; calls still retry on a lock, for two studies sharing one s
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -88,7 +89,8 @@ class Store:
         from mlflow.tracking import MlflowClient
 
         self.uri = uri
-        self.client = MlflowClient(tracking_uri=uri)
+        with _creating_tables(uri):
+            self.client = MlflowClient(tracking_uri=uri)
 
     # -- experiment and parent run -------------------------------------------------------
     def experiment_id(self, name: str, create: bool = True) -> str | None:
@@ -255,6 +257,29 @@ def code_version() -> dict[str, str]:
     except (OSError, subprocess.SubprocessError):
         pass
     return tags
+
+
+@contextlib.contextmanager
+def _creating_tables(uri: str):
+    """MLflow creates (and migrates) a new SQLite store's tables when a client opens it; two
+    studies starting at once would both migrate and one fails ("duplicate column name:
+    step"). A lock per database file, in the temp folder so that nothing lands beside the
+    store, makes the second wait until the first has opened it."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+    import hashlib
+    import tempfile
+
+    db = uri.removeprefix("sqlite:///")
+    name = f"ablate-mlflow-{hashlib.sha256(db.encode()).hexdigest()[:16]}.lock"
+    fd = os.open(Path(tempfile.gettempdir()) / name, os.O_RDONLY | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def trial_params(config) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import warnings
@@ -32,9 +33,13 @@ def save(state: dict, directory: str | Path, iteration: int, keep: int = 2) -> P
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / f"ckpt-{iteration:09d}.pt"
     tmp = directory / f".{final.name}.tmp-{os.getpid()}"
+    # Serialized in memory first: torch.save straight into a file turns a failed write
+    # (ENOSPC) into a RuntimeError ("unexpected pos") that hides the OS error.
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
     try:
         with open(tmp, "wb") as f:
-            torch.save(state, f)
+            f.write(buffer.getbuffer())
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, final)
