@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -175,6 +176,14 @@ def test_cifar_missing_and_offline(tmp_path, monkeypatch):
     assert str(empty) in msg and "cifar-10-batches-py" in msg
     assert "imagefolder:<path>" in msg and "digits" in msg
     assert e.value.__suppress_context__  # raised `from None`: no chained traceback
+
+
+@pytest.fixture(autouse=True)
+def _fresh_urllib_opener():
+    """torchvision's download installs urllib's global opener with the proxy of the
+    moment; left behind, it would route later tests' localhost requests to a dead port."""
+    yield
+    urllib.request.install_opener(None)
 
 
 # --- image folders ---------------------------------------------------------------------

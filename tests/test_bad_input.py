@@ -1,0 +1,426 @@
+"""Malformed study files and flags: exit 2, one line naming the problem and what is
+allowed, no traceback, nothing run and nothing written (cli.py's exit-code contract)."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ablations.cli import main
+
+GOOD = """\
+name: badin
+question: Does any malformed input get through to a trial?
+dataset: digits
+scientific:
+  shortcut: [none, A]
+reference: {shortcut: A}
+fixed: {depth: 8, iterations: 4, eval_every: 2, batch_size: 32}
+seeds: [0]
+presets:
+  smoke:
+    seeds: [0]
+"""
+
+
+def _study(**replace: str) -> str:
+    """GOOD with whole lines replaced: {'old line start': 'new line(s)'}."""
+    lines = GOOD.splitlines()
+    for start, new in replace.items():
+        hits = [i for i, line in enumerate(lines) if line.startswith(start)]
+        assert len(hits) == 1, start
+        lines[hits[0]] = new
+    return "\n".join(lines) + "\n"
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# (id, files to write in the working folder, argv after `ablate`, regex the line must match)
+# A file value of bytes is written as is; None makes a directory of that name.
+CASES = [
+    (
+        "unknown-top-key",
+        {"s.yaml": GOOD + "colour: red\n"},
+        ["run", "s.yaml"],
+        r"s\.yaml: colour: unknown key; allowed: name, question, .*seeds",
+    ),
+    (
+        "unknown-setting",
+        {"s.yaml": _study(**{"fixed:": "fixed: {dpeth: 8}"})},
+        ["run", "s.yaml"],
+        r"fixed\.dpeth: unknown setting; allowed: depth, shortcut",
+    ),
+    (
+        "wrong-type-factor",
+        {"s.yaml": _study(**{"  shortcut:": "  shortcut: A"})},
+        ["run", "s.yaml"],
+        r"scientific\.shortcut: .*valid list",
+    ),
+    (
+        "wrong-type-setting",
+        {"s.yaml": _study(**{"fixed:": "fixed: {depth: 8, iterations: many}"})},
+        ["run", "s.yaml"],
+        r"iterations: must be a positive integer, got 'many'",
+    ),
+    (
+        "empty-factor",
+        {"s.yaml": _study(**{"  shortcut:": "  shortcut: []", "reference": ""})},
+        ["run", "s.yaml"],
+        r"scientific\.shortcut: empty list of levels; give at least one",
+    ),
+    (
+        "invalid-depth",
+        {"s.yaml": _study(**{"fixed:": "fixed: {depth: 21, iterations: 4}"})},
+        ["run", "s.yaml"],
+        r"depth: .*depth 21 does not split .*; try depth 14, 20 or 26",
+    ),
+    (
+        "impossible-skip-length",
+        {"s.yaml": _study(**{"fixed:": "fixed: {depth: 14, skip_length: 3, iterations: 4}"})},
+        ["run", "s.yaml"],
+        r"depth: units of 3 layer\(s\) need .*divisible by 3.*try depth",
+    ),
+    (
+        "skip-length-out-of-range",
+        {"s.yaml": _study(**{"fixed:": "fixed: {depth: 8, skip_length: 4, iterations: 4}"})},
+        ["run", "s.yaml"],
+        r"skip_length: must be 1, 2 or 3, got 4",
+    ),
+    (
+        "bottleneck-skip-2",
+        {"s.yaml": _study(**{"fixed:": "fixed: {depth: 29, bottleneck: true, skip_length: 2}"})},
+        ["run", "s.yaml"],
+        r"skip_length: bottleneck units .* have skip length 3, not 2",
+    ),
+    (
+        "unknown-shortcut",
+        {"s.yaml": _study(**{"  shortcut:": "  shortcut: [A, D]"})},
+        ["run", "s.yaml"],
+        r"shortcut: 'D' is not one of none, A, B, C",
+    ),
+    (
+        "negative-seed",
+        {"s.yaml": _study(**{"seeds:": "seeds: [-1]"})},
+        ["run", "s.yaml"],
+        r"seeds\.0: .*greater than or equal to 0",
+    ),
+    (
+        "duplicate-seeds",
+        {"s.yaml": _study(**{"seeds:": "seeds: [0, 0]"})},
+        ["run", "s.yaml"],
+        r"seeds: duplicate seed in \[0, 0\]",
+    ),
+    (
+        "unknown-dataset",
+        {"s.yaml": _study(**{"dataset:": "dataset: mnist"})},
+        ["run", "s.yaml"],
+        r"unknown dataset 'mnist'; allowed: cifar10, cifar100, digits, imagefolder",
+    ),
+    (
+        "missing-imagefolder",
+        {"s.yaml": _study(**{"dataset:": "dataset: imagefolder:/nonexistent/ablate-data"})},
+        ["run", "s.yaml"],
+        r"imagefolder:/nonexistent/ablate-data does not exist; expected",
+    ),
+    (
+        "study-is-a-directory",
+        {"d.yaml": None},
+        ["run", "d.yaml"],
+        r"d\.yaml: cannot read study file \(Is a directory\)",
+    ),
+    (
+        "study-missing",
+        {},
+        ["run", "nope.yaml"],
+        r"nope\.yaml: cannot read study file \(No such file or directory\)",
+    ),
+    (
+        "invalid-utf8",
+        {"s.yaml": GOOD.encode().replace(b"Does", b"D\xff\xfees")},
+        ["run", "s.yaml"],
+        r"s\.yaml: .*UTF-8",
+    ),
+    (
+        "yaml-syntax",
+        {"s.yaml": GOOD.replace("seeds: [0]\n", "seeds: [0\n")},
+        ["run", "s.yaml"],
+        r"s\.yaml: line \d+ YAML syntax error",
+    ),
+    (
+        "not-a-mapping",
+        {"s.yaml": "- name: x\n"},
+        ["run", "s.yaml"],
+        r"a study file is a mapping with keys name, question",
+    ),
+    (
+        "question-too-short",
+        {"s.yaml": _study(**{"question:": "question: why?"})},
+        ["run", "s.yaml"],
+        r"question: .*at least 10 characters",
+    ),
+    (
+        "reference-not-a-level",
+        {"s.yaml": _study(**{"reference:": "reference: {shortcut: B}"})},
+        ["run", "s.yaml"],
+        r"reference\.shortcut: 'B' is not a level",
+    ),
+    (
+        "factor-also-fixed",
+        {"s.yaml": _study(**{"fixed:": "fixed: {depth: 8, iterations: 4, shortcut: A}"})},
+        ["run", "s.yaml"],
+        r"fixed\.shortcut: also a scientific factor",
+    ),
+    (
+        "negative-lr",
+        {"s.yaml": _study(**{"fixed:": "fixed: {depth: 8, lr: -0.1}"})},
+        ["run", "s.yaml"],
+        r"lr: must be a positive number, got -0\.1",
+    ),
+    (
+        "unknown-lr-policy",
+        {"s.yaml": _study(**{"fixed:": "fixed: {depth: 8, lr_policy: exp}"})},
+        ["run", "s.yaml"],
+        r"lr_policy: 'exp' is not one of step, plateau, cosine, constant",
+    ),
+    (
+        "unknown-preset",
+        {"s.yaml": GOOD},
+        ["run", "s.yaml", "--preset", "huge"],
+        r"unknown preset 'huge'; presets: smoke",
+    ),
+    (
+        "unknown-study-name",
+        {},
+        ["run", "no_such_study"],
+        r"unknown study 'no_such_study'; built-in studies: .*shortcut_types",
+    ),
+    (
+        "negative-seeds-flag",
+        {"s.yaml": GOOD},
+        ["run", "s.yaml", "--seeds", "-1"],
+        r"--seeds: must be at least 1, got -1",
+    ),
+    (
+        "seeds-flag-not-int",
+        {"s.yaml": GOOD},
+        ["run", "s.yaml", "--seeds", "two"],
+        r"argument --seeds: invalid int value: 'two'",
+    ),
+    (
+        "max-concurrent-0",
+        {"s.yaml": GOOD},
+        ["run", "s.yaml", "--max-concurrent", "0"],
+        r"--max-concurrent 0: must be at least 1",
+    ),
+    (
+        "cpus-per-trial-0",
+        {"s.yaml": GOOD},
+        ["run", "s.yaml", "--cpus-per-trial", "0"],
+        r"--cpus-per-trial 0\.0: must be positive",
+    ),
+    (
+        "gpus-per-trial-1.5",
+        {"s.yaml": GOOD},
+        ["run", "s.yaml", "--gpus-per-trial", "1.5"],
+        r"--gpus-per-trial 1\.5: use a fraction in \(0, 1\]",
+    ),
+    (
+        "gpus-per-trial-no-gpu",
+        {"s.yaml": GOOD},
+        ["run", "s.yaml", "--gpus-per-trial", "1"],
+        r"--gpus-per-trial 1\.0 asked for, but this machine has no CUDA GPU",
+    ),
+    (
+        "unknown-flag",
+        {"s.yaml": GOOD},
+        ["run", "s.yaml", "--colour", "red"],
+        r"unrecognized arguments: --colour red",
+    ),
+    ("unknown-command", {}, ["frobnicate"], r"invalid choice: 'frobnicate'"),
+    (
+        "unreachable-tracking-uri",
+        {"s.yaml": GOOD},
+        ["run", "s.yaml", "--tracking-uri", "http://127.0.0.1:{port}"],
+        r"tracking server http://127\.0\.0\.1:\d+ is unreachable \(ConnectionError\); start it",
+    ),
+    (
+        "tracking-uri-scheme",
+        {"s.yaml": GOOD},
+        ["run", "s.yaml", "--tracking-uri", "ftp://x/y"],
+        r"tracking URI 'ftp://x/y': use sqlite:///PATH, http\(s\)://HOST:PORT or file:PATH",
+    ),
+    (
+        "tracking-store-folder-missing",
+        {"s.yaml": GOOD},
+        ["run", "s.yaml", "--tracking-uri", "sqlite:///no/such/dir/m.db"],
+        r"tracking store folder .*no/such/dir does not exist",
+    ),
+]
+
+
+def _write(root: Path, files: dict) -> None:
+    for name, content in files.items():
+        path = root / name
+        if content is None:
+            path.mkdir()
+        elif isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content)
+
+
+def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file and folder under root with its size and modification time."""
+    return {
+        str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in sorted(root.rglob("*"))
+    }
+
+
+def _argv(argv: list[str]) -> list[str]:
+    port = _closed_port()
+    return [a.format(port=port) for a in argv]
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """An empty working folder, with no store or cluster taken from the environment."""
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    for var in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS", "ABLATE_STORAGE"):
+        monkeypatch.delenv(var, raising=False)
+    return work
+
+
+def _check_one_line(err: str, out: str, pattern: str) -> None:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got:\n{err}"
+    assert "Traceback" not in err
+    assert lines[0].startswith("ablate: error: "), lines[0]
+    assert re.search(pattern, lines[0]), (pattern, lines[0])
+    assert out == "", out
+
+
+@pytest.mark.parametrize(
+    ("files", "argv", "pattern"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(workdir, capsys, files, argv, pattern):
+    if "--gpus-per-trial" in argv and "1" in argv:
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("this machine has a CUDA GPU")
+    _write(workdir, files)
+    before = _snapshot(workdir)
+    code = main(_argv(argv))
+    captured = capsys.readouterr()
+    assert code == 2, captured.err
+    _check_one_line(captured.err, captured.out, pattern)
+    assert _snapshot(workdir) == before  # no mlflow.db, no ablate-results, nothing touched
+
+
+def test_at_least_twenty_cases():
+    assert len(CASES) >= 20 and len({c[0] for c in CASES}) == len(CASES)
+
+
+def _store_rows(db: Path) -> dict[str, list]:
+    with sqlite3.connect(db) as con:
+        return {
+            table: sorted(map(repr, con.execute(f"select * from {table}").fetchall()))
+            for table in ("experiments", "runs", "tags", "params", "metrics", "latest_metrics")
+        }
+
+
+@pytest.fixture
+def stored_study(workdir):
+    """A store holding study `badin` with its parent and child runs (no training): the
+    state `ablate run` leaves before its first trial reports."""
+    from ablations import study as studies
+    from ablations.runner import RunOptions, open_study, pending_trials
+
+    (workdir / "s.yaml").write_text(GOOD)
+    db = workdir / "store" / "m.db"
+    db.parent.mkdir()
+    options = RunOptions(tracking_uri=f"sqlite:///{db}", storage=str(workdir / "res"))
+    plan = studies.resolve(*studies.load("s.yaml"))
+    store, exp_id, parent_id = open_study(plan, options)
+    todo, _ = pending_trials(plan, options, store, exp_id, parent_id)
+    assert len(todo) == 2
+    changed = GOOD.replace("iterations: 4", "iterations: 6")
+    (workdir / "changed.yaml").write_text(changed)
+    return db
+
+
+def test_existing_store_of_another_study_version_is_refused_untouched(
+    stored_study, workdir, capsys
+):
+    db = stored_study
+    before_rows, before_files = _store_rows(db), _snapshot(workdir)
+    assert len(before_rows["runs"]) == 3  # parent + 2 children
+    code = main(["run", "changed.yaml", "--tracking-uri", f"sqlite:///{db}"])
+    captured = capsys.readouterr()
+    assert code == 2
+    _check_one_line(
+        captured.err, captured.out, r"holds study badin with another definition .*rename the study"
+    )
+    assert _store_rows(db) == before_rows
+    after_files = _snapshot(workdir)
+    # Opening the database may touch its file; no other file may appear or change.
+    assert set(after_files) == set(before_files)
+    assert {k: v for k, v in after_files.items() if k != "store/m.db"} == {
+        k: v for k, v in before_files.items() if k != "store/m.db"
+    }
+
+
+# A few cases through the real console script: what a user's terminal gets.
+CONSOLE_CASES = [
+    "unknown-top-key",
+    "invalid-utf8",
+    "unreachable-tracking-uri",
+    "max-concurrent-0",
+    "unknown-flag",
+]
+
+
+def _console(args: list[str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).with_name("ablate")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS", "ABLATE_STORAGE")
+    }
+    return subprocess.run(
+        [str(exe), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env
+    )
+
+
+@pytest.mark.parametrize("case", CONSOLE_CASES)
+def test_console_script_bad_input(workdir, case):
+    _, files, argv, pattern = next(c for c in CASES if c[0] == case)
+    _write(workdir, files)
+    before = _snapshot(workdir)
+    done = _console(_argv(argv), workdir)
+    assert done.returncode == 2, done.stderr
+    _check_one_line(done.stderr, done.stdout, pattern)
+    assert _snapshot(workdir) == before
+
+
+def test_console_script_existing_store_of_another_version(stored_study, workdir):
+    db = stored_study
+    before = _store_rows(db)
+    done = _console(["run", "changed.yaml", "--tracking-uri", f"sqlite:///{db}"], workdir)
+    assert done.returncode == 2, done.stderr
+    _check_one_line(done.stderr, done.stdout, r"holds study badin with another definition")
+    assert _store_rows(db) == before
