@@ -12,6 +12,7 @@ only if its iteration is past the last one stored, so replays never duplicate.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -84,15 +85,22 @@ def validate_resources(options: RunOptions) -> None:
             )
 
 
+@functools.lru_cache(maxsize=8)
+def _data_info(dataset: str, data_dir: str) -> dict:
+    """The data set's classes and channels; scanned once per run (an ImageNet folder walk
+    is not free), shared by the up-front check and the creation of child runs."""
+    from resnet.data import dataset_info
+
+    return dataset_info(dataset, data_dir)
+
+
 def open_study(plan: Plan, options: RunOptions) -> tuple[Store, str, str]:
     """Checks that cost no compute, then the experiment and its parent run: a bad flag,
     an unreachable store, a missing data set or a conflicting stored study stops here."""
-    from resnet.data import dataset_info
-
     validate_resources(options)
     uri = resolve_uri(options.tracking_uri)
     check_reachable(uri)
-    dataset_info(plan.trials[0].config.dataset, plan.trials[0].config.data_dir)
+    _data_info(plan.trials[0].config.dataset, plan.trials[0].config.data_dir)
     store = Store(uri)
     exp_id = store.experiment_id(plan.experiment)
     return store, exp_id, store.parent_run(exp_id, plan)
@@ -109,10 +117,9 @@ def pending_trials(
     """One child run per trial key (created once, reused on every rerun); the payloads of
     the trials still to run, and how many are already done."""
     from resnet.complexity import complexity
-    from resnet.data import dataset_info
 
     first = plan.trials[0].config
-    info = dataset_info(first.dataset, first.data_dir)
+    info = _data_info(first.dataset, first.data_dir)
     existing = store.child_runs(exp_id)
     root = storage_root(options.storage)
     todo, done = [], 0
