@@ -1,7 +1,24 @@
-"""Models, data and the training loop. Knows torch and torchvision only."""
+"""Models, data and the training loop. Knows torch and torchvision only.
 
-from resnet.complexity import complexity
-from resnet.model import build, response_modules
-from resnet.spec import ModelSpec, SpecError
+Attributes load on first use, so that `resnet.config` and `resnet.spec` (no torch) stay
+cheap for a command line that only needs the settings. Counting parameters and MACs:
+`resnet.complexity.complexity(spec)`.
+"""
 
-__all__ = ["ModelSpec", "SpecError", "build", "complexity", "response_modules"]
+from __future__ import annotations
+
+import importlib
+
+__all__ = ["ModelSpec", "SpecError", "build", "response_modules"]
+_HOME = {
+    "ModelSpec": "resnet.spec",
+    "SpecError": "resnet.errors",
+    "build": "resnet.model",
+    "response_modules": "resnet.model",
+}
+
+
+def __getattr__(name: str):
+    if name in _HOME:
+        return getattr(importlib.import_module(_HOME[name]), name)
+    raise AttributeError(f"module 'resnet' has no attribute {name!r}")

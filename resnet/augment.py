@@ -1,6 +1,6 @@
 """The paper's CIFAR augmentation on whole uint8 batches, on the training device.
 
-PAPER.md section 4: pad 4 pixels on each side, take a random 32x32 crop, flip
+docs/paper.md §4: pad 4 pixels on each side, take a random 32x32 crop, flip
 horizontally with probability 1/2; test on the original image only. Doing this as one
 gather on the device avoids a DataLoader and any per-image Python work.
 """
@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import Tensor
 
-from resnet.data import DataError
+from resnet.errors import DataError
 
 # Offset between the shuffling seed and the augmentation seed, so the two streams differ.
 AUGMENT_SEED_OFFSET = 1_000_003

@@ -1,4 +1,10 @@
-"""Atomic checkpoints with fallback: a crash mid-write never costs the previous one."""
+"""Checkpoints of a training run: where they are kept is the caller's choice.
+
+`train()` takes any object with `load(map_location) -> dict | None` and
+`save(state, iteration) -> str` (the `Checkpoints` protocol). `FolderCheckpoints` keeps them
+in a local folder, atomically and with fallback: a crash mid-write never costs the previous
+one. The study runner keeps them in Ray Tune's storage instead (ablations/trainable.py).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ import os
 import re
 import warnings
 from pathlib import Path
+from typing import Protocol
 
 import torch
 
@@ -79,3 +86,24 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class Checkpoints(Protocol):
+    def load(self, map_location: str | torch.device) -> dict | None:
+        """The newest state that loads, or None to start from scratch."""
+
+    def save(self, state: dict, iteration: int) -> str:
+        """Keep `state` (safely: a failure raises CheckpointError); returns where it is."""
+
+
+class FolderCheckpoints:
+    """Checkpoints in one local folder (`ablate train --checkpoint-dir`)."""
+
+    def __init__(self, directory: str | Path, keep: int = 2):
+        self.directory, self.keep = Path(directory), keep
+
+    def load(self, map_location: str | torch.device = "cpu") -> dict | None:
+        return load_latest(self.directory, map_location)
+
+    def save(self, state: dict, iteration: int) -> str:
+        return str(save(state, self.directory, iteration, self.keep))

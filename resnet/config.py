@@ -1,48 +1,61 @@
-"""One trial's settings, flat, under the names of STYLE.md section 2, with the paper's
-CIFAR-10 recipe as defaults (PAPER.md section 4)."""
+"""One trial's settings, flat, each defined once with its meaning (resnet/settings.py), with
+the paper's CIFAR-10 recipe as defaults (docs/paper.md §4)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
+from resnet.errors import SpecError
 from resnet.schedule import POLICIES, parse_warmup
-from resnet.spec import ModelSpec, SpecError
+from resnet.settings import EXECUTION, base_type, fields_of, setting
+from resnet.spec import ModelFields, ModelSpec
 
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("fp32", "bf16")
+STEPS = ("eager", "graph")
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    # The model (resnet.spec.ModelSpec; num_classes and in_channels come from the data).
-    depth: int = 20
-    shortcut: str = "A"
-    skip_length: int | None = None
-    bottleneck: bool | None = None
-    preactivation: bool = False
-    stem: str = "cifar"
-    width: int | None = None
+class TrainConfig(ModelFields):
     # The data.
-    dataset: str = "cifar10"
-    data_dir: str = "./data"
-    val_size: int | None = None  # None: 5k for CIFAR (the paper's 45k/5k), 10% otherwise
-    # The recipe.
-    iterations: int = 64_000
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    lr_policy: str = "step"
-    warmup: str = "none"  # none | paper | <iterations>
-    warmup_lr: float = 0.01
-    plateau_patience: int = 5  # evaluations without improvement
-    eval_every: int | None = None  # None: one pass over the training split
-    checkpoint_every: int | None = None  # None: at every evaluation
-    seed: int = 0
-    # Execution (not part of the science; left out of the fingerprint).
-    device: str = "auto"
-    compile: bool = False
+    dataset: str = setting("cifar10", "cifar10 | cifar100 | digits | imagefolder:PATH")
+    data_dir: str = setting(
+        "./data", "where data sets live (made absolute when a study is planned)", EXECUTION
+    )
+    val_size: int | None = setting(
+        None, "validation images held out of training (default 5000 on CIFAR, else 10%)"
+    )
+    # The recipe (docs/paper.md §4).
+    iterations: int = setting(64_000, "training iterations (the paper: 64k at batch 128)")
+    batch_size: int = setting(128, "images per iteration")
+    lr: float = setting(0.1, "learning rate after any warm-up")
+    momentum: float = setting(0.9, "SGD momentum")
+    weight_decay: float = setting(1e-4, "L2 weight decay")
+    lr_policy: str = setting(
+        "step", "step (/10 at 50% and 75%), plateau, cosine or constant", choices=POLICIES
+    )
+    warmup: str = setting("none", "none, paper (lr 0.01 until train error < 80%) or ITERATIONS")
+    warmup_lr: float = setting(0.01, "learning rate during warm-up")
+    plateau_patience: int = setting(5, "evaluations without improvement before /10 (plateau)")
+    eval_every: int | None = setting(None, "iterations between evaluations (default: one pass)")
+    precision: str = setting(
+        "fp32", "fp32, or bf16 autocast for the forward passes", choices=PRECISIONS
+    )
+    seed: int = setting(0, "seed of initialization, shuffling and augmentation")
+    # Execution: where and how fast, not what (left out of the fingerprint).
+    checkpoint_every: int | None = setting(
+        None, "iterations between checkpoints (default: at every evaluation)", EXECUTION
+    )
+    device: str = setting("auto", "auto, cpu, cuda or cuda:N", EXECUTION)
+    compile: bool = setting(False, "torch.compile the model", EXECUTION)
+    step: str = setting(
+        "eager",
+        "eager, or graph: the whole training step captured once as a CUDA graph",
+        EXECUTION,
+        choices=STEPS,
+    )
 
     def __post_init__(self) -> None:
         self.model_spec()  # validates the model fields, naming the field
@@ -72,41 +85,54 @@ class TrainConfig:
             raise SpecError("warmup", str(err).split(": ", 1)[1]) from None
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             raise SpecError("seed", f"must be an integer >= 0, got {self.seed!r}")
+        for name, allowed in (("precision", PRECISIONS), ("step", STEPS)):
+            if getattr(self, name) not in allowed:
+                raise SpecError(name, f"{getattr(self, name)!r} is not one of {', '.join(allowed)}")
+        if self.compile and self.step == "graph":
+            raise SpecError("step", "graph captures the whole step itself; drop compile")
         if self.device not in DEVICES and not self.device.startswith("cuda:"):
             raise SpecError("device", f"{self.device!r} is not one of auto, cpu, cuda, cuda:N")
         if self.lr_policy == "plateau" and self.val_size == 0:
             raise SpecError("val_size", "the plateau policy reads validation error; val_size 0")
 
     def model_spec(self, num_classes: int = 10, in_channels: int = 3) -> ModelSpec:
-        return ModelSpec(
-            depth=self.depth,
-            shortcut=self.shortcut,
-            skip_length=self.skip_length,
-            bottleneck=self.bottleneck,
-            preactivation=self.preactivation,
-            stem=self.stem,
-            width=self.width,
-            num_classes=num_classes,
-            in_channels=in_channels,
-        )
+        model = {f.name: getattr(self, f.name) for f in fields(ModelFields)}
+        return ModelSpec(**model, num_classes=num_classes, in_channels=in_channels)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def science(self) -> dict:
+        """The settings that change the result, by name (the MLflow params)."""
+        return {f.name: getattr(self, f.name) for f in fields_of(TrainConfig, "science")}
+
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
+        """From study-file or payload values: unknown names are an error naming the allowed
+        ones; YAML's spellings are read as the field's type (`warmup: 400`, `lr: 1`)."""
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(values) - set(known))
         if unknown:
             raise SpecError(unknown[0], f"unknown setting; allowed: {', '.join(sorted(known))}")
-        return cls(**values)
+        return cls(**{k: coerce(known[k], v) for k, v in values.items()})
 
     def fingerprint(self) -> str:
         """Hash of everything that changes the result (not where or how fast it runs)."""
-        science = {
-            k: v
-            for k, v in self.to_dict().items()
-            if k not in ("device", "compile", "data_dir", "checkpoint_every")
-        }
-        blob = json.dumps(science, sort_keys=True, default=str)
+        blob = json.dumps(self.science(), sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def with_seed(self, seed: int) -> TrainConfig:
+        return replace(self, seed=seed)
+
+
+def coerce(f, value):
+    """A value as the field's type where YAML spells it otherwise: an int for a float or
+    text field. Anything else is left for validation to judge."""
+    if value is None or isinstance(value, bool):
+        return value
+    kind = base_type(f, TrainConfig)
+    if kind is float and isinstance(value, int):
+        return float(value)
+    if kind is str and isinstance(value, int | float):
+        return str(value)
+    return value

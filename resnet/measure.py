@@ -8,11 +8,12 @@ import torch
 from torch import Tensor, nn
 
 from resnet.model import response_modules
+from resnet.step import eval_autocast
 
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], autocast: bool
+    model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], precision: str = "fp32"
 ) -> tuple[float, float] | None:
     """Mean cross-entropy and error (fraction) over the batches; None when there are none.
     Sums stay on the device; one host read at the end."""
@@ -22,7 +23,7 @@ def evaluate(
     count = 0
     for x, y in batches:
         device = x.device
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+        with eval_autocast(device, precision):
             out = model(x)
         loss = nn.functional.cross_entropy(out.float(), y, reduction="sum")
         err = (out.argmax(1) != y).sum()
@@ -38,7 +39,7 @@ def evaluate(
 @torch.no_grad()
 def layer_responses(model: nn.Module, x: Tensor) -> dict[str, list]:
     """Std of each weight layer's response (BN output before the addition / ReLU) over a
-    fixed batch of test images, in layer order (PAPER.md section 5, Fig. 7).
+    fixed batch of test images, in layer order (docs/paper.md §5, Fig. 7).
 
     Per layer: the standard deviation of each channel over images and positions, averaged
     over channels, in eval mode and fp32.

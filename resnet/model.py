@@ -1,6 +1,6 @@
 """One builder for every network of the design space, plain twins included.
 
-A plain net is the same builder with shortcut `none` (PAPER.md section 2), so plain and
+A plain net is the same builder with shortcut `none` (docs/paper.md §2), so plain and
 residual twins cannot drift apart. Each weight layer is a `WeightLayer` whose `bn` (or,
 in pre-activation units, `conv`) output is the layer response of the paper's Fig. 7;
 `response_modules` finds them by name with no change to the model code.
@@ -31,7 +31,7 @@ class WeightLayer(nn.Module):
 
 class ShortcutA(nn.Module):
     """Option A: identity; where dimensions grow, subsample by the stride and zero-pad
-    the new channels. Adds no parameters (PAPER.md section 2)."""
+    the new channels. Adds no parameters (docs/paper.md §2)."""
 
     def __init__(self, cin: int, cout: int, stride: int):
         super().__init__()
@@ -113,10 +113,10 @@ class ResNet(nn.Module):
         self.spec = spec
         w = spec.width
         if spec.stem == "cifar":
-            # PAPER.md section 3: one 3x3 conv with 16 filters on 32x32 inputs.
+            # docs/paper.md §3: one 3x3 conv with 16 filters on 32x32 inputs.
             stem = [WeightLayer(spec.in_channels, w, 3, 1, preact=False)]
         else:
-            # PAPER.md section 5: 7x7/2 conv 64 + 3x3/2 max pool.
+            # docs/paper.md §5: 7x7/2 conv 64 + 3x3/2 max pool.
             stem = [WeightLayer(spec.in_channels, w, 7, 2, preact=False)]
         self.stem = nn.Sequential(*stem, nn.ReLU(inplace=False))
         self.pool_in = nn.MaxPool2d(3, 2, 1) if spec.stem == "imagenet" else nn.Identity()
@@ -142,9 +142,9 @@ class ResNet(nn.Module):
 
 
 def init_weights(model: nn.Module) -> None:
-    """He (Kaiming) normal for convs with fan-in, BN weight 1 and bias 0 (PAPER.md section 2).
+    """He (Kaiming) normal for convs with fan-in, BN weight 1 and bias 0 (docs/paper.md §2).
 
-    Fan-in, not fan-out: PAPER.md section 7 measured ResNet-56 stuck at chance for 600
+    Fan-in, not fan-out: docs/paper.md §7 measured ResNet-56 stuck at chance for 600
     iterations with fan-out init and PyTorch's default linear init.
     """
     for m in model.modules():

@@ -1,4 +1,4 @@
-"""Learning-rate policies as named, composable parts (PAPER.md section 4).
+"""Learning-rate policies as named, composable parts (docs/paper.md §4).
 
 A policy (`step`, `plateau`, `cosine`, `constant`) gives the learning rate for an
 iteration; a warm-up (`none`, `paper`, or a number of iterations) can sit in front of any
@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 
 POLICIES = ("step", "plateau", "cosine", "constant")
-# PAPER.md section 4: divide by 10 at 32k and 48k of 64k iterations.
+# docs/paper.md §4: divide by 10 at 32k and 48k of 64k iterations.
 STEP_MILESTONES = (0.5, 0.75)
 PAPER_WARMUP_TRAIN_ERROR = 0.80
 

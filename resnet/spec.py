@@ -1,14 +1,21 @@
-"""The model design space: one frozen, self-validating spec (PAPER.md sections 2, 3, 5)."""
+"""The model design space: one frozen, self-validating spec (docs/paper.md §2, §3, §5).
+
+The model settings are defined once, in `ModelFields`; the spec adds what the data set
+decides (classes, channels) and `TrainConfig` adds the recipe (resnet/config.py).
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from resnet.errors import SpecError
+from resnet.settings import setting
+
 SHORTCUTS = ("none", "A", "B", "C")
 STEMS = ("cifar", "imagenet")
 SKIP_LENGTHS = (1, 2, 3)
 
-# PAPER.md section 5, "ImageNet architectures": units per stage and unit type.
+# docs/paper.md §5, "ImageNet architectures": units per stage and unit type.
 IMAGENET_LAYOUTS: dict[int, tuple[tuple[int, ...], bool]] = {
     18: ((2, 2, 2, 2), False),
     34: ((3, 4, 6, 3), False),
@@ -16,14 +23,6 @@ IMAGENET_LAYOUTS: dict[int, tuple[tuple[int, ...], bool]] = {
     101: ((3, 4, 23, 3), True),
     152: ((3, 8, 36, 3), True),
 }
-
-
-class SpecError(ValueError):
-    """An impossible model spec; the message names the field and what is allowed."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(f"{field}: {message}")
-        self.field = field
 
 
 def _nearby(valid: list[int], depth: int, count: int = 3) -> str:
@@ -39,7 +38,26 @@ def _cifar_valid_depths(layers_per_unit: int, limit: int = 2000) -> list[int]:
 
 
 @dataclass(frozen=True)
-class ModelSpec:
+class ModelFields:
+    """The model settings a study can fix or vary (docs/paper.md §2, §3)."""
+
+    depth: int = setting(20, "weight layers: convs and the final linear layer (CIFAR: 6n+2)")
+    shortcut: str = setting(
+        "A", "none (plain net), A, B or C (docs/paper.md §2)", choices=SHORTCUTS
+    )
+    skip_length: int | None = setting(
+        None, "weight layers one shortcut spans: 1, 2 or 3 (default 2; 3 for bottleneck)"
+    )
+    bottleneck: bool | None = setting(
+        None, "1x1-3x3-1x1 bottleneck units (default: the paper's choice for the depth)"
+    )
+    preactivation: bool = setting(False, "2016 full pre-activation units (BN-ReLU-conv)")
+    stem: str = setting("cifar", "cifar (3x3 conv, 32x32) or imagenet (7x7/2 + pool)", choices=STEMS)
+    width: int | None = setting(None, "base filters, a multiple of 4 (default 16 cifar, 64 imagenet)")
+
+
+@dataclass(frozen=True)
+class ModelSpec(ModelFields):
     """A residual (or plain) network, as the paper defines it.
 
     `depth` counts weight layers (convs and the final linear layer, not projection
@@ -48,15 +66,8 @@ class ModelSpec:
     `skip_length=None` resolves to 3 for bottleneck units and 2 for basic ones.
     """
 
-    depth: int = 20
-    shortcut: str = "A"
-    skip_length: int | None = None
-    bottleneck: bool | None = None
-    preactivation: bool = False
-    stem: str = "cifar"
-    width: int | None = None
-    num_classes: int = 10
-    in_channels: int = 3
+    num_classes: int = setting(10, "output classes (from the data set when training)")
+    in_channels: int = setting(3, "input channels (from the data set when training)")
     # Resolved: units per stage; not a constructor argument.
     units: tuple[int, ...] = field(default=(), init=False, compare=False, repr=False)
 
@@ -94,7 +105,7 @@ class ModelSpec:
         if self.bottleneck != paper_bottleneck:
             kind = "bottleneck" if paper_bottleneck else "basic"
             raise SpecError(
-                "bottleneck", f"ImageNet depth {self.depth} uses {kind} units (PAPER.md section 5)"
+                "bottleneck", f"ImageNet depth {self.depth} uses {kind} units (docs/paper.md §5)"
             )
         k = 3 if paper_bottleneck else 2
         if self.skip_length is None:

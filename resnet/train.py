@@ -1,27 +1,36 @@
-"""The training engine: the paper's recipe, a fast loop, exact resume (PAPER.md section 4).
+"""The training engine: the paper's recipe, a fast loop, exact resume (docs/paper.md §4).
 
 Usable alone: `train(config, callback)` knows nothing of Ray or MLflow. Progress leaves
-through a plain callback; the runner plugs Ray Tune and MLflow in there.
+through a plain callback; the study runner plugs Ray Tune and MLflow in there, and keeps
+checkpoints where it likes through the `Checkpoints` protocol (resnet/checkpoint.py).
+
+`train` is three steps: `_setup` (model, optimizer, schedule, the batches and evaluation
+sets of the data), `_restore` (a checkpoint, if any) and `_loop` (steps, evaluations,
+checkpoints, stop and divergence).
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from resnet import checkpoint
 from resnet.augment import ResidentBatches, eval_batches
+from resnet.checkpoint import Checkpoints, FolderCheckpoints
 from resnet.complexity import count_macs, count_params, input_size
 from resnet.config import TrainConfig
-from resnet.data import DataError, ImageSplits, StreamingSplits, load_dataset
+from resnet.data import load_dataset
+from resnet.errors import CheckpointMismatch, DataError, DeviceError
 from resnet.measure import evaluate, layer_responses
 from resnet.model import build
 from resnet.schedule import LRSchedule
+from resnet.splits import ImageSplits, StreamingSplits
+from resnet.step import Step, make_optimizer
 from resnet.streaming import StreamingBatches, streaming_eval
 
 RESPONSE_IMAGES = 500  # test images in the fixed batch for layer responses
@@ -40,10 +49,10 @@ class Callback:
         """After every optimizer step (cheap: no device sync happens for it)."""
 
     def on_eval(self, record: dict) -> None:
-        """At each evaluation point, with the metrics of STYLE.md section 2."""
+        """At each evaluation point, with the metrics of docs/tracking.md."""
 
-    def on_checkpoint(self, iteration: int, path: Path) -> None:
-        """After a checkpoint is safely on disk."""
+    def on_checkpoint(self, iteration: int, where: str) -> None:
+        """After a checkpoint is safely kept."""
 
     def should_stop(self) -> bool:
         """Polled every step: True checkpoints and returns with status `stopped`."""
@@ -84,53 +93,120 @@ def compile_mode(device: torch.device) -> str:
     return "reduce-overhead" if device.type == "cuda" else "default"
 
 
-def compile_model(model: nn.Module, device: torch.device) -> nn.Module:
-    """The training forward (and, through AOTAutograd, backward) compiled; evaluation and
-    layer responses keep using the eager module, which shares its parameters."""
-    return torch.compile(model, mode=compile_mode(device))
-
-
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise DataError(f"device {name!r} asked for, but no CUDA GPU is visible; use cpu or auto")
+        raise DeviceError(f"device {name!r} asked for, but no CUDA GPU is visible; use cpu or auto")
     return torch.device(name)
+
+
+@dataclass
+class _Setup:
+    """Everything a run trains with, before any checkpoint is restored."""
+
+    model: nn.Module
+    forward: nn.Module  # the model, or its torch.compile'd twin for the training forward
+    optimizer: torch.optim.Optimizer
+    schedule: LRSchedule
+    batches: ResidentBatches | StreamingBatches
+    eval_sets: Callable[[], tuple[Iterator, Iterator]]
+    probe: torch.Tensor  # fixed test images for the layer responses
+    train_size: int
+    eval_every: int
+    checkpoint_every: int
+    params: int
+    macs: int
+
+
+@dataclass
+class _State:
+    """What the loop advances and a checkpoint carries besides the torch state."""
+
+    iteration: int = 0
+    history: list[dict] = field(default_factory=list)
+    wall_time_s: float = 0.0
 
 
 def train(
     config: TrainConfig,
     callback: Callback | None = None,
-    checkpoint_dir: str | Path | None = None,
+    checkpoints: Checkpoints | str | Path | None = None,
     data: ImageSplits | StreamingSplits | None = None,
+    *,
+    checkpoint_dir: str | Path | None = None,
 ) -> TrainResult:
-    """Train one model with `config`; resume from `checkpoint_dir` if it holds a checkpoint."""
+    """Train one model with `config`; resume from `checkpoints` (a `Checkpoints`, or a
+    folder) when they hold a state of the same settings."""
     cb = callback or Callback()
+    store = checkpoints if checkpoints is not None else checkpoint_dir
+    if isinstance(store, str | Path):
+        store = FolderCheckpoints(store)
     device = resolve_device(config.device)
-    data = data or load_dataset(config.dataset, config.data_dir, config.val_size)
-    in_channels = data.train_x.shape[1] if isinstance(data, ImageSplits) else 3
-    spec = config.model_spec(data.num_classes, in_channels)
-    if isinstance(data, ImageSplits) and config.batch_size > len(data.train_x):
-        raise DataError(
-            f"batch_size {config.batch_size} exceeds the {len(data.train_x)} training images"
-        )
-    cuda = device.type == "cuda"
-    if cuda:
+    if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+    data = data or load_dataset(config.dataset, config.data_dir, config.val_size)
+    setup = _setup(config, data, device)
+    state = _State()
+    saved = store.load(device) if store is not None else None
+    if saved is not None:
+        state = _restore(config, setup, saved)
+    step = Step(
+        setup.model,
+        setup.optimizer,
+        device,
+        config.precision,
+        graph=config.step == "graph",
+        forward=setup.forward,
+        mark_steps=config.compile and compile_mode(device) == "reduce-overhead",
+    )
+    if saved is not None:
+        step.load_state_dict(saved)
+    cb.on_start(
+        {
+            "params": setup.params,
+            "macs": setup.macs,
+            "resumed_from": state.iteration,
+            "history": list(state.history),
+            "eval_every": setup.eval_every,
+            "train_size": setup.train_size,
+            "val_digest": data.val_digest,
+        }
+    )
+    status, diverged_at = _loop(config, setup, step, state, cb, store, device)
+    responses = layer_responses(setup.model, setup.probe) if status == "finished" else None
+    return TrainResult(
+        status=status,
+        iterations=state.iteration,
+        history=state.history,
+        lr_trace=setup.schedule.trace_dict(state.iteration),
+        layer_responses=responses,
+        wall_time_s=state.wall_time_s,
+        params=setup.params,
+        macs=setup.macs,
+        diverged_at=diverged_at,
+        final=state.history[-1] if state.history else {},
+    )
 
+
+def _setup(
+    config: TrainConfig, data: ImageSplits | StreamingSplits, device: torch.device
+) -> _Setup:
+    spec = config.model_spec(data.num_classes, data.in_channels)
+    if config.batch_size > data.train_size:
+        raise DataError(
+            f"batch_size {config.batch_size} exceeds the {data.train_size} training images"
+        )
     # Initialization draws from the trial's seed only (no global state leaks in or out).
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         model = build(spec)
-    params, macs = count_params(model), count_macs(model, input_size(spec), in_channels)
+    params, macs = count_params(model), count_macs(model, input_size(spec), spec.in_channels)
     model = model.to(device, memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(
-        model.parameters(),
-        lr=config.lr,
-        momentum=config.momentum,
-        weight_decay=config.weight_decay,
-        fused=cuda or None,
-    )
+    # The training forward (and, through AOTAutograd, backward) compiled; evaluation and
+    # layer responses use the eager module, which shares its weights.
+    forward = torch.compile(model, mode=compile_mode(device)) if config.compile else model
+    optimizer = make_optimizer(model, config.lr, config.momentum, config.weight_decay)
     schedule = LRSchedule(
         config.lr,
         config.lr_policy,
@@ -139,6 +215,27 @@ def train(
         config.warmup_lr,
         config.plateau_patience,
     )
+    batches, eval_sets, probe = _data_on_device(config, data, device)
+    eval_every = config.eval_every or max(1, data.train_size // config.batch_size)
+    return _Setup(
+        model=model,
+        forward=forward,
+        optimizer=optimizer,
+        schedule=schedule,
+        batches=batches,
+        eval_sets=eval_sets,
+        probe=probe,
+        train_size=data.train_size,
+        eval_every=eval_every,
+        checkpoint_every=config.checkpoint_every or eval_every,
+        params=params,
+        macs=macs,
+    )
+
+
+def _data_on_device(config: TrainConfig, data, device: torch.device):
+    """Training batches, a function giving fresh (val, test) batch iterators, and the
+    fixed batch of test images for the layer responses."""
     if isinstance(data, ImageSplits):
         batches = ResidentBatches(
             data.train_x.to(device),
@@ -157,146 +254,105 @@ def train(
                 eval_batches(*test, EVAL_BATCH, data.mean, data.std),
             )
 
-        train_size = len(data.train_x)
         probe = data.test_x[:RESPONSE_IMAGES].to(device)
         probe = next(
             eval_batches(probe, probe.new_zeros(len(probe)), len(probe), data.mean, data.std)
         )[0]
-    else:
-        batches = StreamingBatches(data, config.batch_size, config.seed, device)
+        return batches, eval_sets, probe
+    batches = StreamingBatches(data, config.batch_size, config.seed, device)
 
-        def eval_sets():
-            return streaming_eval(data, "val", device), streaming_eval(data, "test", device)
+    def streamed():
+        return streaming_eval(data, "val", device), streaming_eval(data, "test", device)
 
-        train_size = len(data.train_samples)
-        probe = next(iter(streaming_eval(data, "test", device, limit=64)))[0]
+    probe = next(iter(streaming_eval(data, "test", device, limit=64)))[0]
+    return batches, streamed, probe
 
-    eval_every = config.eval_every or max(1, train_size // config.batch_size)
-    ckpt_every = config.checkpoint_every or eval_every
-    step_model = compile_model(model, device) if config.compile else model
-    graphs = config.compile and compile_mode(device) == "reduce-overhead"
 
-    # Accumulators live on the device: no host sync inside the step loop.
-    acc = {k: torch.zeros((), device=device) for k in ("loss", "err", "n")}
-    first_bad = torch.full((), -1, dtype=torch.long, device=device)
-    state = {"iteration": 0, "history": [], "wall_time_s": 0.0}
+def _restore(config: TrainConfig, setup: _Setup, saved: dict) -> _State:
+    """Put a checkpoint's state into the setup; the returned state continues the run."""
+    if saved["fingerprint"] != config.fingerprint():
+        raise CheckpointMismatch(
+            "the checkpoint to resume from belongs to other settings (fingerprint "
+            f"{saved['fingerprint']}, these {config.fingerprint()}); use another "
+            "checkpoint location"
+        )
+    setup.model.load_state_dict(saved["model"])
+    setup.optimizer.load_state_dict(saved["optimizer"])
+    setup.schedule.load_state_dict(saved["schedule"])
+    setup.batches.load_state_dict(saved["batches"])
+    return _State(int(saved["iteration"]), list(saved["history"]), float(saved["wall_time_s"]))
 
-    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else None
-    saved = checkpoint.load_latest(ckpt_dir, device) if ckpt_dir else None
-    if saved is not None:
-        if saved["fingerprint"] != config.fingerprint():
-            raise DataError(
-                f"checkpoints in {ckpt_dir} belong to other settings; "
-                "use another checkpoint directory"
-            )
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        schedule.load_state_dict(saved["schedule"])
-        batches.load_state_dict(saved["batches"])
-        for k in acc:
-            acc[k].copy_(saved["acc"][k])
-        first_bad.copy_(saved["first_bad"])
-        state = {k: saved[k] for k in ("iteration", "history", "wall_time_s")}
 
-    def save_checkpoint() -> None:
-        if ckpt_dir is None:
-            return
-        blob = {
-            "fingerprint": config.fingerprint(),
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "schedule": schedule.state_dict(),
-            "batches": batches.state_dict(),
-            "acc": {k: v.detach().cpu() for k, v in acc.items()},
-            "first_bad": first_bad.cpu(),
-            **state,
-        }
-        cb.on_checkpoint(state["iteration"], checkpoint.save(blob, ckpt_dir, state["iteration"]))
+def _checkpoint_blob(config: TrainConfig, setup: _Setup, step: Step, state: _State) -> dict:
+    return {
+        "fingerprint": config.fingerprint(),
+        "model": setup.model.state_dict(),
+        "optimizer": setup.optimizer.state_dict(),
+        "schedule": setup.schedule.state_dict(),
+        "batches": setup.batches.state_dict(),
+        **step.state_dict(),
+        "iteration": state.iteration,
+        "history": state.history,
+        "wall_time_s": state.wall_time_s,
+    }
 
-    cb.on_start(
-        {
-            "params": params,
-            "macs": macs,
-            "resumed_from": state["iteration"],
-            "history": list(state["history"]),
-            "eval_every": eval_every,
-            "train_size": train_size,
-            "val_digest": data.val_digest,
-        }
-    )
+
+def _loop(
+    config: TrainConfig,
+    setup: _Setup,
+    step: Step,
+    state: _State,
+    cb: Callback,
+    store: Checkpoints | None,
+    device: torch.device,
+) -> tuple[str, int | None]:
+    """Train from state.iteration to config.iterations; returns (status, diverged_at)."""
     status, diverged_at = "finished", None
-    it = state["iteration"]
-    clock = _Clock(cuda)
+    it = state.iteration
+    clock = _Clock(device.type == "cuda")
     window_images = 0
-    model.train()
+    schedule = setup.schedule
+    setup.model.train()
     while it < config.iterations:
         lr = schedule.lr(it)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        x, y = batches.next()
-        if graphs:
-            # CUDA graph trees reuse output memory between replays: mark each new step.
-            torch.compiler.cudagraph_mark_step_begin()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-            out = step_model(x)
-        loss = nn.functional.cross_entropy(out.float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        loss = loss.detach()
-        acc["loss"] += loss * len(y)
-        acc["err"] += (out.detach().argmax(1) != y).sum()
-        acc["n"] += len(y)
-        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), it, first_bad)
+        x, y = setup.batches.next()
+        step(x, y, lr, it)
         it += 1
         window_images += len(y)
         cb.on_step(it)
 
         if schedule.needs_train_error() and it % WARMUP_CHECK_EVERY == 0:
-            schedule.observe_train_error((acc["err"] / acc["n"]).item())
+            schedule.observe_train_error(step.train_error())
         stop = cb.should_stop()
-        at_eval = it % eval_every == 0 or it == config.iterations
+        at_eval = it % setup.eval_every == 0 or it == config.iterations
         if at_eval:
             train_seconds = clock.lap()
-            record = _record(
-                it, lr, acc, window_images / max(train_seconds, 1e-9), model, eval_sets, cuda
-            )
-            state["history"].append(record)
+            record = _record(it, lr, step, window_images / max(train_seconds, 1e-9))
+            if math.isfinite(record["train/loss"]):
+                _evaluate(record, setup, device, config.precision)
+            state.history.append(record)
             if "val/error" in record:
                 schedule.observe_val_error(record["val/error"])
-            bad = int(first_bad.item())
+            bad = int(step.first_bad.item())
             if bad >= 0:
                 status, diverged_at = "diverged", bad
             cb.on_eval(record)
-            for v in acc.values():
-                v.zero_()
             window_images = 0
         if status == "diverged":
             break
-        if stop or it % ckpt_every == 0 or it == config.iterations:
-            state["iteration"] = it
-            state["wall_time_s"] += clock.total()
-            save_checkpoint()
+        if store is not None and (stop or it % setup.checkpoint_every == 0 or it == config.iterations):
+            state.iteration = it
+            state.wall_time_s += clock.total()
+            where = store.save(_checkpoint_blob(config, setup, step, state), it)
+            cb.on_checkpoint(it, where)
         if stop:
             status = "stopped"
             break
         if at_eval:
             clock.lap()  # evaluation and checkpoint time stay out of images/s
-
-    state["wall_time_s"] += clock.total()
-    responses = layer_responses(model, probe) if status == "finished" else None
-    return TrainResult(
-        status=status,
-        iterations=it,
-        history=state["history"],
-        lr_trace=schedule.trace_dict(it),
-        layer_responses=responses,
-        wall_time_s=state["wall_time_s"],
-        params=params,
-        macs=macs,
-        diverged_at=diverged_at,
-        final=state["history"][-1] if state["history"] else {},
-    )
+    state.iteration = it
+    state.wall_time_s += clock.total()
+    return status, diverged_at
 
 
 class _Clock:
@@ -322,20 +378,20 @@ class _Clock:
         return seconds
 
 
-def _record(it, lr, acc, images_per_s, model, eval_sets, autocast) -> dict:
-    n = max(acc["n"].item(), 1.0)
-    record = {
+def _record(it: int, lr: float, step: Step, images_per_s: float) -> dict:
+    loss, err, _ = step.window()
+    return {
         "iteration": it,
         "lr": lr,
-        "train/loss": acc["loss"].item() / n,
-        "train/error": acc["err"].item() / n,
+        "train/loss": loss,
+        "train/error": err,
         "images_per_s": images_per_s,
     }
-    if not math.isfinite(record["train/loss"]):
-        return record
-    val, test = eval_sets()
+
+
+def _evaluate(record: dict, setup: _Setup, device: torch.device, precision: str) -> None:
+    val, test = setup.eval_sets()
     for prefix, batches in (("val", val), ("test", test)):
-        result = evaluate(model, batches, autocast)
+        result = evaluate(setup.model, batches, precision)
         if result is not None:
             record[f"{prefix}/loss"], record[f"{prefix}/error"] = result
-    return record

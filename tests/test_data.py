@@ -21,6 +21,7 @@ from resnet.data import (
     ImageSplits,
     StreamingSplits,
     dataset_info,
+    ensure_available,
     load_dataset,
     streaming_loader,
 )
@@ -170,12 +171,17 @@ def test_cifar_missing_and_offline(tmp_path, monkeypatch):
     for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
         monkeypatch.setenv(var, "http://127.0.0.1:9")
     empty = tmp_path / "data"
+    assert dataset_info("cifar10", empty)["present"] is False
     with pytest.raises(DataError) as e:
-        load_dataset("cifar10", empty)
+        ensure_available("cifar10", empty)  # tries the download, which fails here
     msg = one_line(e)
-    assert str(empty) in msg and "cifar-10-batches-py" in msg
+    assert str(empty) in msg and "cifar-10-batches-py" in msg and "could not be downloaded" in msg
     assert "imagefolder:<path>" in msg and "digits" in msg
     assert e.value.__suppress_context__  # raised `from None`: no chained traceback
+    # Loading never downloads (a study's trials must not each fetch their own copy).
+    with pytest.raises(DataError) as e:
+        load_dataset("cifar10", empty)
+    assert "not found" in one_line(e) and "downloaded" not in one_line(e).split(";")[0]
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,4 @@
-"""The design space: every combination builds and trains; counts pinned to PAPER.md."""
+"""The design space: every combination builds and trains; counts pinned to the paper (docs/paper.md §3, §5)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 import torch
 import torchvision
 
-from resnet import ModelSpec, SpecError, build, complexity, response_modules
+from resnet import ModelSpec, SpecError, build, response_modules
+from resnet.complexity import complexity
 from resnet.model import Projection, ShortcutA
 
 SHORTCUTS = ["none", "A", "B", "C"]

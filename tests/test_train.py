@@ -176,6 +176,8 @@ def test_divergence_stops_and_is_a_result(digits):
         ({"depth": 33}, "depth"),
         ({"seed": -1}, "seed"),
         ({"device": "tpu"}, "device"),
+        ({"precision": "fp16"}, "precision"),
+        ({"step": "graph", "compile": True}, "step"),
     ],
 )
 def test_invalid_configs_name_the_field(kwargs, field):
@@ -206,11 +208,8 @@ def test_cli_train_json(tmp_path):
         "--checkpoint-dir",
         str(tmp_path / "ck"),
     ]
-    out = [
-        json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
-        for _ in range(1)
-    ]
-    summary = out[0]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    summary = json.loads(done.stdout)  # stdout is the JSON object alone
     assert summary["status"] == "finished" and summary["iterations"] == 6
     for key in ("train_error", "val_error", "test_error"):
         assert 0 <= summary[key] <= 1
@@ -218,16 +217,68 @@ def test_cli_train_json(tmp_path):
     assert bad.returncode == 2 and "nope" in bad.stderr and bad.stderr.count("\n") == 1
 
 
-def test_gpu_paths_chosen_by_device_and_refused_without_gpu():
-    from resnet.data import DataError
-    from resnet.train import compile_mode, resolve_device
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_a_missing_gpu_is_a_device_error_not_a_data_error(digits):
+    from resnet.errors import DataError, DeviceError
 
-    assert compile_mode(torch.device("cuda")) == "reduce-overhead"
-    assert compile_mode(torch.device("cpu")) == "default"
-    if not torch.cuda.is_available():
-        with pytest.raises(DataError, match="no CUDA GPU"):
-            resolve_device("cuda")
-        assert resolve_device("auto").type == "cpu"
+    with pytest.raises(DeviceError, match="no CUDA GPU") as err:
+        train(TrainConfig(**TINY, device="cuda"), data=digits)
+    assert not isinstance(err.value, DataError)
+
+
+def test_checkpoint_of_other_settings_is_refused_by_its_own_error(digits, tmp_path):
+    from resnet.errors import CheckpointMismatch, DataError
+
+    train(TrainConfig(**TINY), Recorder(stop_at=3), checkpoint_dir=tmp_path, data=digits)
+    with pytest.raises(CheckpointMismatch, match="belongs to other settings") as err:
+        train(TrainConfig(**{**TINY, "lr": 0.05}), checkpoint_dir=tmp_path, data=digits)
+    assert not isinstance(err.value, DataError)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_graph_step_logic_matches_eager_step_for_step(digits, precision):
+    """The graph form's static buffers, device-side learning rate and iteration counter,
+    run without capture on CPU, give the eager form's numbers exactly: weights, running
+    statistics, momentum, window sums and the recorded history, through an LR drop, a
+    warm-up and an evaluation."""
+    base = {**TINY, "iterations": 16, "eval_every": 4, "warmup": "3", "precision": precision}
+    results = {}
+    for step in ("eager", "graph"):
+        cfg = TrainConfig(**base, step=step)
+        result = train(cfg, data=digits)
+        results[step] = result
+    eager, graph = results["eager"], results["graph"]
+    strip = lambda h: [{k: v for k, v in r.items() if k != "images_per_s"} for r in h]  # noqa: E731
+    assert strip(graph.history) == strip(eager.history)
+    assert graph.lr_trace == eager.lr_trace and len(set(graph.lr_trace["lr"])) >= 3
+    assert graph.layer_responses == eager.layer_responses
+
+
+def test_graph_step_keeps_state_in_place_and_resumes_exactly(digits, tmp_path):
+    """What a captured graph relies on: the step writes into the same tensors every time
+    (no rebinding of weights, grads, momentum or sums), and a graph-form run stopped and
+    resumed from its checkpoint ends where a straight one does."""
+    from resnet.model import build
+    from resnet.step import Step, make_optimizer
+
+    model = build(TrainConfig(**TINY).model_spec())
+    opt = make_optimizer(model, 0.1, 0.9, 1e-4)
+    step = Step(model, opt, torch.device("cpu"), graph=True)
+    x, y = digits.train_x[:32].float() / 255, digits.train_y[:32]
+    step(x, y, 0.1, 0)
+    ptrs = [t.data_ptr() for t in step._state_tensors()]
+    for i in range(1, 4):
+        step(x, y, 0.1 / i, i)
+    assert [t.data_ptr() for t in step._state_tensors()] == ptrs
+    assert opt.param_groups[0]["lr"].item() == pytest.approx(0.1 / 3)
+    assert step._it.item() == 3 and step.window()[2] == 4 * 32
+
+    cfg = TrainConfig(**TINY, step="graph", checkpoint_every=2)
+    straight = train(cfg, data=digits)
+    train(cfg, Recorder(stop_at=5), checkpoint_dir=tmp_path, data=digits)
+    resumed = train(cfg, checkpoint_dir=tmp_path, data=digits)
+    strip = lambda h: [{k: v for k, v in r.items() if k != "images_per_s"} for r in h]  # noqa: E731
+    assert strip(resumed.history) == strip(straight.history)
 
 
 def test_model_compiles_without_graph_breaks():

@@ -1,0 +1,178 @@
+"""One training step (forward, backward, optimizer step, running statistics) and the sums of
+the evaluation window, kept on the device so the loop never waits for the GPU.
+
+Two forms with one body:
+- `eager`: the body runs as ordinary PyTorch, the learning rate set as a number.
+- `graph`: static input buffers, the learning rate and the iteration as device tensors, so
+  that on a GPU the whole body is captured once as a CUDA graph and replayed: one launch
+  per step instead of hundreds (a CIFAR ResNet step is many small kernels whose launch
+  overhead, not arithmetic, sets the pace). On a CPU the same static body runs without
+  capture, which is what lets the tests compare it with `eager` step by step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+
+def make_optimizer(model: nn.Module, lr: float, momentum: float, weight_decay: float):
+    """SGD as the paper trains (docs/paper.md §4). The fused kernel on every device: it
+    takes the learning rate as a device tensor without reading it back (the graph form
+    needs that), and both forms then share the same arithmetic."""
+    return torch.optim.SGD(
+        model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay, fused=True
+    )
+
+
+class Step:
+    """`step(x, y, lr, iteration)` trains on one batch; `window()` reads and resets the
+    mean training loss and error since the last read; `first_bad` is the first iteration
+    whose loss was not finite (-1: none)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        device: torch.device,
+        precision: str = "fp32",
+        graph: bool = False,
+        forward: Callable[[Tensor], Tensor] | None = None,
+        mark_steps: bool = False,
+    ):
+        """`forward` replaces `model(x)` in training (a `torch.compile`d module sharing the
+        model's weights); `mark_steps` tells torch.compile's own CUDA graphs where a step
+        begins (they reuse output memory between replays)."""
+        self.model, self.optimizer, self.device = model, optimizer, device
+        self.forward = forward or model
+        self.mark_steps = mark_steps
+        self.bf16 = precision == "bf16"
+        self.graph = graph
+        zeros = lambda: torch.zeros((), device=device)  # noqa: E731
+        self.acc = {"loss": zeros(), "err": zeros(), "n": zeros()}
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
+        self._cuda_graph: torch.cuda.CUDAGraph | None = None
+        if graph:
+            self._lr = torch.tensor(float(optimizer.param_groups[0]["lr"]), device=device)
+            self._it = torch.zeros((), dtype=torch.long, device=device)
+            for group in optimizer.param_groups:
+                group["lr"] = self._lr
+            self._x: Tensor | None = None
+            self._y: Tensor | None = None
+
+    # -- the body -------------------------------------------------------------------------
+    def _autocast(self):
+        # Autocast's weight-cast cache must be off while a CUDA graph is captured.
+        return torch.autocast(
+            self.device.type, dtype=torch.bfloat16, enabled=self.bf16, cache_enabled=not self.graph
+        )
+
+    def _body(self, x: Tensor, y: Tensor, it: Tensor | int, set_to_none: bool = True) -> None:
+        if self.mark_steps:
+            torch.compiler.cudagraph_mark_step_begin()
+        with self._autocast():
+            out = self.forward(x)
+        loss = nn.functional.cross_entropy(out.float(), y)
+        if set_to_none:
+            self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        loss = loss.detach()
+        self.acc["loss"].add_(loss * len(y))
+        self.acc["err"].add_((out.detach().argmax(1) != y).sum())
+        self.acc["n"].add_(len(y))
+        bad = (self.first_bad < 0) & ~torch.isfinite(loss)
+        self.first_bad.copy_(torch.where(bad, it, self.first_bad))
+
+    # -- one step -------------------------------------------------------------------------
+    def __call__(self, x: Tensor, y: Tensor, lr: float, iteration: int) -> None:
+        if not self.graph:
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            self._body(x, y, iteration)
+            return
+        if self._x is None or self._x.shape != x.shape:
+            self._x, self._y = torch.empty_like(x), torch.empty_like(y)
+            self._cuda_graph = None
+        self._x.copy_(x)
+        self._y.copy_(y)
+        self._lr.fill_(lr)
+        self._it.fill_(iteration)
+        if self.device.type != "cuda":
+            self._body(self._x, self._y, self._it)
+            return
+        if self._cuda_graph is None:
+            self._capture()
+        self._cuda_graph.replay()
+
+    def _capture(self) -> None:
+        """Warm up on a side stream (cuDNN picks its kernels, the optimizer makes its
+        momentum buffers), put every value back as it was, then record the body.
+
+        Restoring in place keeps the tensors the graph will read and write; a momentum
+        buffer made by the warm-up is zeroed, which is what a fresh SGD would use (its
+        first update with dampening 0 sets the buffer to the gradient, as 0.9 * 0 + g)."""
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        had_buffer = {id(p) for p in params if "momentum_buffer" in self.optimizer.state[p]}
+        saved = [t.detach().clone() for t in self._state_tensors()]
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                self._body(self._x, self._y, self._it)
+        torch.cuda.current_stream().wait_stream(side)
+        with torch.no_grad():
+            for tensor, value in zip(self._state_tensors(), saved, strict=True):
+                tensor.copy_(value)
+            for p in params:
+                if id(p) not in had_buffer:
+                    self.optimizer.state[p]["momentum_buffer"].zero_()
+        self.optimizer.zero_grad(set_to_none=True)
+        self._cuda_graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self._cuda_graph):
+            self._body(self._x, self._y, self._it, set_to_none=False)
+
+    def _state_tensors(self) -> list[Tensor]:
+        """Everything a step changes besides gradients: weights, running statistics and
+        their counters, momentum buffers, the window sums."""
+        tensors = list(self.model.parameters()) + list(self.model.buffers())
+        for p in self.model.parameters():
+            buffer = self.optimizer.state.get(p, {}).get("momentum_buffer")
+            if buffer is not None:
+                tensors.append(buffer)
+        return tensors + [*self.acc.values(), self.first_bad]
+
+    # -- the window -----------------------------------------------------------------------
+    def window(self) -> tuple[float, float, float]:
+        """(mean loss, error, images) since the last call, then zeroed (one host read)."""
+        loss, err, n = (v.item() for v in self.acc.values())
+        for v in self.acc.values():
+            v.zero_()
+        n = max(n, 1.0)
+        return loss / n, err / n, n
+
+    def train_error(self) -> float:
+        """The window's error so far, without resetting it (a host read)."""
+        return (self.acc["err"] / self.acc["n"].clamp_min(1)).item()
+
+    def state_dict(self) -> dict:
+        return {
+            "acc": {k: v.detach().cpu() for k, v in self.acc.items()},
+            "first_bad": self.first_bad.detach().cpu(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        with torch.no_grad():
+            for k, v in self.acc.items():
+                v.copy_(state["acc"][k])
+            self.first_bad.copy_(state["first_bad"])
+
+
+def eval_autocast(device: torch.device, precision: str):
+    """The evaluation forward's precision, the same as training's."""
+    if precision != "bf16":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
