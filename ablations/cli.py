@@ -1,14 +1,17 @@
-"""The `ablate` command: parses, calls one library function, and turns the library's
-typed errors into one line and a documented exit code (STYLE.md section 5).
+"""The `ablate` command: parses, calls one library function, and turns the library's typed
+errors into one line and a documented exit code (docs/design.md §5).
 
 Exit codes: 0 success; 1 a study ran but some trials failed; 2 bad input (nothing was
 run, nothing was written); 130 interrupted (resumable: run the same command again).
+
+Flags that set a training or model setting are made from the settings' one definition
+(resnet/config.py, resnet/spec.py): same name, type, default and meaning. Heavy libraries
+load inside the commands, so `--help`, `--version` and `list` answer at once.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import os
@@ -27,36 +30,55 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _model_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--depth", type=int, default=20, help="weight layers (CIFAR: 6n+2 basic)")
-    p.add_argument("--shortcut", default="A", help="none|A|B|C (none = plain net)")
-    p.add_argument("--skip-length", type=int, default=None, help="1, 2 or 3 layers per unit")
-    p.add_argument("--bottleneck", action="store_true", default=None)
-    p.add_argument("--preactivation", action="store_true")
-    p.add_argument("--stem", default="cifar", help="cifar|imagenet")
-    p.add_argument("--width", type=int, default=None, help="base filters (16 cifar, 64 imagenet)")
-    p.add_argument("--num-classes", type=int, default=None)
-    p.add_argument("--in-channels", type=int, default=3)
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ablate")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
-def _from_args(cls, args: argparse.Namespace, **overrides):
-    """A dataclass built from the flags that share its field names (STYLE.md section 2)."""
-    names = {f.name for f in dataclasses.fields(cls) if f.init}
-    values = {k: v for k, v in vars(args).items() if k in names and v is not None}
-    return cls(**{**values, **overrides})
+# -- flags from the settings ------------------------------------------------------------
 
 
-def _spec_from(args: argparse.Namespace):
-    from resnet.spec import ModelSpec
+def _setting_flags(p: argparse.ArgumentParser, owner: type, skip: tuple[str, ...] = ()) -> None:
+    """One flag per setting of `owner`, named, typed and explained by its definition."""
+    from resnet.settings import base_type, default_of, fields_of
 
-    default_classes = 1000 if args.stem == "imagenet" else 10
-    return _from_args(ModelSpec, args, num_classes=args.num_classes or default_classes)
+    for f in fields_of(owner):
+        if f.name in skip or not f.metadata.get("flag", True):
+            continue
+        kind = base_type(f, owner)
+        flag = "--" + f.name.replace("_", "-")
+        default = default_of(f)
+        help_text = f.metadata["help"] + ("" if default is None else f" (default {default})")
+        if kind is bool:
+            p.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=None, help=help_text
+            )
+        else:
+            p.add_argument(flag, type=kind, default=None, help=help_text)
+
+
+def _settings_from(owner: type, args: argparse.Namespace, **overrides):
+    """The settings dataclass from the flags given (absent flags keep its defaults)."""
+    from resnet.settings import fields_of
+
+    values = {f.name: getattr(args, f.name, None) for f in fields_of(owner)}
+    values = {k: v for k, v in values.items() if v is not None}
+    return owner(**{**values, **overrides})
+
+
+# -- commands ---------------------------------------------------------------------------
 
 
 def cmd_model(args: argparse.Namespace) -> int:
     from resnet.complexity import complexity, layout
+    from resnet.spec import ModelSpec
 
-    spec = _spec_from(args)
+    classes = args.num_classes or (1000 if args.stem == "imagenet" else None)
+    spec = _settings_from(ModelSpec, args, **({"num_classes": classes} if classes else {}))
     counts = complexity(spec)
     if args.json:
         print(json.dumps({**counts, "spec": spec.to_dict(), "layout": layout(spec)}))
@@ -76,65 +98,18 @@ def cmd_model(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="ablate", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    p = sub.add_parser("model", help="print a network's layout, parameters and MACs")
-    _model_flags(p)
-    p.add_argument("--json", action="store_true", help="one JSON object")
-    p.set_defaults(func=cmd_model)
-
-    _study_commands(sub)
-    return parser
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from resnet.spec import SpecError
-
-    errors: list[type[BaseException]] = [UsageError, SpecError]
-    try:
-        from resnet.data import DataError
-
-        errors.append(DataError)
-    except ImportError:
-        pass
-    from ablations.errors import AblateError
-    from reports import ReportError
-
-    errors += [AblateError, ReportError]
-    return tuple(errors)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the console script; returns the exit code."""
-    # MLflow and alembic announce schema work at INFO; the progress view says enough.
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    try:
-        args = build_parser().parse_args(argv)
-        code = args.func(args)
-    except _user_errors() as err:
-        print(f"ablate: error: {err}", file=sys.stderr)
-        code = EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("ablate: interrupted; run the same command again to resume", file=sys.stderr)
-        code = 130
-    sys.stdout.flush()
-    return code
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     from ablations.progress import TrainProgress
     from resnet.config import TrainConfig
-    from resnet.data import load_dataset
+    from resnet.data import ensure_available, load_dataset
     from resnet.train import train
 
-    config = _from_args(TrainConfig, args)
+    config = _settings_from(TrainConfig, args)
     # Bad data input fails here, in one line, before the progress bar or any compute.
+    ensure_available(config.dataset, config.data_dir)
     data = load_dataset(config.dataset, config.data_dir, config.val_size)
-    with TrainProgress(config.iterations, quiet=args.json) as progress:
-        result = train(config, progress, checkpoint_dir=args.checkpoint_dir, data=data)
+    with TrainProgress(config.iterations) as progress:
+        result = train(config, progress, checkpoints=args.checkpoint_dir, data=data)
     summary = result.summary()
     if args.json:
         print(json.dumps(summary))
@@ -144,31 +119,53 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from ablations.plan_view import list_studies
+    from ablations.describe import list_studies
 
-    for name, question in list_studies():
-        print(f"{name:<20} {question}")
+    rows = list_studies()
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    for row in rows:
+        presets = ", ".join(f"{p}: {n}" for p, n in row["presets"].items())
+        print(f"{row['name']:<19} {row['trials']:>3} trials on {row['dataset']} ({presets})")
+        print(f"{'':<19} {row['question']}")
     return 0
 
 
-def _plan(args: argparse.Namespace):
-    from ablations import study
+def _request(args: argparse.Namespace):
+    from ablations.plan import Request
 
-    loaded, source = study.load(args.study)
-    return study.resolve(
-        loaded,
-        source,
+    return Request(
+        study=args.study,
         preset=args.preset,
         seeds=args.seeds,
         dataset=args.dataset,
         data_dir=args.data_dir,
+        gpus_per_trial=args.gpus_per_trial,
+        cpus_per_trial=args.cpus_per_trial,
+        max_concurrent=args.max_concurrent,
+        address=args.address,
+        target_ci=getattr(args, "target_ci", None),
+        max_seeds=getattr(args, "max_seeds", None),
     )
 
 
-def cmd_show(args: argparse.Namespace) -> int:
-    from ablations.plan_view import describe
+def _plan(args: argparse.Namespace):
+    from ablations.plan import make_plan
 
-    view = describe(_plan(args))
+    return make_plan(_request(args))
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from ablations.describe import describe, estimate
+    from ablations.store import check_store, resolve_uri
+
+    plan = _plan(args)
+    check_store(plan, resolve_uri(args.tracking_uri))  # what `run` would refuse, show refuses
+    view = describe(plan)
+    view["estimate"] = estimate(plan, view, args.tracking_uri)
+    if args.effect is not None:
+        view["seed_plan"] = _seed_plan(plan, args.effect, args.tracking_uri)
     if args.json:
         print(json.dumps(view, default=str))
         return 0
@@ -177,43 +174,99 @@ def cmd_show(args: argparse.Namespace) -> int:
         f"dataset {view['dataset']}; {view['arms']} arms x {len(view['seeds'])} seeds "
         f"{view['seeds']} = {len(view['trials'])} trials"
     )
-    if view["data_note"]:
-        print(f"note: {view['data_note']}")
+    for note in view["notes"]:
+        print(f"note: {note}")
     if view["nuisance"]:
         n = view["nuisance"]
         print(
             f"nuisance: {n['trials']} Optuna trials per arm over {n['search_space']} "
             f"({n['iterations'] or 'full'} iterations each), then the seeds at the best point"
         )
-    print(f"{'trial':<40} {'params':>11} {'MACs':>9} {'iterations':>10}")
+    print(f"{'trial':<40} {'params':>11} {'MACs':>9} {'iterations':>10} {'time':>9}")
+    per_trial = view["estimate"].get("per_trial_s", {})
     for row in view["trials"]:
+        seconds = per_trial.get(row["trial"])
         print(
             f"{row['trial']:<40} {row['params']:>11,} {row['macs'] / 1e6:>8.1f}M "
-            f"{row['iterations']:>10,}"
+            f"{row['iterations']:>10,} {_duration(seconds):>9}"
         )
     total = view["total_training_macs"]
     print(
         f"compute: about {total:.3g} multiply-accumulates in training "
         f"({total / 1e15:.2f} PMAC; forward + backward = 3x forward)"
     )
+    print(f"runs {view['placement']}")
+    est = view["estimate"]
+    if est.get("total_s") is not None:
+        print(f"time: about {_duration(est['total_s'])} ({est['basis']})")
+    else:
+        print(f"time: no estimate ({est['basis']})")
+    if "seed_plan" in view:
+        print(view["seed_plan"]["text"])
     return 0
+
+
+def _seed_plan(plan, effect: float, tracking_uri: str | None) -> dict:
+    """Seeds per arm to detect a difference of `effect` points (alpha 0.05, power 0.8),
+    with the seed-to-seed spread measured in the store, else a stated prior."""
+    from ablations.store import resolve_uri
+    from reports import stats
+    from reports.fetch import seed_spread
+
+    if not effect > 0:
+        raise UsageError(f"--effect {effect:g}: must be a positive number of points")
+    uri = resolve_uri(tracking_uri)
+    measured = None
+    if not (uri.startswith("sqlite:///") and not os.path.exists(uri.removeprefix("sqlite:///"))):
+        try:
+            measured = seed_spread(plan.experiment, uri)
+        except Exception:  # noqa: BLE001 - no readable study there: fall back on the prior
+            measured = None
+    if measured is not None:
+        sd, dof = measured
+        basis = f"seed-to-seed SD {sd:.2f} points measured in the store ({dof} d.o.f.)"
+    else:
+        sd = stats.PRIOR_SEED_SD
+        basis = f"prior seed-to-seed SD {sd:.2f} points ({stats.PRIOR_SEED_SD_SOURCE})"
+    seeds = stats.seeds_needed(effect, sd)
+    return {
+        "effect": effect,
+        "sd": sd,
+        "seeds_per_arm": seeds,
+        "text": f"seeds: {seeds} per arm detect a {effect:g}-point difference "
+        f"(two-sided alpha 0.05, power 0.8; {basis})",
+    }
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds:.0f} s"
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from ablations.runner import RunOptions, run_study
 
     plan = _plan(args)
-    options = _from_args(RunOptions, args, progress=not args.quiet)
-    summary = run_study(plan, options)
+    options = RunOptions(args.tracking_uri, args.storage, progress=not args.quiet)
+    summary = run_study(plan, options, address=args.address)
     counts: dict[str, int] = {}
     for status in summary.statuses.values():
         counts[status] = counts.get(status, 0) + 1
+    if summary.not_started:
+        counts["not started"] = len(summary.not_started)
     ran = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing to run"
     print(
         f"{summary.experiment}: {summary.total} trials; {summary.skipped} already done; "
         f"this run: {ran}. Store: {summary.tracking_uri}"
     )
-    if "interrupted" in counts:
+    for arm, seeds in summary.added.items():
+        print(f"  added seeds {', '.join(map(str, seeds))} to {arm} (95% CI still too wide)")
+    if summary.interrupted:
         print("interrupted: run the same command again to resume")
         return 130
     if args.report:
@@ -221,42 +274,38 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if summary.failed else 0
 
 
+def _experiment(study: str, preset: str | None) -> str:
+    """The experiment a study name or study file records into."""
+    from ablations.study import experiment_name, is_file_ref, load
+
+    if is_file_ref(study):
+        return experiment_name(load(study)[0], preset)
+    return study if not preset else f"{study}@{preset}"
+
+
 def _report(name: str, tracking_uri: str | None, out: str | None, ui_url: str | None) -> None:
-    from ablations.tracking import check_reachable, resolve_uri
+    from ablations.store import probe, resolve_uri
     from reports import build_report
 
     uri = resolve_uri(tracking_uri)
-    check_reachable(uri)
+    probe(uri)
     path = build_report(name, uri, out or f"ablate-reports/{name}", mlflow_ui_url=ui_url)
     print(f"report: {path}")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    name = args.study if not args.preset else f"{args.study}@{args.preset}"
-    _report(name, args.tracking_uri, args.out, args.mlflow_ui_url)
+    _report(_experiment(args.study, args.preset), args.tracking_uri, args.out, args.mlflow_ui_url)
     return 0
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    import subprocess
+    from ablations.store import resolve_uri
+    from ablations.ui import serve
 
-    from ablations.tracking import resolve_uri
+    return serve(resolve_uri(args.tracking_uri), args.port)
 
-    uri = resolve_uri(args.tracking_uri)
-    print(f"MLflow UI for {uri} on http://127.0.0.1:{args.port}", flush=True)
-    cmd = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "ui",
-        "--backend-store-uri",
-        uri,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(args.port),
-    ]
-    return subprocess.call(cmd)
+
+# -- the parser -------------------------------------------------------------------------
 
 
 def _study_args(p: argparse.ArgumentParser) -> None:
@@ -265,39 +314,62 @@ def _study_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=int, default=None, help="run seeds 0..N-1 instead")
     p.add_argument("--dataset", default=None, help="override the study's data set")
     p.add_argument("--data-dir", default=None, help="where data sets live (default ./data)")
+    p.add_argument(
+        "--gpus-per-trial",
+        default="auto",
+        help="auto (default: GPUs when the machine or cluster has them, small models 4 "
+        "to a GPU), 0 to force CPUs, a fraction to share a GPU, or a whole number",
+    )
+    p.add_argument("--cpus-per-trial", type=float, default=None, help="default 1")
+    p.add_argument("--max-concurrent", type=int, default=None, help="trials at once, at most")
+    p.add_argument("--address", default=None, help="a Ray cluster (default: RAY_ADDRESS)")
+    p.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow store (default: MLFLOW_TRACKING_URI or ./mlflow.db)",
+    )
 
 
-def _study_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("list", help="the built-in studies and their questions")
+def build_parser() -> argparse.ArgumentParser:
+    from resnet.config import TrainConfig
+    from resnet.spec import ModelSpec
+
+    parser = _Parser(prog="ablate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"ablate {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("list", help="the built-in studies, their presets and trial counts")
+    p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("show", help="a study's resolved plan, without running it")
+    p = sub.add_parser("show", help="a study's resolved plan, placement and time, unrun")
     _study_args(p)
+    p.add_argument(
+        "--effect",
+        type=float,
+        default=None,
+        help="seeds per arm needed to detect a difference of this many points",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_show)
 
     p = sub.add_parser("run", help="run a study (resumes: finished trials are skipped)")
     _study_args(p)
     p.add_argument(
-        "--tracking-uri",
-        default=None,
-        help="MLflow store (default: MLFLOW_TRACKING_URI or ./mlflow.db)",
-    )
-    p.add_argument(
         "--storage",
         default=None,
-        help="results and checkpoints (default ./ablate-results; shared on a cluster)",
+        help="Ray's storage for checkpoints: a folder (default ./ablate-results) or a "
+        "bucket URI every node reaches (s3://..., gs://...)",
     )
-    p.add_argument("--address", default=None, help="a Ray cluster (default: RAY_ADDRESS)")
-    p.add_argument("--gpus-per-trial", type=float, default=0.0, help="0.25 packs 4 per GPU")
-    p.add_argument("--cpus-per-trial", type=float, default=1.0)
-    p.add_argument("--max-concurrent", type=int, default=None)
+    p.add_argument("--target-ci", type=float, default=None, help="add seeds until every arm's "
+                   "95%% CI half-width of test error is at most this many points")  # fmt: skip
+    p.add_argument("--max-seeds", type=int, default=None, help="with --target-ci (default 10)")
     p.add_argument("--quiet", action="store_true", help="no live progress view")
     p.add_argument("--report", action="store_true", help="write the report when done")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("report", help="write a study's HTML report from MLflow")
-    p.add_argument("study")
+    p.add_argument("study", help="a study name or study .yaml file")
     p.add_argument("--preset", default=None)
     p.add_argument("--tracking-uri", default=None)
     p.add_argument("--out", default=None, help="default ./ablate-reports/NAME")
@@ -310,21 +382,51 @@ def _study_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_ui)
 
     p = sub.add_parser("train", help="train one model with the paper's recipe (no Ray, no MLflow)")
-    _model_flags(p)
-    p.add_argument("--dataset", default="cifar10", help="cifar10|cifar100|digits|imagefolder:PATH")
-    p.add_argument("--data-dir", default="./data")
-    p.add_argument("--val-size", type=int, default=None)
-    p.add_argument("--iterations", type=int, default=64_000)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=0.1)
-    p.add_argument("--weight-decay", type=float, default=1e-4)
-    p.add_argument("--lr-policy", default="step", help="step|plateau|cosine|constant")
-    p.add_argument("--warmup", default="none", help="none|paper|ITERATIONS")
-    p.add_argument("--eval-every", type=int, default=None, help="default: one pass")
-    p.add_argument("--checkpoint-every", type=int, default=None, help="default: each eval")
-    p.add_argument("--seed", type=int, default=0)
+    _setting_flags(p, TrainConfig)
     p.add_argument("--checkpoint-dir", default=None, help="resume from / save to here")
-    p.add_argument("--device", default="auto", help="auto|cpu|cuda")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--json", action="store_true", help="one JSON object at the end")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout at the end")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("model", help="print a network's layout, parameters and MACs")
+    _setting_flags(p, ModelSpec)
+    p.add_argument("--json", action="store_true", help="one JSON object")
+    p.set_defaults(func=cmd_model)
+    return parser
+
+
+def _is_user_error(err: BaseException) -> bool:
+    """A typed error of one of our packages (a user's mistake, not a bug). A package not
+    yet imported cannot have raised, so nothing is imported to decide."""
+    if isinstance(err, UsageError):
+        return True
+    for module, name in (
+        ("ablations.errors", "AblateError"),
+        ("resnet.errors", "ResnetError"),
+        ("reports.errors", "ReportError"),
+    ):
+        loaded = sys.modules.get(module)
+        if loaded is not None and isinstance(err, getattr(loaded, name)):
+            return True
+    return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code."""
+    # MLflow and alembic announce schema work at INFO; the progress view says enough.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    # A progress bar per artifact read would bury the one line an error promises.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    try:
+        args = build_parser().parse_args(argv)
+        code = args.func(args)
+    except KeyboardInterrupt:
+        print("ablate: interrupted; run the same command again to resume", file=sys.stderr)
+        code = 130
+    except Exception as err:
+        if not _is_user_error(err):
+            raise
+        print(f"ablate: error: {' '.join(str(err).split())}", file=sys.stderr)
+        code = EXIT_BAD_INPUT
+    sys.stdout.flush()
+    return code

@@ -1,33 +1,65 @@
-"""Study files: a small declarative schema (STYLE.md section 4), validated before anything
-runs, and its resolution into a plan of trials (one per arm and seed).
+"""Study files: a small declarative schema (docs/design.md §4), loaded by name or path.
 
-The schema is pydantic, which also publishes it as JSON schema (`ablations/study.schema.json`)
-so editors can check study files.
+The keys a study may fix or vary, and their types, come from the settings' one definition
+(resnet/config.py), so a study file is checked against the same names and types as the CLI
+flags and the MLflow params. pydantic publishes the schema as JSON schema
+(`ablations/study.schema.json`) for editors.
+
+Checking here is about the file alone (keys, types, references between its parts); what
+needs the data set, the search spaces or the machine is checked when the plan is made
+(ablations/plan.py).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import itertools
-import json
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    create_model,
+    model_validator,
+)
 
 from ablations.errors import AblateError
-from resnet.config import TrainConfig
-from resnet.spec import SpecError
+from resnet.config import TrainConfig, coerce
+from resnet.settings import SCIENCE, base_type, fields_of
 
-# Settings a study may fix or vary: every TrainConfig field except execution details.
-SETTINGS = tuple(
-    f.name
-    for f in dataclasses.fields(TrainConfig)
-    if f.name not in ("device", "compile", "data_dir")
-)
+# Settings a study may fix or vary: the science settings; seeds have their own key.
+_FIELDS = {f.name: f for f in fields_of(TrainConfig, SCIENCE) if f.name != "seed"}
+SETTINGS = tuple(_FIELDS)
 Level = int | float | str | bool
+
+
+def _value_type(name: str) -> Any:
+    kind = base_type(_FIELDS[name], TrainConfig)
+    # YAML writes `warmup: 400` as a number; text settings take numbers too.
+    return str | int if kind is str else kind
+
+
+def _settings_model(name: str, as_list: bool) -> type[BaseModel]:
+    fields: dict[str, Any] = {}
+    for key, f in _FIELDS.items():
+        kind = _value_type(key)
+        kind = list[kind] if as_list else kind  # type: ignore[valid-type]
+        help_text = f.metadata["help"]
+        choices = f.metadata.get("choices")
+        if choices:
+            help_text += f" (one of {', '.join(map(str, choices))})"
+        fields[key] = (kind | None, Field(None, description=help_text))
+    return create_model(name, __config__=ConfigDict(extra="forbid"), **fields)
+
+
+_FIXED = _settings_model("FixedSettings", as_list=False)
+_LEVELS = _settings_model("ScientificFactors", as_list=True)
+FixedSettings = Annotated[dict[str, Any], WithJsonSchema(_FIXED.model_json_schema())]
+Factors = Annotated[dict[str, Any], WithJsonSchema(_LEVELS.model_json_schema())]
 
 
 class Strict(BaseModel):
@@ -49,16 +81,16 @@ class Nuisance(Strict):
 class Rule(Strict):
     """Settings applied to the arms whose factors match `when` (e.g. warm-up at depth 110)."""
 
-    when: dict[str, Level]
-    set: dict[str, Level]
+    when: FixedSettings
+    set: FixedSettings
 
 
 class Preset(Strict):
     """A named variant of the study (at least `smoke`): replaces what it names."""
 
     dataset: str | None = None
-    scientific: dict[str, list[Level]] | None = None
-    fixed: dict[str, Level | None] | None = None
+    scientific: Factors | None = None
+    fixed: FixedSettings | None = None
     seeds: list[Annotated[int, Field(ge=0)]] | None = None
     nuisance: Nuisance | None = None
 
@@ -67,13 +99,13 @@ class Study(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     question: str = Field(min_length=10, description="the question the study answers")
     dataset: str = Field(description="cifar10 | cifar100 | digits | imagefolder:<path>")
-    scientific: dict[str, list[Level]] = Field(
+    scientific: Factors = Field(
         description="factors the study measures; every combination is an arm"
     )
-    reference: dict[str, Level] = Field(
+    reference: FixedSettings = Field(
         default_factory=dict, description="the arm the others are tested against"
     )
-    fixed: dict[str, Level | None] = Field(
+    fixed: FixedSettings = Field(
         default_factory=dict, description="settings other than the paper's recipe"
     )
     rules: list[Rule] = Field(default_factory=list)
@@ -83,16 +115,17 @@ class Study(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> Study:
-        for where, keys in (
-            ("scientific", self.scientific),
-            ("fixed", self.fixed),
-            ("reference", self.reference),
-        ):
-            for key in keys:
-                if key not in SETTINGS:
-                    raise ValueError(
-                        f"{where}.{key}: unknown setting; allowed: {', '.join(SETTINGS)}"
-                    )
+        self.scientific = _typed(self.scientific, "scientific", as_list=True)
+        self.fixed = _typed(self.fixed, "fixed")
+        self.reference = _typed(self.reference, "reference")
+        for i, rule in enumerate(self.rules):
+            rule.when = _typed(rule.when, f"rules.{i}.when")
+            rule.set = _typed(rule.set, f"rules.{i}.set")
+        for name, preset in self.presets.items():
+            if preset.scientific is not None:
+                preset.scientific = _typed(preset.scientific, f"presets.{name}.scientific", True)
+            if preset.fixed is not None:
+                preset.fixed = _typed(preset.fixed, f"presets.{name}.fixed")
         for key, levels in self.scientific.items():
             if not levels:
                 raise ValueError(f"scientific.{key}: empty list of levels; give at least one")
@@ -110,40 +143,25 @@ class Study(Strict):
         return self
 
 
-@dataclasses.dataclass(frozen=True)
-class Trial:
-    key: str  # stable across reruns: "depth=20 shortcut=A seed=0"
-    arm: str  # "depth=20 shortcut=A"
-    factors: dict[str, Any]
-    seed: int
-    config: TrainConfig
-
-
-@dataclasses.dataclass(frozen=True)
-class Plan:
-    study: Study
-    preset: str | None
-    experiment: str  # MLflow experiment: NAME, or NAME@PRESET
-    trials: list[Trial]
-    nuisance: Nuisance | None
-    source: str
-
-    @property
-    def arms(self) -> list[str]:
-        return list(dict.fromkeys(t.arm for t in self.trials))
-
-    def fingerprint(self) -> str:
-        """Hash of the study's definition without its seeds (adding seeds extends a study;
-        changing anything else makes it another study)."""
-        import hashlib
-
-        arms = sorted({t.arm + "|" + _config_fingerprint(t.config) for t in self.trials})
-        blob = json.dumps([arms, self.nuisance.model_dump() if self.nuisance else None])
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def _config_fingerprint(config: TrainConfig) -> str:
-    return dataclasses.replace(config, seed=0).fingerprint()
+def _typed(values: dict[str, Any], where: str, as_list: bool = False) -> dict[str, Any]:
+    """`values` checked against the settings' names and types, in the file's order, each
+    read as its setting's type (YAML's `400` for a text setting becomes "400")."""
+    for key in values:
+        if key not in _FIELDS:
+            raise ValueError(f"{where}.{key}: unknown setting; allowed: {', '.join(SETTINGS)}")
+    model = _LEVELS if as_list else _FIXED
+    try:
+        checked = model.model_validate(values)
+    except ValidationError as err:
+        first = err.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        raise ValueError(f"{where}.{loc}: {first['msg']}, got {first['input']!r}") from None
+    out = {}
+    for key in values:
+        value = getattr(checked, key)
+        f = _FIELDS[key]
+        out[key] = [coerce(f, v) for v in value] if as_list and value else coerce(f, value)
+    return out
 
 
 def builtin_names() -> list[str]:
@@ -151,10 +169,14 @@ def builtin_names() -> list[str]:
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
+def is_file_ref(name_or_path: str) -> bool:
+    return name_or_path.endswith((".yaml", ".yml")) or Path(name_or_path).is_file()
+
+
 def load(name_or_path: str) -> tuple[Study, str]:
     """A built-in study by name, or a study file by path; (study, where it came from)."""
-    path = Path(name_or_path)
-    if name_or_path.endswith((".yaml", ".yml")) or path.is_file():
+    if is_file_ref(name_or_path):
+        path = Path(name_or_path)
         source = str(path)
         try:
             text = path.read_text(encoding="utf-8")
@@ -200,75 +222,17 @@ def _one_line(err: ValidationError) -> str:
     loc = ".".join(str(p) for p in first["loc"])
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
-        parent = Study if len(first["loc"]) == 1 else None
+        parent = {(): Study, ("nuisance",): Nuisance}.get(tuple(first["loc"][:-1]))
+        if parent is None and len(first["loc"]) == 3 and first["loc"][0] == "presets":
+            parent = Preset
         allowed = f"; allowed: {', '.join(parent.model_fields)}" if parent else ""
         return f"{loc}: unknown key{allowed}"
     return f"{loc}: {msg}" if loc else msg
 
 
-def resolve(
-    study: Study,
-    source: str,
-    preset: str | None = None,
-    seeds: int | None = None,
-    dataset: str | None = None,
-    data_dir: str | None = None,
-    device: str = "auto",
-) -> Plan:
-    """Every trial (arm x seed) with its full settings; invalid combinations are errors
-    naming the file, the arm and the field, before anything runs."""
-    chosen = study
-    if preset is not None:
-        if preset not in study.presets:
-            allowed = ", ".join(study.presets) or "none defined"
-            raise AblateError(f"{source}: unknown preset {preset!r}; presets: {allowed}")
-        p = study.presets[preset]
-        chosen = study.model_copy(
-            update={
-                "dataset": p.dataset or study.dataset,
-                "scientific": {**study.scientific, **(p.scientific or {})},
-                "fixed": {**study.fixed, **(p.fixed or {})},
-                "seeds": p.seeds or study.seeds,
-                "nuisance": p.nuisance or study.nuisance,
-            }
-        )
-    seed_list = list(chosen.seeds)
-    if seeds is not None:
-        if seeds < 1:
-            raise AblateError(f"--seeds: must be at least 1, got {seeds}")
-        seed_list = list(range(seeds))
-    factors = list(chosen.scientific)
-    trials = []
-    for levels in itertools.product(*(chosen.scientific[f] for f in factors)):
-        arm_factors = dict(zip(factors, levels, strict=True))
-        arm = " ".join(f"{k}={v}" for k, v in arm_factors.items())
-        settings = {k: v for k, v in chosen.fixed.items() if v is not None}
-        settings["dataset"] = dataset or chosen.dataset
-        if data_dir:
-            settings["data_dir"] = data_dir
-        settings["device"] = device
-        for rule in chosen.rules:
-            if all(str(arm_factors.get(k)) == str(v) for k, v in rule.when.items()):
-                settings.update(rule.set)
-        settings.update(arm_factors)
-        for seed in seed_list:
-            try:
-                config = TrainConfig.from_dict(_coerce({**settings, "seed": seed}))
-            except SpecError as err:
-                raise AblateError(f"{source}: arm {arm}: {err}") from None
-            trials.append(Trial(f"{arm} seed={seed}", arm, arm_factors, seed, config))
-    name = study.name if preset is None else f"{study.name}@{preset}"
-    return Plan(chosen, preset, name, trials, chosen.nuisance, source)
-
-
-def _coerce(settings: dict) -> dict:
-    # YAML reads `warmup: 400` as an int; TrainConfig spells it as a string.
-    if "warmup" in settings:
-        settings["warmup"] = str(settings["warmup"])
-    for key in ("lr", "weight_decay", "momentum", "warmup_lr"):
-        if isinstance(settings.get(key), int) and not isinstance(settings[key], bool):
-            settings[key] = float(settings[key])
-    return settings
+def experiment_name(study: Study, preset: str | None) -> str:
+    """The MLflow experiment of a study: NAME, or NAME@PRESET."""
+    return study.name if preset is None else f"{study.name}@{preset}"
 
 
 def json_schema() -> dict:

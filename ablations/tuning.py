@@ -10,73 +10,28 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
-
-from ray import tune
-from ray.tune.search.optuna import OptunaSearch
 
 import search_spaces
-from ablations.callbacks import MlflowWriter
 from ablations.errors import AblateError
-from ablations.tracking import TERMINAL, Store
-
-METRIC = "val_error"
-
-
-class TuneWriter(MlflowWriter):
-    """Creates each tuning trial's MLflow run when Ray starts it (values are sampled)."""
-
-    def __init__(
-        self,
-        store: Store,
-        exp_id: str,
-        parent_id: str,
-        arm: str,
-        first_index: int,
-        study: str,
-        summary,
-    ):
-        super().__init__(store, [], summary)
-        self.exp_id, self.parent_id, self.arm, self.study = exp_id, parent_id, arm, study
-        self.next_index, self.keys = first_index, {}
-
-    def key_of(self, trial) -> str:
-        return self.keys[trial.trial_id]
-
-    def on_trial_start(self, iteration, trials, trial, **info):
-        key = f"{self.arm} tune={self.next_index}"
-        self.next_index += 1
-        self.keys[trial.trial_id] = key
-        config = dict(trial.config["trial"]["config"])
-        config.update({k: v for k, v in trial.config.items() if k != "trial"})
-        config.pop("device", None)
-        config.pop("data_dir", None)
-        config.pop("compile", None)
-        self.run_ids[key] = self.store.create_child(
-            self.exp_id, self.parent_id, key, self.arm, config, {}, role="tune", study=self.study
-        )
-        self.logged[key] = -1
+from ablations.events import METRIC
+from ablations.execute import Search, fit
+from ablations.recorder import TuningRecorder
+from ablations.store import TERMINAL, Store, StudyRecord
+from resnet.settings import decode
 
 
-@dataclasses.dataclass
-class _Summary:
-    statuses: dict
-
-
-def tune_arms(plan, options, store: Store, exp_id: str, parent_id: str) -> dict[str, dict]:
-    """{arm: {"values": {param: best value}, "run_id": best tuning run}} for every arm."""
+def tune_arms(
+    plan, store: Store, record: StudyRecord, storage: str, view=None, address: str | None = None
+) -> dict[str, dict] | None:
+    """{arm: {"values": {setting: best value}, "run_id": best tuning run}} for every arm,
+    or None when the phase was interrupted."""
     import optuna
-
-    from ablations.runner import _payload, init_ray, run_trial, storage_root
+    from ray.tune.search.optuna import OptunaSearch
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    nuisance = plan.nuisance
-    try:
-        space = search_spaces.load(nuisance.search_space)
-    except search_spaces.SearchSpaceError as err:
-        raise AblateError(f"{plan.source}: nuisance.search_space: {err}") from None
-    existing = store.child_runs(exp_id, role="tune")
-    for run in existing.values():  # interrupted earlier: not counted, redone
+    nuisance, space = plan.nuisance, plan.space
+    types = store.setting_types(record)
+    for run in store.trial_runs(record.experiment_id, role="tune").values():
         if run.data.tags.get("ablate.status") not in (*TERMINAL, "failed"):
             store.fail(run.info.run_id, "interrupted; its tuning trial was redone")
     best: dict[str, dict] = {}
@@ -87,26 +42,11 @@ def tune_arms(plan, options, store: Store, exp_id: str, parent_id: str) -> dict[
             seed=nuisance.seed,
             iterations=nuisance.iterations or trial.config.iterations,
         )
-        done = [
-            r
-            for r in store.child_runs(exp_id, role="tune").values()
-            if r.data.tags.get("ablate.arm") == arm and r.data.tags.get("ablate.status") in TERMINAL
-        ]
+        done = _finished(store, record, arm)
         left = nuisance.trials - len(done)
         if left > 0:
-            points = [{p: float(r.data.params[p]) for p in space} for r in done]
-            rewards = [_final_val_error(r) for r in done]
-            payload = _payload(
-                plan,
-                dataclasses.replace(trial, config=config),
-                "",
-                -1,
-                storage_root(options.storage),
-                options,
-            )
-            payload["checkpoint_dir"] = None  # short runs: an interrupted one is redone
-            payload["key"] = f"{arm} tune"
-            init_ray(options)
+            points = [{p: decode(types[p], r.data.params[p]) for p in space} for r in done]
+            rewards = [_val_error(r) for r in done]
             searcher = OptunaSearch(
                 search_spaces.to_optuna(space),
                 metric=METRIC,
@@ -115,53 +55,48 @@ def tune_arms(plan, options, store: Store, exp_id: str, parent_id: str) -> dict[
                 points_to_evaluate=points or None,
                 evaluated_rewards=rewards or None,
             )
-            count = len(store.child_runs(exp_id, role="tune"))
-            writer = TuneWriter(store, exp_id, parent_id, arm, count, plan.experiment, _Summary({}))
-            tuner = tune.Tuner(
-                tune.with_resources(
-                    run_trial, {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
-                ),
-                param_space={"trial": payload},
-                tune_config=tune.TuneConfig(
-                    search_alg=searcher,
-                    num_samples=left,
-                    metric=METRIC,
-                    mode="min",
-                    max_concurrent_trials=options.max_concurrent,
-                ),
-                run_config=tune.RunConfig(
-                    name=f"{plan.experiment}-tune-{time.strftime('%Y%m%d-%H%M%S')}",
-                    storage_path=str(storage_root(options.storage) / "ray"),
-                    callbacks=[writer],
-                    verbose=0,
-                ),
+            count = len(store.trial_runs(record.experiment_id, role="tune"))
+            recorder = TuningRecorder(store, record, plan.experiment, arm, count, config.science())
+            payload = {
+                "key": f"{arm} tune",
+                "arm": arm,
+                "config": {**config.to_dict(), "device": plan.placement.device},
+                "threads": plan.placement.threads,
+                "storage": storage,
+                "checkpoints": False,  # short runs: an interrupted one is redone
+            }
+            complete = fit(
+                f"{plan.experiment}-tune",
+                [payload],
+                plan.placement,
+                storage,
+                [recorder, *([view] if view else [])],
+                search=Search(searcher, left),
+                namer=recorder.name,
+                address=address,
             )
-            tuner.fit()
-            writer.close_unfinished()
-        done = [
-            r
-            for r in store.child_runs(exp_id, role="tune").values()
-            if r.data.tags.get("ablate.arm") == arm and r.data.tags.get("ablate.status") in TERMINAL
-        ]
+            recorder.close()
+            if not complete:
+                return None
+            done = _finished(store, record, arm)
         if not done:
             raise AblateError(f"no tuning trial of arm {arm} finished; see the MLflow runs")
-        winner = min(done, key=_final_val_error)
+        winner = min(done, key=_val_error)
         best[arm] = {
-            "values": {p: _typed(winner.data.params[p]) for p in space},
+            "values": {p: decode(types[p], winner.data.params[p]) for p in space},
             "run_id": winner.info.run_id,
         }
     return best
 
 
-def _final_val_error(run) -> float:
+def _finished(store: Store, record: StudyRecord, arm: str) -> list:
+    return [
+        r
+        for r in store.trial_runs(record.experiment_id, role="tune").values()
+        if r.data.tags.get("ablate.arm") == arm and r.data.tags.get("ablate.status") in TERMINAL
+    ]
+
+
+def _val_error(run) -> float:
     value = run.data.metrics.get("val/error")
     return math.inf if value is None or math.isnan(value) else value
-
-
-def _typed(text: str):
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text

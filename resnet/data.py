@@ -11,6 +11,8 @@ never downloads.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -115,12 +117,19 @@ def ensure_available(name: str, data_dir: str | Path = "./data", download: bool 
     data_dir = Path(data_dir).expanduser().resolve()
     if not download:
         raise _cifar_missing(name, data_dir)
-    try:
-        _CIFAR[name](root=str(data_dir), train=True, download=True)
-        _CIFAR[name](root=str(data_dir), train=False, download=True)
-    except Exception as e:  # any network or archive failure ends the same way
-        reason = f"offline? {type(e).__name__}: {e}".splitlines()[0][:160]
-        raise _cifar_missing(name, data_dir, reason) from None
+    # Into a temporary folder first: a failed download leaves nothing behind, and a
+    # finished one appears whole.
+    with tempfile.TemporaryDirectory(prefix="ablate-download-") as tmp:
+        try:
+            _CIFAR[name](root=tmp, train=True, download=True)
+            _CIFAR[name](root=tmp, train=False, download=True)
+        except Exception as e:  # any network or archive failure ends the same way
+            reason = f"offline? {type(e).__name__}: {e}".splitlines()[0][:160]
+            raise _cifar_missing(name, data_dir, reason) from None
+        data_dir.mkdir(parents=True, exist_ok=True)
+        folder = _CIFAR[name].base_folder
+        shutil.rmtree(data_dir / folder, ignore_errors=True)  # an incomplete earlier copy
+        shutil.move(str(Path(tmp) / folder), data_dir / folder)
     return dataset_info(name, data_dir)
 
 
@@ -187,4 +196,3 @@ def _load_digits() -> Arrays:
     y = torch.from_numpy(d.target).to(torch.int64)
     train, test = torch.from_numpy(np.sort(train)), torch.from_numpy(np.sort(test))
     return x[train].contiguous(), y[train], x[test].contiguous(), y[test], 10
-

@@ -52,8 +52,12 @@ class ModelFields:
         None, "1x1-3x3-1x1 bottleneck units (default: the paper's choice for the depth)"
     )
     preactivation: bool = setting(False, "2016 full pre-activation units (BN-ReLU-conv)")
-    stem: str = setting("cifar", "cifar (3x3 conv, 32x32) or imagenet (7x7/2 + pool)", choices=STEMS)
-    width: int | None = setting(None, "base filters, a multiple of 4 (default 16 cifar, 64 imagenet)")
+    stem: str = setting(
+        "cifar", "cifar (3x3 conv, 32x32) or imagenet (7x7/2 + pool)", choices=STEMS
+    )
+    width: int | None = setting(
+        None, "base filters, a multiple of 4 (default 16 cifar, 64 imagenet)"
+    )
 
 
 @dataclass(frozen=True)

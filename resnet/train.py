@@ -340,7 +340,9 @@ def _loop(
             window_images = 0
         if status == "diverged":
             break
-        if store is not None and (stop or it % setup.checkpoint_every == 0 or it == config.iterations):
+        if store is not None and (
+            stop or it % setup.checkpoint_every == 0 or it == config.iterations
+        ):
             state.iteration = it
             state.wall_time_s += clock.total()
             where = store.save(_checkpoint_blob(config, setup, step, state), it)

@@ -1,6 +1,6 @@
 """Named search spaces (data, one YAML file each) and their translation to Optuna.
 
-A space file maps each nuisance hyperparameter (named as in STYLE.md section 2) to one
+A space file maps each nuisance hyperparameter (a setting, named as everywhere else) to one
 distribution: `loguniform: [low, high]`, `uniform: [low, high]`, `int: [low, high]`
 or `choice: [a, b, ...]`.
 """
@@ -8,6 +8,7 @@ or `choice: [a, b, ...]`.
 from __future__ import annotations
 
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -25,10 +26,24 @@ def names() -> list[str]:
 
 
 def load(name: str) -> dict[str, dict[str, list]]:
-    """`{param: {kind: args}}` for a named space, validated."""
-    if name not in names():
-        raise SearchSpaceError(f"unknown search space {name!r}; available: {', '.join(names())}")
-    raw = yaml.safe_load((resources.files("search_spaces") / f"{name}.yaml").read_text())
+    """`{param: {kind: args}}` for a named space (or a space file, `NAME.yaml`, relative to
+    the working folder), validated."""
+    if name.endswith((".yaml", ".yml")):
+        try:
+            text = Path(name).read_text(encoding="utf-8")
+        except OSError as err:
+            raise SearchSpaceError(f"search space file {name}: {err.strerror}") from None
+    elif name in names():
+        text = (resources.files("search_spaces") / f"{name}.yaml").read_text()
+    else:
+        raise SearchSpaceError(
+            f"unknown search space {name!r}; available: {', '.join(names())} "
+            "(or a path to a .yaml file)"
+        )
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise SearchSpaceError(f"search space {name}: YAML syntax error ({err})") from None
     params = raw.get("params") if isinstance(raw, dict) else None
     if not isinstance(params, dict) or not params:
         raise SearchSpaceError(f"search space {name}: needs a non-empty 'params' mapping")

@@ -40,7 +40,6 @@ def smoke_store(ray_local, tmp_path_factory):
     """A real smoke study (TINY_STUDY: 2 arms x 2 seeds on digits) run once through local
     Ray into a SQLite MLflow store, shared by the runner and report tests. Returns
     (tracking URI, storage folder, plan, run summary)."""
-    from ablations import study as studies
     from ablations.runner import RunOptions, run_study
 
     root = tmp_path_factory.mktemp("smoke")
@@ -48,8 +47,22 @@ def smoke_store(ray_local, tmp_path_factory):
     path.write_text(TINY_STUDY)
     uri = f"sqlite:///{root / 'mlflow.db'}"
     options = RunOptions(tracking_uri=uri, storage=str(root / "res"), progress=False)
-    plan = studies.resolve(*studies.load(str(path)))
+    plan = plan_of(str(path))
     return uri, options, plan, run_study(plan, options)
+
+
+# Two CPUs and no GPU: the machine the tests plan for, whatever machine runs them.
+def cpu_machine():
+    from ablations.placement import Resources
+
+    return Resources(cpus=2.0, gpus=0.0, where="this machine")
+
+
+def plan_of(study: str, **request):
+    """The plan of a study (a name or a path) on cpu_machine()."""
+    from ablations.plan import Request, make_plan
+
+    return make_plan(Request(study=study, **request), resources=cpu_machine())
 
 
 @pytest.fixture

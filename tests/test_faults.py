@@ -24,7 +24,6 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from ablations.cli import main
-from ablations.runner import slug
 
 STEP_KEYS = ("train/loss", "train/error", "val/error", "test/error", "lr")
 
@@ -192,14 +191,26 @@ def status_count(db: Path, status: str) -> int:
         return 0
 
 
+def checkpoints_of(storage: Path) -> dict[str, list[tuple[int, Path]]]:
+    """Trial key -> its checkpoints in Ray's storage, oldest first: (iteration, folder)."""
+    found: dict[str, list[tuple[int, Path]]] = {}
+    for meta in storage.glob("*/*/checkpoint_*/meta.json"):
+        try:
+            info = json.loads(meta.read_text())
+        except (OSError, ValueError):
+            continue  # being written
+        found.setdefault(info["trial"], []).append((info["iteration"], meta.parent))
+    return {key: sorted(v) for key, v in found.items()}
+
+
 def newest_checkpoints(storage: Path, experiment: str) -> dict[str, int]:
-    """Trial folder name -> iteration of its newest checkpoint file."""
-    newest = {}
-    for folder in (storage / "checkpoints" / experiment).glob("*"):
-        its = [int(p.name[5:14]) for p in folder.glob("ckpt-*.pt")]
-        if its:
-            newest[folder.name] = max(its)
-    return newest
+    """Trial key -> iteration of its newest checkpoint (of the study's Tune runs)."""
+    prefix = f"{experiment}-"
+    return {
+        key: max(i for i, folder in kept if folder.parent.parent.name.startswith(prefix))
+        for key, kept in checkpoints_of(storage).items()
+        if any(folder.parent.parent.name.startswith(prefix) for _, folder in kept)
+    }
 
 
 def trial_runs(db: Path, experiment: str):
@@ -221,11 +232,11 @@ def attempts(storage: Path, key: str) -> list[dict]:
     """The 'start' results Ray Tune recorded for the trial: one per attempt, over every
     `ablate run` (each Tuner has its own folder under storage/ray)."""
     starts = []
-    for result in sorted(storage.glob("ray/*/*/result.json")):
+    for result in sorted(storage.glob("*/*/result.json")):
         for line in result.read_text().splitlines():
             record = json.loads(line)
             if record.get("kind") == "start" and record["config"]["trial"]["key"] == key:
-                starts.append(record)
+                starts.append({**record, **json.loads(record["event"])})
     return starts
 
 
@@ -281,7 +292,7 @@ def test_sigkill_of_driver_only_then_rerun_resumes_from_checkpoint(ablate, tmp_p
     assert all(r.info.status == "FINISHED" for r in runs)
     assert all(r.data.tags["ablate.status"] == "finished" for r in runs)
     resumed = {
-        slug(r.data.tags["ablate.trial_key"]): int(r.data.tags["ablate.resumed_from"]) for r in runs
+        r.data.tags["ablate.trial_key"]: int(r.data.tags["ablate.resumed_from"]) for r in runs
     }
     assert resumed[cut_folder] == cut_at  # from its newest checkpoint, not from 0
     assert [v for k, v in resumed.items() if k != cut_folder] == [0]
@@ -345,8 +356,8 @@ def test_sigterm_and_ctrl_c_stop_gracefully_and_resume(ablate, tmp_path, how):
     assert len(runs) == 2
     for run in runs:
         assert (run.info.status, run.data.tags["ablate.status"]) == ("FINISHED", "finished")
-        folder = slug(run.data.tags["ablate.trial_key"])
-        assert int(run.data.tags["ablate.resumed_from"]) == stopped_at[folder]
+        key = run.data.tags["ablate.trial_key"]
+        assert int(run.data.tags["ablate.resumed_from"]) == stopped_at[key]
         assert_steps_once(client, run, iterations, every)
 
 
@@ -414,14 +425,14 @@ def test_divergence_is_recorded_once_not_retried_and_study_finishes(
     assert "this run: 1 diverged, 1 finished" in out
     client, runs = trial_runs(db, "diverge")
     by_lr = {r.data.params["lr"]: r for r in runs}
-    assert set(by_lr) == {"0.1", "100000.0"}
+    assert set(by_lr) == {"0.1", "100000.0"}  # a float setting, read as one
     bad, good = by_lr["100000.0"], by_lr["0.1"]
     assert bad.info.status == "FINISHED"
     assert bad.data.tags["ablate.status"] == "diverged"
     assert 0 <= int(bad.data.tags["ablate.diverged_at"]) < 10
     assert bad.data.tags["ablate.resumed_from"] == "0"
     assert "ablate.error" not in bad.data.tags
-    assert [t["resumed_from"] for t in attempts(storage, "lr=100000 seed=0")] == [0]
+    assert [t["resumed_from"] for t in attempts(storage, "lr=100000.0 seed=0")] == [0]
     history = client.get_metric_history(bad.info.run_id, "train/loss")
     assert [m.step for m in history] == [10]  # stopped at the first evaluation
     assert (good.info.status, good.data.tags["ablate.status"]) == ("FINISHED", "finished")
@@ -460,8 +471,13 @@ def test_truncated_newest_checkpoint_falls_back_to_the_previous_one(ablate, tmp_
     os.kill(proc.pid, signal.SIGTERM)
     code, output = ablate.finish(proc, 60, tag="first")
     assert code == 130, output[-3000:]
-    (folder,) = (storage / "checkpoints" / "truncated").iterdir()
-    older, newest = sorted(folder.glob("ckpt-*.pt"))
+    (kept,) = checkpoints_of(storage).values()
+    (older_at, older), (newest_at, newest) = kept  # Tune keeps the newest two
+    tags = trial_runs(db, "truncated")[1][0].data.tags
+    assert (tags["ablate.checkpoint"], tags["ablate.checkpoint_previous"]) == (
+        str(newest),
+        str(older),
+    )
     logged = {
         m.step: m.value
         for m in MlflowClient(f"sqlite:///{db}").get_metric_history(
@@ -469,16 +485,16 @@ def test_truncated_newest_checkpoint_falls_back_to_the_previous_one(ablate, tmp_
         )
     }
     assert logged  # evaluations past the older checkpoint get replayed; none may repeat
-    with open(newest, "r+b") as f:
-        f.truncate(newest.stat().st_size // 2)
+    state = newest / "state.pt"
+    with open(state, "r+b") as f:
+        f.truncate(state.stat().st_size // 2)
 
     rerun = ablate.start(*args, tag="second")
     code, output = ablate.finish(rerun, 300, tag="second")
     assert code == 0, output[-3000:]
     client, (run,) = trial_runs(db, "truncated")
     assert (run.info.status, run.data.tags["ablate.status"]) == ("FINISHED", "finished")
-    assert int(run.data.tags["ablate.resumed_from"]) == int(older.name[5:14])
-    assert folder.joinpath(newest.name + ".corrupt").exists()  # moved aside, not retried
+    assert int(run.data.tags["ablate.resumed_from"]) == older_at < newest_at
     assert_steps_once(client, run, iterations, every)
     # Replayed evaluations were not logged again: the stored values are the first ones.
     again = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "val/error")}
@@ -540,13 +556,13 @@ def test_disk_full_fails_the_trial_clearly_and_keeps_the_previous_checkpoint(
     client, (run,) = trial_runs(db, "diskfull")
     assert (run.info.status, run.data.tags["ablate.status"]) == ("FAILED", "failed")
     error = run.data.tags["ablate.error"]
-    folder = small_tmpfs / "checkpoints" / "diskfull" / slug("shortcut=A seed=0")
-    assert f"could not write checkpoint {folder / 'ckpt-000000020.pt'}" in error, error
-    assert "No space left on device" in error and "ckpt-000000010.pt is intact" in error, error
+    assert f"could not write the checkpoint at iteration 20 to {small_tmpfs}" in error, error
+    assert "No space left on device" in error and "previous checkpoint is intact" in error, error
     assert "\n" not in error
-    files = sorted(p.name for p in folder.iterdir())
-    assert files == ["ckpt-000000010.pt"]  # no temporary file left behind
-    state = torch.load(folder / files[0], weights_only=True)
+    # The checkpoint on record is the one of iteration 10, whole.
+    kept = Path(run.data.tags["ablate.checkpoint"])
+    assert json.loads((kept / "meta.json").read_text())["iteration"] == 10
+    state = torch.load(kept / "state.pt", weights_only=True)
     assert state["iteration"] == 10 and len(state["history"]) == 1
 
 

@@ -1,4 +1,5 @@
-"""The design space: every combination builds and trains; counts pinned to the paper (docs/paper.md §3, §5)."""
+"""The design space: every combination builds and trains; counts pinned to the paper
+(docs/paper.md §3, §5)."""
 
 from __future__ import annotations
 

@@ -6,11 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import plan_of
 from mlflow.tracking import MlflowClient
 
 from ablations import study as studies
+from ablations.describe import describe
 from ablations.errors import AblateError
-from ablations.plan_view import describe
 from ablations.runner import RunOptions, run_study
 
 METRICS = {
@@ -27,19 +28,27 @@ METRICS = {
 
 
 @pytest.mark.parametrize("name", studies.builtin_names())
-def test_every_builtin_study_validates_and_resolves(name):
-    study, source = studies.load(name)
+def test_every_builtin_study_validates_and_plans(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no ./data here: CIFAR is missing, ImageNet too
+    study, _ = studies.load(name)
     assert "smoke" in study.presets
     for preset in (None, *study.presets):
-        plan = studies.resolve(study, source, preset=preset)
+        if study.dataset.startswith("imagefolder:") and preset is None:
+            # The full ImageNet study needs its folder; the plan says which one is missing.
+            with pytest.raises(AblateError, match=r"imagefolder:.*data/imagenet does not exist"):
+                plan_of(name, preset=preset)
+            continue
+        plan = plan_of(name, preset=preset)
         view = describe(plan)
-        assert len(view["trials"]) == len(plan.arms) * len(plan.study.seeds)
+        assert len(view["trials"]) == len(plan.arms) * len(plan.seeds)
         assert all(row["params"] > 0 and row["macs"] > 0 for row in view["trials"])
         assert len({t.key for t in plan.trials}) == len(plan.trials)
+        if plan.dataset == "cifar10":
+            assert "downloads it once" in " ".join(plan.notes)
 
 
 def test_builtin_studies_use_the_papers_recipe_by_default():
-    plan = studies.resolve(*studies.load("shortcut_types"))
+    plan = plan_of("shortcut_types")
     config = plan.trials[0].config
     assert (
         config.iterations,
@@ -48,7 +57,7 @@ def test_builtin_studies_use_the_papers_recipe_by_default():
         config.weight_decay,
         config.lr_policy,
     ) == (64_000, 128, 0.1, 1e-4, "step")
-    depth = studies.resolve(*studies.load("depth"))
+    depth = plan_of("depth")
     warm = {t.config.depth: t.config.warmup for t in depth.trials}
     assert warm[110] == "paper" and warm[56] == "none"
 
@@ -72,6 +81,15 @@ def test_smoke_study_records_one_run_per_trial_and_reruns_nothing(smoke_store, t
         assert run.info.status == "FINISHED" and tags["ablate.status"] == "finished"
         assert tags["ablate.study"] == "tiny" and tags["mlflow.parentRunId"]
         assert len(tags["ablate.val_digest"]) == 16 and tags["ablate.resumed_from"] == "0"
+        # The manifest: code, libraries, device, data (docs/tracking.md).
+        assert len(tags["mlflow.source.git.commit"]) == 40
+        assert tags["ablate.git_dirty"] in ("true", "false")
+        versions = json.loads(tags["ablate.versions"])
+        assert {"ablate", "python", "torch", "cuda", "ray", "mlflow"} <= set(versions)
+        assert tags["ablate.device"] == "cpu (1 thread)" and params["precision"] == "fp32"
+        assert len(tags["ablate.data_digest"]) == 16
+        assert [d.dataset.digest for d in run.inputs.dataset_inputs] == [tags["ablate.data_digest"]]
+        assert tags["ablate.checkpoint"].endswith("checkpoint_000002")
         assert params["shortcut"] in ("none", "A") and params["seed"] in ("0", "1")
         assert params["depth"] == "8" and params["lr_policy"] == "step"
         assert int(params["params"]) > 0 and int(params["macs"]) > 0
@@ -88,6 +106,12 @@ def test_smoke_study_records_one_run_per_trial_and_reruns_nothing(smoke_store, t
     parent = client.get_run(runs[0].data.tags["mlflow.parentRunId"])
     assert parent.data.tags["ablate.role"] == "parent"
     assert parent.data.tags["mlflow.note.content"].startswith("Does the shortcut")
+    assert json.loads(parent.data.tags["ablate.settings"])["lr"] == "float"
+    assert set(parent.data.metrics) == {
+        f"mean_{k}_error/shortcut:{s}" for k in ("test", "train") for s in ("none", "A")
+    }
+    exp = client.get_experiment_by_name("tiny")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
 
     again = run_study(plan, options)
     assert again.skipped == 4 and not again.statuses
@@ -98,13 +122,13 @@ def test_changed_study_against_same_store_is_refused(ray_local, study_file, tmp_
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     options = RunOptions(tracking_uri=uri, storage=str(tmp_path / "res"), progress=False)
     one = study_file(TINY_ONE_SEED)
-    run_study(studies.resolve(*studies.load(str(one))), options)
+    run_study(plan_of(str(one)), options)
     changed = study_file(TINY_ONE_SEED.replace("iterations: 4", "iterations: 8"), "b.yaml")
-    with pytest.raises(AblateError, match="another definition"):
-        run_study(studies.resolve(*studies.load(str(changed))), options)
+    with pytest.raises(AblateError, match=r"another definition \(changed: iterations: 4 -> 8\)"):
+        run_study(plan_of(str(changed)), options)
     # More seeds extend the same study instead.
     more = study_file(TINY_ONE_SEED.replace("seeds: [0]", "seeds: [0, 1]"), "c.yaml")
-    summary = run_study(studies.resolve(*studies.load(str(more))), options)
+    summary = run_study(plan_of(str(more)), options)
     assert summary.skipped == 1 and list(summary.statuses) == ["shortcut=A seed=1"]
 
 
@@ -122,7 +146,7 @@ seeds: [0]
 def test_optuna_nuisance_phase_then_seeds_at_the_best_point(ray_local, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     options = RunOptions(tracking_uri=uri, storage=str(tmp_path / "res"), progress=False)
-    plan = studies.resolve(*studies.load("tuned_shortcuts"), preset="smoke")
+    plan = plan_of("tuned_shortcuts", preset="smoke")
     summary = run_study(plan, options)
     assert set(summary.statuses.values()) == {"finished"}
     client, tune_runs = _runs(uri, "tuned_shortcuts@smoke", role="tune")
@@ -161,15 +185,25 @@ def test_published_json_schema_is_current_and_checks_files():
     for name in studies.builtin_names():
         text = (Path(studies.__file__).parent / "studies" / f"{name}.yaml").read_text()
         jsonschema.validate(yaml.safe_load(text), json_schema())
-    with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate(
-            {
-                "name": "x",
-                "question": "too short?",
-                "dataset": "digits",
-                "scientific": {},
-                "seeds": [0],
-                "colour": 1,
-            },
-            json_schema(),
-        )
+    good = {
+        "name": "x",
+        "question": "long enough?",
+        "dataset": "digits",
+        "scientific": {"depth": [8, 14]},
+        "fixed": {"lr": 0.05, "warmup": 400},
+        "seeds": [0],
+    }
+    jsonschema.validate(good, json_schema())
+    # Typed per setting, from the settings' one definition: a wrong type, an unknown
+    # setting, an unknown key are each refused by an editor too.
+    for bad in (
+        {**good, "colour": 1},
+        {**good, "fixed": {"depth": "deep"}},
+        {**good, "fixed": {"dpeth": 8}},
+        {**good, "scientific": {"shortcut": "A"}},
+    ):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, json_schema())
+    fixed = json_schema()["properties"]["fixed"]["properties"]
+    assert "weight layers" in fixed["depth"]["description"]
+    assert "one of none, A, B, C" in fixed["shortcut"]["description"]

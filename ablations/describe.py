@@ -1,0 +1,185 @@
+"""What `ablate list` and `ablate show` print: studies, plans, placement and an estimate of
+the time, with no training. `list` reads study files only (no torch), so it answers at once.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+from ablations import study as studies
+from ablations.plan import Plan
+
+
+def _trial_count(study: studies.Study, preset: str | None) -> int:
+    chosen = study
+    if preset is not None:
+        p = study.presets[preset]
+        scientific = {**study.scientific, **(p.scientific or {})}
+        seeds = p.seeds or study.seeds
+    else:
+        scientific, seeds = chosen.scientific, chosen.seeds
+    return math.prod(len(levels) for levels in scientific.values()) * len(seeds)
+
+
+def list_studies() -> list[dict]:
+    """Every built-in study: name, question, trials, and trials per preset."""
+    out = []
+    for name in studies.builtin_names():
+        study = studies.load(name)[0]
+        out.append(
+            {
+                "name": name,
+                "question": " ".join(study.question.split()),
+                "dataset": study.dataset,
+                "trials": _trial_count(study, None),
+                "presets": {p: _trial_count(study, p) for p in study.presets},
+            }
+        )
+    return out
+
+
+def describe(plan: Plan) -> dict:
+    """Every trial with its settings, params and MACs, the placement, and the compute:
+    training costs about 3x the forward multiply-accumulates (forward + backward)."""
+    from resnet.complexity import complexity
+
+    cache: dict = {}
+    rows = []
+    total_macs = 0.0
+    for trial in plan.trials:
+        spec = trial.config.model_spec(plan.data["num_classes"], plan.data["in_channels"])
+        counts = cache.setdefault(spec, complexity(spec))
+        train_macs = 3 * counts["macs"] * trial.config.batch_size * trial.config.iterations
+        total_macs += train_macs
+        rows.append(
+            {
+                "trial": trial.key,
+                "arm": trial.arm,
+                "seed": trial.seed,
+                **counts,
+                "iterations": trial.config.iterations,
+                "batch_size": trial.config.batch_size,
+                "training_macs": train_macs,
+                "settings": trial.config.to_dict(),
+            }
+        )
+    return {
+        "study": plan.study.name,
+        "experiment": plan.experiment,
+        "question": " ".join(plan.question.split()),
+        "dataset": plan.dataset,
+        "notes": plan.notes,
+        "arms": len(plan.arms),
+        "seeds": plan.seeds,
+        "trials": rows,
+        "nuisance": plan.nuisance.model_dump() if plan.nuisance else None,
+        "placement": plan.placement.describe(),
+        "at_once": plan.placement.at_once,
+        "total_training_macs": total_macs,
+    }
+
+
+def estimate(plan: Plan, view: dict, tracking_uri: str | None = None) -> dict:
+    """Seconds per trial and for the study, from past runs of its arms in the store when
+    there are any, else from a two-step measurement on this machine scaled by each
+    trial's multiply-accumulates. Training steps only: evaluations add a little."""
+    past = _past_seconds_per_iteration(plan.experiment, tracking_uri)
+    rate, basis = None, []
+    per_trial = {}
+    for row in view["trials"]:
+        if row["arm"] in past:
+            per_trial[row["trial"]] = past[row["arm"]] * row["iterations"]
+            continue
+        if rate is None:
+            rate = _measure(plan, view)
+            if rate is None:
+                return {
+                    "basis": "none: the trials run on a remote cluster's GPUs; past runs in "
+                    "the store give an estimate once trials of this study have finished",
+                    "total_s": None,
+                }
+        per_trial[row["trial"]] = row["training_macs"] / rate["macs_per_s"]
+    if past:
+        basis.append(f"past runs of {len(past)} arm(s) in the store")
+    if rate is not None:
+        basis.append(rate["basis"])
+    seconds = list(per_trial.values())
+    # Trials run `at_once` at a time: the study takes about the sum over that, and never
+    # less than its longest trial.
+    total = max(sum(seconds) / view["at_once"], max(seconds, default=0.0))
+    return {"basis": "; ".join(basis), "per_trial_s": per_trial, "total_s": total}
+
+
+def _past_seconds_per_iteration(experiment: str, tracking_uri: str | None) -> dict[str, float]:
+    """Mean seconds per iteration of each arm's finished trials in the store (reads only;
+    a store that does not exist is not created)."""
+    from ablations.store import resolve_uri
+
+    uri = resolve_uri(tracking_uri)
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        return {}
+    try:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=uri)
+        exp = client.get_experiment_by_name(experiment)
+        if exp is None:
+            return {}
+        runs = client.search_runs(
+            [exp.experiment_id], "tags.`ablate.status` = 'finished'", max_results=5000
+        )
+    except Exception:  # noqa: BLE001 - an estimate is optional; a broken store is run's problem
+        return {}
+    per_arm: dict[str, list[float]] = {}
+    for run in runs:
+        wall = run.data.metrics.get("wall_time_s")
+        iterations = float(run.data.params.get("iterations", "nan"))
+        if wall and iterations > 0 and run.data.tags.get("ablate.role") == "trial":
+            per_arm.setdefault(run.data.tags["ablate.arm"], []).append(wall / iterations)
+    return {arm: sum(v) / len(v) for arm, v in per_arm.items()}
+
+
+def _measure(plan: Plan, view: dict) -> dict | None:
+    """Multiply-accumulates per second of training on the device the trials will use,
+    from two timed steps of the study's smallest model (after one warm-up step)."""
+    import torch
+
+    from resnet.model import build
+    from resnet.step import Step, make_optimizer
+
+    placement = plan.placement
+    if placement.device == "cuda" and placement.resources.where != "this machine":
+        return None
+    device = torch.device(placement.device)
+    smallest = min(view["trials"], key=lambda r: r["macs"])
+    trial = next(t for t in plan.trials if t.key == smallest["trial"])
+    spec = trial.config.model_spec(plan.data["num_classes"], plan.data["in_channels"])
+    batch = min(trial.config.batch_size, 32)
+    size = plan.data["image_size"] if isinstance(plan.data["image_size"], int) else 224
+    threads = torch.get_num_threads()
+    torch.set_num_threads(placement.threads)
+    try:
+        model = build(spec).to(device, memory_format=torch.channels_last)
+        step = Step(model, make_optimizer(model, 0.01, 0.9, 0.0), device)
+        x = torch.randn(batch, spec.in_channels, size, size, device=device)
+        y = torch.randint(0, spec.num_classes, (batch,), device=device)
+        step(x, y, 0.01, 0)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for i in range(2):
+            step(x, y, 0.01, i + 1)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = (time.perf_counter() - start) / 2
+    finally:
+        torch.set_num_threads(threads)
+    macs_per_s = 3 * smallest["macs"] * batch / seconds
+    where = "GPU" if device.type == "cuda" else f"CPU, {placement.threads} thread(s) per trial"
+    return {
+        "macs_per_s": macs_per_s,
+        "basis": f"two training steps of {trial.arm} measured on this machine ({where}), "
+        "scaled by each trial's MACs: a rough estimate",
+    }

@@ -1,0 +1,184 @@
+"""The one place that touches Ray on the driver: connect to (or start) Ray, build a Tuner,
+relay what trials report to plain listeners. Used by the seed phase and by the tuning phase
+alike; neither knows how Tune is driven.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ray import tune
+
+from ablations.errors import AblateError
+from ablations.events import METRIC, Event, Final, Saved, decode
+
+RETRIES = 2  # Ray retries of a trial whose worker process died
+KEEP_CHECKPOINTS = 2  # the newest and one to fall back to
+
+
+class Listener(Protocol):
+    def trial_started(self, key: str, sampled: dict[str, Any]) -> None: ...
+
+    def trial_event(self, key: str, event: Event) -> None: ...
+
+
+@dataclass(frozen=True)
+class Search:
+    """A tuning phase: `samples` trials drawn by `searcher` (e.g. Ray's OptunaSearch)."""
+
+    searcher: Any
+    samples: int
+
+
+def init_ray(address: str | None = None) -> None:
+    """Join the cluster at `address` (or RAY_ADDRESS), or start a local Ray."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    try:
+        ray.init(
+            address=address,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level="ERROR",
+            configure_logging=True,
+        )
+    except (ConnectionError, RuntimeError) as err:
+        raise AblateError(
+            f"cannot reach the Ray cluster at {address}: {str(err).splitlines()[0]}"
+        ) from None
+    # After ray.init, which installs a SIGTERM handler that aborts the process: SIGTERM (a
+    # scheduler, `kill`) stops like Ctrl-C instead. Ray Tune's SIGINT handling ends the
+    # trials, whose checkpoints are already kept, and the runs are marked interrupted.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
+
+
+def fit(
+    name: str,
+    payloads: list[dict],
+    placement,
+    storage: str,
+    listeners: list[Listener],
+    search: Search | None = None,
+    namer: Callable[[str], str] | None = None,
+    address: str | None = None,
+) -> bool:
+    """Run the trials (a grid over `payloads`, or `search.samples` draws around
+    `payloads[0]`) and relay their events. Returns when all ended (True) or when Ctrl-C or
+    SIGTERM stopped them (False; Tune ends the trials, whose checkpoints are kept)."""
+    from ray.tune.logger import JsonLoggerCallback
+
+    from ablations.trainable import run_trial
+
+    init_ray(address)
+    # Tune's own loggers: JSON lines only (added below), no CSV or TensorBoard files.
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    trainable = tune.with_resources(
+        run_trial, {"cpu": placement.cpus_per_trial, "gpu": placement.gpus_per_trial}
+    )
+    common = {
+        "max_concurrent_trials": placement.at_once,
+        "trial_name_creator": _trial_name,
+        "trial_dirname_creator": _trial_name,
+    }
+    if search is None:
+        space = {"trial": tune.grid_search(payloads)}
+        tune_config = tune.TuneConfig(**common)
+    else:
+        space = {"trial": payloads[0]}
+        tune_config = tune.TuneConfig(
+            search_alg=search.searcher,
+            num_samples=search.samples,
+            metric=METRIC,
+            mode="min",
+            **common,
+        )
+    relay = _Relay(listeners, namer)
+    tuner = tune.Tuner(
+        trainable,
+        param_space=space,
+        tune_config=tune_config,
+        run_config=tune.RunConfig(
+            name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}",
+            storage_path=storage,
+            failure_config=tune.FailureConfig(max_failures=RETRIES),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
+            # Tune's results as JSON lines per trial (no TensorBoard or CSV files).
+            callbacks=[relay, JsonLoggerCallback()],
+            verbose=0,
+        ),
+    )
+    tuner.fit()
+    expected = search.samples if search is not None else len(payloads)
+    return len(relay.ended) >= expected
+
+
+def _trial_name(trial) -> str:
+    """A trial's folder in the storage: its key, readable, and Tune's id for uniqueness."""
+    key = re.sub(r"[^A-Za-z0-9_.=-]+", "_", trial.config["trial"]["key"])[:80]
+    return f"{key}-{trial.trial_id}"
+
+
+class _Relay(tune.Callback):
+    """A Tune callback that decodes results into events for the listeners."""
+
+    def __init__(self, listeners: list[Listener], namer: Callable[[str], str] | None):
+        self.listeners, self.namer = listeners, namer
+        self.keys: dict[str, str] = {}
+        self.saving: dict[str, int] = {}  # the iteration of a checkpoint Tune is keeping
+        self.ended: set[str] = set()  # trials that sent their Final event
+
+    def __getstate__(self) -> dict:
+        # Ray pickles its callbacks with the Tuner's state; listeners hold store clients
+        # and consoles. The pickled copy is never used to relay.
+        return {**self.__dict__, "listeners": [], "namer": None}
+
+    def _key(self, trial) -> str:
+        if trial.trial_id not in self.keys:
+            hint = trial.config["trial"]["key"]
+            self.keys[trial.trial_id] = self.namer(hint) if self.namer else hint
+        return self.keys[trial.trial_id]
+
+    def _send(self, key: str, event: Event) -> None:
+        if isinstance(event, Final):
+            self.ended.add(key)
+        for listener in self.listeners:
+            listener.trial_event(key, event)
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        key = self._key(trial)
+        sampled = {k: v for k, v in trial.config.items() if k != "trial"}
+        for listener in self.listeners:
+            listener.trial_started(key, sampled)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        event = decode(result)
+        if isinstance(event, Saved):  # Tune calls on_checkpoint next, with the path
+            self.saving[self._key(trial)] = event.iteration
+        elif event is not None:
+            self._send(self._key(trial), event)
+
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+        key = self._key(trial)
+        self._send(key, Saved(self.saving.pop(key, -1), checkpoint.path))
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        try:
+            error = trial.get_error()
+        except Exception as err:  # noqa: BLE001 - e.g. a full disk truncated Ray's error file
+            error = err
+        reason = f"{type(error).__name__}: {error}" if error else "the trial's worker died"
+        # Ray wraps the worker's exception; its last line names the cause.
+        lines = [ln for ln in str(reason).splitlines() if ln.strip()]
+        self._send(self._key(trial), Final("failed", error=lines[-1] if lines else reason))

@@ -1,0 +1,152 @@
+"""Where a study's trials run and how many at once, decided from the machine (or Ray
+cluster) and the models, before anything starts.
+
+`--gpus-per-trial auto` (the default): no GPU -> CPU trials; GPUs -> every trial on a GPU,
+small CIFAR-size models packed several to a GPU (four concurrent ResNet-20 trainings on
+one H200 ran 4.27x the images/s of one alone: a small net's step is bound by launches,
+not by the GPU), ImageNet-size models one to a GPU.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+from ablations.errors import AblateError
+
+CIFAR_PER_GPU = 4  # small models packed per GPU
+IMAGENET_PER_GPU = 1
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpus: float
+    gpus: float
+    where: str  # "this machine" or "the Ray cluster at ADDRESS"
+    gpu_name: str = ""
+
+
+@dataclass(frozen=True)
+class Placement:
+    device: str  # "cpu" or "cuda"
+    gpus_per_trial: float
+    cpus_per_trial: float
+    at_once: int  # trials running concurrently
+    resources: Resources
+
+    @property
+    def threads(self) -> int:
+        """torch threads per trial: its CPUs, at least one."""
+        return max(1, int(self.cpus_per_trial))
+
+    def describe(self) -> str:
+        where = self.resources.where
+        if self.device == "cpu":
+            return (
+                f"on CPUs ({where}: {self.resources.cpus:g} CPUs, no GPU used): "
+                f"{self.at_once} trial(s) at once, {self.cpus_per_trial:g} CPU each"
+            )
+        per_gpu = round(1 / self.gpus_per_trial) if self.gpus_per_trial < 1 else 1
+        name = f" ({self.resources.gpu_name})" if self.resources.gpu_name else ""
+        share = (
+            f"{per_gpu} trials share each GPU"
+            if per_gpu > 1
+            else f"{self.gpus_per_trial:g} GPU(s) per trial"
+        )
+        return (
+            f"on GPUs ({where}: {self.resources.gpus:g} GPU(s){name}): {share}, "
+            f"{self.at_once} trial(s) at once"
+        )
+
+
+def parse_gpus(text: str | float | None) -> float | None:
+    """`auto` (None) or a number; a bad value is an error naming what is allowed."""
+    if text is None or text == "auto":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise AblateError(
+            f"--gpus-per-trial {text}: use auto, 0 (CPU), a fraction in (0, 1] to share a "
+            "GPU, or a whole number"
+        ) from None
+    if value < 0 or (value > 1 and value % 1):
+        raise AblateError(
+            f"--gpus-per-trial {value:g}: use a fraction in (0, 1] to share a GPU, or a "
+            "whole number"
+        )
+    return value
+
+
+def place(
+    stems: set[str],
+    trials: int,
+    resources: Resources,
+    gpus_per_trial: float | None = None,
+    cpus_per_trial: float | None = None,
+    max_concurrent: int | None = None,
+) -> Placement:
+    """The placement of `trials` trials of models with these stems (cifar, imagenet)."""
+    if cpus_per_trial is not None and cpus_per_trial <= 0:
+        raise AblateError(f"--cpus-per-trial {cpus_per_trial:g}: must be positive")
+    if max_concurrent is not None and max_concurrent < 1:
+        raise AblateError(f"--max-concurrent {max_concurrent}: must be at least 1")
+    if gpus_per_trial is None:  # auto
+        if resources.gpus <= 0:
+            gpus = 0.0
+        else:
+            per_gpu = IMAGENET_PER_GPU if "imagenet" in stems else CIFAR_PER_GPU
+            gpus = 1.0 / per_gpu
+    else:
+        gpus = gpus_per_trial
+        if gpus > 0 and resources.gpus <= 0:
+            raise AblateError(
+                f"--gpus-per-trial {gpus:g} asked for, but {resources.where} has no GPU; "
+                "use auto or 0 to run on CPUs"
+            )
+        if gpus > resources.gpus:
+            raise AblateError(
+                f"--gpus-per-trial {gpus:g} asked for, but {resources.where} has "
+                f"{resources.gpus:g} GPU(s)"
+            )
+    cpus = cpus_per_trial if cpus_per_trial is not None else 1.0
+    if cpus > resources.cpus:
+        raise AblateError(
+            f"--cpus-per-trial {cpus:g} asked for, but {resources.where} has "
+            f"{resources.cpus:g} CPUs"
+        )
+    at_once = min(trials, math.floor(resources.cpus / cpus + 1e-9))
+    if gpus > 0:
+        at_once = min(at_once, math.floor(resources.gpus / gpus + 1e-9))
+    if max_concurrent is not None:
+        at_once = min(at_once, max_concurrent)
+    return Placement(
+        device="cuda" if gpus > 0 else "cpu",
+        gpus_per_trial=gpus,
+        cpus_per_trial=cpus,
+        at_once=max(1, at_once),
+        resources=resources,
+    )
+
+
+def local_resources() -> Resources:
+    """This machine's CPUs and GPUs (what a local Ray would see)."""
+    import torch
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    name = torch.cuda.get_device_name(0) if gpus else ""
+    return Resources(float(os.cpu_count() or 1), float(gpus), "this machine", name)
+
+
+def cluster_resources(address: str) -> Resources:
+    """The CPUs and GPUs of a running Ray cluster (connects to it; starts nothing)."""
+    import ray
+
+    from ablations.execute import init_ray
+
+    init_ray(address)
+    total = ray.cluster_resources()
+    return Resources(
+        float(total.get("CPU", 0)), float(total.get("GPU", 0)), f"the Ray cluster at {address}"
+    )

@@ -1,0 +1,320 @@
+"""A study file becomes a plan: every trial (arm x seed) with its full settings, the data
+set, the nuisance search space and the placement, checked whole before anything is
+written or started (docs/design.md §5b). `ablate show` prints a plan; `ablate run` runs
+one; both make it here, so they refuse exactly the same inputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import search_spaces
+from ablations import placement as places
+from ablations.errors import AblateError
+from ablations.study import Nuisance, Study, experiment_name, load
+from resnet.config import TrainConfig
+from resnet.errors import ResnetError
+
+
+@dataclass(frozen=True)
+class Trial:
+    key: str  # stable across reruns: "depth=20 shortcut=A seed=0"
+    arm: str  # "depth=20 shortcut=A"
+    factors: dict[str, Any]
+    seed: int
+    config: TrainConfig
+
+
+@dataclass(frozen=True)
+class Replication:
+    """Seeds added a round at a time to arms whose 95% CI of the mean test error is wider
+    than +-target_ci points, up to max_seeds per arm (docs/tracking.md)."""
+
+    target_ci: float
+    max_seeds: int
+
+    def describe(self) -> str:
+        return (
+            f"adaptive: 95% CI half-width <= {self.target_ci:g} points, at most "
+            f"{self.max_seeds} seeds per arm"
+        )
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the user asked for: the study and the flags that shape its plan."""
+
+    study: str  # a built-in name or a path
+    preset: str | None = None
+    seeds: int | None = None
+    dataset: str | None = None
+    data_dir: str | None = None
+    gpus_per_trial: str | float | None = None  # None or "auto": decided by placement
+    cpus_per_trial: float | None = None
+    max_concurrent: int | None = None
+    address: str | None = None
+    target_ci: float | None = None
+    max_seeds: int | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    study: Study  # the file as written
+    source: str
+    preset: str | None
+    experiment: str  # MLflow experiment: NAME, or NAME@PRESET
+    question: str
+    dataset: str  # as trained (imagefolder paths absolute)
+    factors: list[str]
+    reference: dict[str, Any]
+    seeds: list[int]
+    trials: list[Trial]
+    nuisance: Nuisance | None
+    space: dict | None  # the nuisance search space, validated
+    data: dict  # resnet.data.dataset_info of the data set
+    placement: places.Placement
+    full: dict[str, Any]  # dataset and iterations of the study without its preset
+    replication: Replication | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def arms(self) -> list[str]:
+        return list(dict.fromkeys(t.arm for t in self.trials))
+
+    def definition(self) -> dict:
+        """What makes the study itself, without its seeds (adding seeds extends a study;
+        changing anything else makes it another study): each arm's science settings."""
+        arms = {}
+        for t in self.trials:
+            science = t.config.science()
+            science.pop("seed")
+            arms[t.arm] = science
+        return {
+            "arms": dict(sorted(arms.items())),
+            "nuisance": self.nuisance.model_dump() if self.nuisance else None,
+        }
+
+    def fingerprint(self) -> str:
+        blob = json.dumps(self.definition(), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def with_seeds(self, seeds_by_arm: dict[str, list[int]]) -> Plan:
+        """The plan with these seeds added to these arms (for adaptive replication and for
+        seeds a store already holds)."""
+        known = {t.key for t in self.trials}
+        first = {}
+        for t in self.trials:
+            first.setdefault(t.arm, t)
+        extra = []
+        for arm, seeds in seeds_by_arm.items():
+            base = first[arm]
+            for seed in seeds:
+                trial = _trial(arm, base.factors, seed, base.config.with_seed(seed))
+                if trial.key not in known:
+                    extra.append(trial)
+                    known.add(trial.key)
+        if not extra:
+            return self
+        trials = sorted([*self.trials, *extra], key=lambda t: (self.arms.index(t.arm), t.seed))
+        return dataclasses.replace(self, trials=trials)
+
+
+def _trial(arm: str, factors: dict, seed: int, config: TrainConfig) -> Trial:
+    return Trial(f"{arm} seed={seed}", arm, factors, seed, config)
+
+
+def _absolute_dataset(name: str) -> str:
+    """`imagefolder:` paths made absolute where the user typed them (the working folder),
+    so no trial resolves them inside Ray's own working folders."""
+    if name.startswith("imagefolder:"):
+        path = name.removeprefix("imagefolder:")
+        if path:
+            return f"imagefolder:{Path(path).expanduser().resolve()}"
+    return name
+
+
+def _chosen(study: Study, source: str, preset: str | None) -> Study:
+    if preset is None:
+        return study
+    if preset not in study.presets:
+        allowed = ", ".join(study.presets) or "none defined"
+        raise AblateError(f"{source}: unknown preset {preset!r}; presets: {allowed}")
+    p = study.presets[preset]
+    return study.model_copy(
+        update={
+            "dataset": p.dataset or study.dataset,
+            "scientific": {**study.scientific, **(p.scientific or {})},
+            "fixed": {**study.fixed, **(p.fixed or {})},
+            "seeds": p.seeds or study.seeds,
+            "nuisance": p.nuisance or study.nuisance,
+        }
+    )
+
+
+def _settings(chosen: Study, arm_factors: dict, dataset: str, data_dir: str) -> dict:
+    settings = {k: v for k, v in chosen.fixed.items() if v is not None}
+    settings["dataset"] = dataset
+    settings["data_dir"] = data_dir
+    for rule in chosen.rules:
+        if all(str(arm_factors.get(k)) == str(v) for k, v in rule.when.items()):
+            settings.update({k: v for k, v in rule.set.items() if v is not None})
+    settings.update(arm_factors)
+    return settings
+
+
+def _data_info(dataset: str, data_dir: str) -> dict:
+    from resnet.data import dataset_info
+
+    try:
+        return dataset_info(dataset, data_dir)
+    except ResnetError as err:
+        raise AblateError(str(err)) from None
+
+
+def _check_trial(config: TrainConfig, data: dict, where: str) -> None:
+    """What needs the data set: the model builds with its classes and channels, a batch
+    fits in its training split, the validation split fits."""
+    try:
+        config.model_spec(data["num_classes"], data["in_channels"])
+    except ResnetError as err:
+        raise AblateError(f"{where}: {err}") from None
+    n = data["train_images"]
+    val = config.val_size
+    if val is None:
+        from resnet.splits import default_val_size
+
+        val = default_val_size(config.dataset, n)
+    if not 0 <= val < n:
+        raise AblateError(
+            f"{where}: val_size={val} must be in [0, {n}) (training images of {config.dataset})"
+        )
+    if config.batch_size > n - val:
+        raise AblateError(
+            f"{where}: batch_size {config.batch_size} exceeds the {n - val} training images "
+            f"of {config.dataset} left after the validation split"
+        )
+
+
+def _check_space(nuisance: Nuisance, trials: list[Trial], source: str) -> dict:
+    """The nuisance search space exists, tunes settings, and every bound is a valid value
+    of its setting for every arm."""
+    try:
+        space = search_spaces.load(nuisance.search_space)
+    except search_spaces.SearchSpaceError as err:
+        raise AblateError(f"{source}: nuisance.search_space: {err}") from None
+    from ablations.study import SETTINGS
+
+    for param, dist in space.items():
+        if param not in SETTINGS:
+            raise AblateError(
+                f"search space {nuisance.search_space}: {param} is not a setting; "
+                f"allowed: {', '.join(SETTINGS)}"
+            )
+        kind, args = next(iter(dist.items()))
+        for value in args:
+            for trial in {t.arm: t for t in trials}.values():
+                try:
+                    TrainConfig.from_dict({**trial.config.to_dict(), param: value})
+                except ResnetError as err:
+                    raise AblateError(
+                        f"search space {nuisance.search_space}: {param} {kind} {args}: {err}"
+                    ) from None
+    return space
+
+
+def make_plan(request: Request, resources: places.Resources | None = None) -> Plan:
+    """Every trial with its settings, checked whole; errors name the file, the arm and the
+    field, before anything runs. `resources`: the machine or cluster (default: this
+    machine, or the cluster at `request.address`)."""
+    study, source = load(request.study)
+    chosen = _chosen(study, source, request.preset)
+    seeds = list(chosen.seeds)
+    if request.seeds is not None:
+        if request.seeds < 1:
+            raise AblateError(f"--seeds: must be at least 1, got {request.seeds}")
+        seeds = list(range(request.seeds))
+    dataset = _absolute_dataset(request.dataset or chosen.dataset)
+    data_dir = str(Path(request.data_dir or "./data").expanduser().resolve())
+    data = _data_info(dataset, data_dir)
+    factors = list(chosen.scientific)
+    trials = []
+    for levels in itertools.product(*(chosen.scientific[f] for f in factors)):
+        arm_factors = dict(zip(factors, levels, strict=True))
+        arm = " ".join(f"{k}={v}" for k, v in arm_factors.items())
+        settings = _settings(chosen, arm_factors, dataset, data_dir)
+        try:
+            config = TrainConfig.from_dict({**settings, "seed": seeds[0]})
+        except ResnetError as err:
+            raise AblateError(f"{source}: arm {arm}: {err}") from None
+        _check_trial(config, data, f"{source}: arm {arm}")
+        trials += [_trial(arm, arm_factors, s, config.with_seed(s)) for s in seeds]
+    space = _check_space(chosen.nuisance, trials, source) if chosen.nuisance else None
+    replication = _replication(request, seeds)
+    if resources is None:
+        resources = (
+            places.cluster_resources(request.address)
+            if request.address or os.environ.get("RAY_ADDRESS")
+            else places.local_resources()
+        )
+    placement = places.place(
+        {t.config.stem for t in trials},
+        len(trials),
+        resources,
+        places.parse_gpus(request.gpus_per_trial),
+        request.cpus_per_trial,
+        request.max_concurrent,
+    )
+    notes = []
+    if not data["present"]:
+        notes.append(
+            f"{dataset} is not in {data['location']} yet; `ablate run` downloads it once "
+            "before any trial starts"
+        )
+    return Plan(
+        study=study,
+        source=source,
+        preset=request.preset,
+        experiment=experiment_name(study, request.preset),
+        question=study.question,
+        dataset=dataset,
+        factors=factors,
+        reference=dict(chosen.reference),
+        seeds=seeds,
+        trials=trials,
+        nuisance=chosen.nuisance,
+        space=space,
+        data=data,
+        placement=placement,
+        full=_full_study(study),
+        replication=replication,
+        notes=notes,
+    )
+
+
+def _replication(request: Request, seeds: list[int]) -> Replication | None:
+    if request.target_ci is None:
+        if request.max_seeds is not None:
+            raise AblateError("--max-seeds needs --target-ci (the precision to replicate to)")
+        return None
+    if not request.target_ci > 0:
+        raise AblateError(f"--target-ci {request.target_ci:g}: must be a positive number of points")
+    max_seeds = request.max_seeds if request.max_seeds is not None else max(10, len(seeds))
+    if max_seeds < len(seeds):
+        raise AblateError(
+            f"--max-seeds {max_seeds}: below the {len(seeds)} seeds the study already plans"
+        )
+    return Replication(request.target_ci, max_seeds)
+
+
+def _full_study(study: Study) -> dict[str, Any]:
+    """Data set and iterations per trial of the study without a preset: the yardstick a
+    report measures a reduced run against."""
+    iterations = study.fixed.get("iterations") or TrainConfig().iterations
+    return {"dataset": study.dataset, "iterations": iterations}

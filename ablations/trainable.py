@@ -1,0 +1,150 @@
+"""The Ray Tune trainable: one trial in a worker process. It trains with resnet.train, tells
+the driver what happens through typed events (ablations/events.py), and keeps its
+checkpoints in Ray's storage (`--storage`: a local folder, or a bucket URI that every node
+reaches), so a trial retried on another machine, or resumed by a later `ablate run`, finds
+them without a shared disk.
+
+A deterministic error (bad data, an impossible setting, a full disk) ends the trial as
+failed, with its reason, and is not retried: Ray's retries are for workers that died.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import traceback
+import warnings
+from pathlib import Path
+
+from ablations.events import Evaluation, Final, Saved, Start, encode
+
+STATE_FILE = "state.pt"
+META_FILE = "meta.json"  # {"trial": key, "iteration": N}: what a checkpoint folder holds
+
+
+class CheckpointLost(RuntimeError):
+    """The trial has checkpoints on record, but none can be read from the storage."""
+
+
+class TuneCheckpoints:
+    """resnet's Checkpoints protocol on Ray Tune: save = report a checkpoint directory
+    (Tune copies it into the storage and keeps the newest two); load = the checkpoint of
+    an earlier attempt of this Tune run, else those a previous `ablate run` recorded."""
+
+    def __init__(self, storage: str, resume: list[str], key: str = ""):
+        self.storage, self.resume, self.key = storage, resume, key
+
+    def _candidates(self):
+        from ray import tune
+
+        current = tune.get_checkpoint()
+        if current is not None:
+            yield current
+        if self.resume:
+            import pyarrow.fs
+
+            fs, _ = pyarrow.fs.FileSystem.from_uri(self.storage)
+            for path in self.resume:
+                yield tune.Checkpoint(path=path, filesystem=fs)
+
+    def load(self, map_location):
+        import torch
+
+        tried = []
+        for checkpoint in self._candidates():
+            try:
+                with checkpoint.as_directory() as folder:
+                    return torch.load(
+                        Path(folder) / STATE_FILE, map_location=map_location, weights_only=True
+                    )
+            except Exception as err:  # noqa: BLE001 - any unreadable checkpoint: fall back
+                warnings.warn(
+                    f"checkpoint {checkpoint.path} is unreadable ({type(err).__name__}: "
+                    f"{err}); falling back to the previous one",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                tried.append(checkpoint.path)
+        if tried:
+            raise CheckpointLost(
+                f"no checkpoint of this trial can be read from {self.storage} (tried "
+                f"{', '.join(tried)}); rerun with the --storage the study ran with"
+            )
+        return None
+
+    def save(self, state: dict, iteration: int) -> str:
+        import torch
+        from ray import tune
+
+        folder = Path(tempfile.mkdtemp(prefix="ablate-ckpt-"))
+        try:
+            torch.save(state, folder / STATE_FILE)
+            (folder / META_FILE).write_text(json.dumps({"trial": self.key, "iteration": iteration}))
+            tune.report(encode(Saved(iteration)), checkpoint=tune.Checkpoint.from_directory(folder))
+        except OSError as err:
+            raise OSError(
+                f"could not write the checkpoint at iteration {iteration} to {self.storage} "
+                f"({err.strerror or err}); the previous checkpoint is intact"
+            ) from err
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        return self.storage
+
+
+def run_trial(tune_config: dict) -> None:
+    """Train the trial in `tune_config["trial"]` (a payload from ablations/runner.py);
+    sampled nuisance values, when tuning, sit beside it."""
+    import torch
+    from ray import tune
+
+    from ablations.manifest import environment
+    from resnet.config import TrainConfig
+    from resnet.data import load_dataset
+    from resnet.train import Callback, train
+
+    payload = tune_config["trial"]
+    threads = int(payload["threads"])
+    torch.set_num_threads(threads)
+    overrides = {k: v for k, v in tune_config.items() if k != "trial"}
+
+    class Relay(Callback):
+        def __init__(self, env: dict):
+            self.env = env
+
+        def on_start(self, info: dict) -> None:
+            start = Start(
+                info["resumed_from"],
+                info["val_digest"],
+                info["train_size"],
+                self.env,
+                info["history"],
+            )
+            tune.report(encode(start))
+
+        def on_eval(self, record: dict) -> None:
+            tune.report(encode(Evaluation(record)))
+
+    try:
+        config = TrainConfig.from_dict({**payload["config"], **overrides})
+        data = load_dataset(config.dataset, config.data_dir, config.val_size)
+        env = environment(config, data, threads)
+        store = TuneCheckpoints(payload["storage"], payload.get("resume", []), payload["key"])
+        result = train(config, Relay(env), store if payload["checkpoints"] else None, data)
+        final = Final(result.status, result.summary(), result.lr_trace, result.layer_responses)
+    except Exception as err:  # noqa: BLE001 - deterministic: recorded, not retried
+        final = Final("failed", error=_reason(err))
+    tune.report(encode(final))
+
+
+def _reason(err: BaseException) -> str:
+    """The error in one line: its type and message, and where it came from when the
+    message alone does not say (an unexpected error)."""
+    from resnet.errors import ResnetError
+
+    text = " ".join(str(err).split())
+    if isinstance(err, ResnetError | OSError | CheckpointLost):
+        return f"{type(err).__name__}: {text}"
+    frame = traceback.extract_tb(err.__traceback__)[-1] if err.__traceback__ else None
+    where = f" (at {Path(frame.filename).name}:{frame.lineno})" if frame else ""
+    return f"{type(err).__name__}: {text}{where}"
