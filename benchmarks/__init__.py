@@ -1,0 +1,1 @@
+"""Benchmarks and the engine-against-reference equivalence check (see README.md here)."""
