@@ -1,5 +1,5 @@
-"""`ablate report NAME`: read a study from MLflow, write DIR/index.html and CSV tables,
-and log the same files to the study's parent run under `report/`."""
+"""`ablate report NAME`: read a study from MLflow, write DIR/index.html, CSV tables and
+paper-ready tables, and log the same files to the study's parent run under `report/`."""
 
 from __future__ import annotations
 
@@ -22,12 +22,15 @@ def default_out_dir(experiment_name: str) -> Path:
 
 
 def write_report(report: Report, out_dir: Path) -> Path:
-    """index.html and one CSV per table, side by side; returns the page's path."""
+    """index.html, one CSV per table and the paper-ready texts (comparison.md,
+    comparison.tex), side by side; returns the page's path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     index = out_dir / "index.html"
     index.write_text(report.html, encoding="utf-8")
     for name, frame in report.tables.items():
         frame.to_csv(out_dir / f"{name}.csv", index=False)
+    for name, text in report.texts.items():
+        (out_dir / name).write_text(text, encoding="utf-8")
     return index
 
 

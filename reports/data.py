@@ -40,10 +40,53 @@ TAG_COLUMNS = (
     "diverged_at",
     "reason",
     "start_time",
+    # Reproducibility, per trial (docs/tracking.md, child-run tags).
+    "git_commit",
+    "git_dirty",
+    "versions",
+    "device",
+    "data_digest",
 )
-STATUSES = ("finished", "diverged", "failed", "running")
+# Where each reproducibility column comes from.
+REPRO_TAGS = {
+    "git_commit": "mlflow.source.git.commit",
+    "git_dirty": "ablate.git_dirty",
+    "versions": "ablate.versions",
+    "device": "ablate.device",
+    "data_digest": "ablate.data_digest",
+}
+# Ended first; a trial that has not ended is running, interrupted (stopped, resumable) or
+# pending (never started).
+STATUSES = ("finished", "diverged", "failed", "running", "interrupted", "pending")
+NOT_ENDED = ("running", "interrupted", "pending")
 
-# Params as the runner writes them are strings; these are the typed ones.
+# Every setting a trial records as a param, in docs/tracking.md's order. A store written
+# with the parent tag `ablate.settings` names its settings (and their types) itself; this
+# list and the typed sets below only read stores written before that tag existed.
+KNOWN_SETTINGS = (
+    "depth",
+    "shortcut",
+    "skip_length",
+    "bottleneck",
+    "preactivation",
+    "stem",
+    "width",
+    "dataset",
+    "val_size",
+    "iterations",
+    "batch_size",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "lr_policy",
+    "warmup",
+    "warmup_lr",
+    "plateau_patience",
+    "eval_every",
+    "precision",
+    "seed",
+)
+# Params as the runner writes them are text; these are the typed ones (fallback).
 INT_PARAMS = {
     "depth",
     "skip_length",
@@ -61,8 +104,7 @@ INT_PARAMS = {
 }
 FLOAT_PARAMS = {"lr", "momentum", "weight_decay", "warmup_lr"}
 BOOL_PARAMS = {"bottleneck", "preactivation"}
-# The fixed training settings the header states (issue 5).
-RECIPE_PARAMS = ("lr", "lr_policy", "iterations", "batch_size", "weight_decay", "warmup")
+TYPES = ("int", "float", "bool", "str")
 
 
 @dataclass(frozen=True)
@@ -83,6 +125,13 @@ class StudyInfo:
     fingerprint: str = ""
     expected_trials: int | None = None
     git_commit: str = ""
+    git_dirty: str = ""
+    # `ablate.settings`: {setting name: int | float | bool | str}; empty in older stores.
+    settings: dict[str, str] = field(default_factory=dict)
+    replication: str = ""
+    # The full study a preset reduces (equal to this run's without a preset).
+    full_dataset: str = ""
+    full_iterations: int | None = None
 
 
 @dataclass
@@ -116,21 +165,38 @@ def empty_runs() -> pd.DataFrame:
     return pd.DataFrame(columns=list(TAG_COLUMNS))
 
 
-def parse_param(name: str, value: Any) -> Any:
-    """Type a param string by its documented meaning; leave unknown or odd ones alone."""
+def parse_param(name: str, value: Any, types: dict[str, str] | None = None) -> Any:
+    """Type a param's text by `types` (the parent's `ablate.settings`), or, for a name it
+    does not list, by the documented meaning; leave unknown or odd ones alone. The text
+    `None` is an unset setting (docs/tracking.md)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
     text = str(value)
+    if text == "None":
+        return None
+    kind = (types or {}).get(name)
+    if kind not in TYPES:
+        kind = _documented_type(name)
     try:
-        if name in INT_PARAMS:
-            return int(float(text))
-        if name in FLOAT_PARAMS:
+        if kind == "int":
+            try:
+                return int(text)
+            except ValueError:
+                return int(float(text))
+        if kind == "float":
             return float(text)
     except ValueError:
         return text
-    if name in BOOL_PARAMS:
+    if kind == "bool":
         return text.strip().lower() in ("true", "1", "yes")
     return text
+
+
+def _documented_type(name: str) -> str:
+    for kind, names in (("int", INT_PARAMS), ("float", FLOAT_PARAMS), ("bool", BOOL_PARAMS)):
+        if name in names:
+            return kind
+    return "str"
 
 
 def parse_json(text: str | None, default: Any) -> Any:
@@ -144,28 +210,30 @@ def parse_json(text: str | None, default: Any) -> Any:
 
 def trial_status(tag: str | None, mlflow_status: str | None) -> str:
     """The trial's status from `ablate.status`, falling back on MLflow's run status for
-    runs that carry none.
-
-    "running" covers every trial that has not ended: still training, or interrupted
-    (the runner marks those KILLED with the tag `interrupted` until it resumes them).
-    """
-    if tag in ("finished", "diverged", "failed", "running"):
+    runs that carry none (docs/tracking.md: SCHEDULED while pending, KILLED when
+    interrupted). Stores written before `interrupted` existed left a stopped trial tagged
+    `running` with MLflow status KILLED: that is an interrupted trial too."""
+    if tag == "running" and mlflow_status == "KILLED":
+        return "interrupted"
+    if tag in STATUSES:
         return tag
-    if mlflow_status == "FAILED":
-        return "failed"
-    if mlflow_status == "FINISHED":
-        return "finished"
-    return "running"
+    return {
+        "FAILED": "failed",
+        "FINISHED": "finished",
+        "SCHEDULED": "pending",
+        "KILLED": "interrupted",
+    }.get(mlflow_status or "", "running")
 
 
-_STATUS_RANK = {"finished": 0, "diverged": 1, "failed": 2, "running": 3}
+_STATUS_RANK = {status: rank for rank, status in enumerate(STATUSES)}
 
 
 def select_trials(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per trial_key among role=trial runs.
 
-    A trial that was retried has several runs; the best-ended one counts (finished over
-    diverged over failed over running), the latest among equals.
+    A trial that was retried has several runs; the best-ended one counts (in STATUSES
+    order: finished over diverged over failed over the ones not ended), the latest among
+    equals.
     """
     trials = runs[runs["role"] == "trial"].copy()
     if trials.empty:
@@ -189,3 +257,11 @@ def factor_names(info: StudyInfo, trials: pd.DataFrame) -> list[str]:
         if trials[column].astype(str).nunique() > 1:
             varying.append(column)
     return varying
+
+
+def setting_names(info: StudyInfo, trials: pd.DataFrame) -> list[str]:
+    """The params that are settings: the parent's `ablate.settings`, in its order, or, in
+    an older store, the documented settings the runs record."""
+    if info.settings:
+        return list(info.settings)
+    return [name for name in KNOWN_SETTINGS if name in trials.columns]

@@ -1,44 +1,38 @@
 """Read one study from MLflow into a StudyData (docs/tracking.md is the contract).
 
-The only module of reports/ that talks to MLflow's tracking store; everything after it
-works on DataFrames.
+The only module of reports/ that finds runs in MLflow's tracking store (reports.runfiles
+reads their histories and artifacts); everything after it works on DataFrames.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import tempfile
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.error import HTTPError, URLError
 from urllib.parse import unquote, urlparse, urlsplit, urlunsplit
-from urllib.request import url2pathname, urlopen
+from urllib.request import urlopen
 
 import mlflow
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import Run
-from mlflow.exceptions import MlflowException
 
+from reports import stats
 from reports.data import (
     FINAL_METRICS,
-    HISTORY_METRICS,
+    REPRO_TAGS,
     StudyData,
     StudyInfo,
     parse_json,
     parse_param,
+    select_trials,
     trial_status,
 )
 from reports.errors import ReportError
+from reports.runfiles import artifacts, first_line, histories
 
 ROLES = ("parent", "trial", "tune")
-# Most runs of a deterministic LR policy share one trace; plateau traces differ by run.
-LR_TRACES_PER_SETTING = {"plateau": 3}
-LR_SETTINGS = ("lr_policy", "lr", "warmup", "warmup_lr", "iterations")
 
 
 def redact(uri: str) -> str:
@@ -48,11 +42,6 @@ def redact(uri: str) -> str:
         return uri
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
     return urlunsplit(parts._replace(netloc=netloc))
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
 
 
 def _check_sqlite_exists(uri: str) -> None:
@@ -65,9 +54,12 @@ def _check_sqlite_exists(uri: str) -> None:
         raise ReportError(f"no MLflow store at {path} (from tracking URI {redact(uri)})")
 
 
-def _check_server_reachable(uri: str) -> None:
-    # MLflow retries a dead server with backoff for minutes; one quick probe of the
-    # server's /health endpoint turns a typo into an immediate, clear error.
+def probe_server(uri: str) -> None:
+    """Raise ReportError at once when an http(s) tracking URI has no server answering.
+
+    MLflow retries a dead server with backoff for minutes; one quick probe of the
+    server's /health endpoint turns a typo into an immediate, clear error. Other URIs
+    pass. `ablate run` calls it too, before it writes anything."""
     if urlparse(uri).scheme not in ("http", "https"):
         return
     parts = urlsplit(uri)
@@ -86,7 +78,7 @@ def _check_server_reachable(uri: str) -> None:
 def connect(tracking_uri: str | None) -> MlflowClient:
     if tracking_uri:
         _check_sqlite_exists(tracking_uri)
-        _check_server_reachable(tracking_uri)
+        probe_server(tracking_uri)
     return MlflowClient(tracking_uri=tracking_uri)
 
 
@@ -95,11 +87,18 @@ def study_names(client: MlflowClient) -> list[str]:
     return sorted(n for n in names if n != "Default")
 
 
-def fetch_study(experiment_name: str, tracking_uri: str | None = None) -> StudyData:
-    """Everything the report shows about one study: runs, histories, artifacts.
+@dataclass
+class _Read:
+    client: MlflowClient
+    uri: str
+    info: StudyInfo
+    children: list[Run]
+    runs: pd.DataFrame
+    notes: list[str]
 
-    Raises ReportError when the store cannot be read or has no such study.
-    """
+
+def _read(experiment_name: str, tracking_uri: str | None) -> _Read:
+    """The study's parent and child runs, without histories or artifacts."""
     uri = redact(tracking_uri or mlflow.get_tracking_uri())
     try:
         client = connect(tracking_uri)
@@ -117,7 +116,7 @@ def fetch_study(experiment_name: str, tracking_uri: str | None = None) -> StudyD
         # The store's driver raises its own types (SQLAlchemy for a file that is not a
         # database, requests for a server): all mean the same thing to the user.
         raise ReportError(
-            f"cannot read MLflow store {uri}: {type(error).__name__}: {_first_line(error)}"
+            f"cannot read MLflow store {uri}: {type(error).__name__}: {first_line(error)}"
         ) from error
     ours = [r for r in runs if r.data.tags.get("ablate.role") in ROLES]
     if not ours:
@@ -130,21 +129,43 @@ def fetch_study(experiment_name: str, tracking_uri: str | None = None) -> StudyD
     )
     info = _study_info(experiment_name, experiment.experiment_id, parents[-1] if parents else None)
     children = [r for r in ours if r.data.tags["ablate.role"] in ("trial", "tune")]
-    frame = _runs_frame(children)
     notes: list[str] = []
     if not parents:
         notes.append("no parent run: the question, reference arm and plan are unknown")
-    trial_runs = [r for r in children if r.data.tags.get("ablate.role") == "trial"]
-    history = _histories(client, trial_runs, remote=_is_remote(uri))
-    lr_traces, layers = _artifacts(client, trial_runs, frame, notes)
+    frame = _runs_frame(children, info.settings)
+    return _Read(client, uri, info, children, frame, notes)
+
+
+def fetch_study(experiment_name: str, tracking_uri: str | None = None) -> StudyData:
+    """Everything the report shows about one study: runs, histories, artifacts.
+
+    Raises ReportError when the store cannot be read or has no such study.
+    """
+    read = _read(experiment_name, tracking_uri)
+    trial_runs = [r for r in read.children if r.data.tags.get("ablate.role") == "trial"]
+    history = histories(read.client, trial_runs, remote=_is_remote(read.uri))
+    lr_traces, layers = artifacts(read.client, trial_runs, read.runs, read.notes)
     return StudyData(
-        info=info,
-        runs=frame,
+        info=read.info,
+        runs=read.runs,
         history=history,
         lr_traces=lr_traces,
         layer_responses=layers,
-        notes=notes,
+        notes=read.notes,
     )
+
+
+def seed_spread(experiment_name: str, tracking_uri: str | None = None) -> tuple[float, int] | None:
+    """The seed-to-seed spread of study `experiment_name`: the pooled within-arm standard
+    deviation of the final test error, in points (percent), over its finished trials, with
+    its degrees of freedom; None when no arm has 2 finished seeds.
+
+    For sizing studies (`ablate show NAME --effect`, `ablate run --target-ci`): pass the
+    result to reports.stats.seeds_needed / mde. Reads runs only, no histories or
+    artifacts. Raises ReportError as fetch_study does.
+    """
+    trials = select_trials(_read(experiment_name, tracking_uri).runs)
+    return stats.seed_spread_of(trials)
 
 
 def _search_all(client: MlflowClient, experiment_id: str) -> list[Run]:
@@ -162,11 +183,7 @@ def _study_info(name: str, experiment_id: str, parent: Run | None) -> StudyInfo:
     if parent is None:
         return StudyInfo(name=name, experiment_id=experiment_id)
     params, tags = parent.data.params, parent.data.tags
-    expected = params.get("expected_trials")
-    try:
-        expected_trials = int(expected) if expected is not None else None
-    except ValueError:
-        expected_trials = None
+    expected_trials = _int_or_none(params.get("expected_trials"))
     return StudyInfo(
         name=name,
         experiment_id=experiment_id,
@@ -181,10 +198,24 @@ def _study_info(name: str, experiment_id: str, parent: Run | None) -> StudyInfo:
         fingerprint=tags.get("ablate.fingerprint", ""),
         expected_trials=expected_trials,
         git_commit=tags.get("mlflow.source.git.commit", ""),
+        git_dirty=tags.get("ablate.git_dirty", ""),
+        settings=_settings_types(tags.get("ablate.settings")),
+        replication=tags.get("ablate.replication", ""),
+        full_dataset=params.get("full_dataset", ""),
+        full_iterations=_int_or_none(params.get("full_iterations")),
     )
 
 
-def _runs_frame(runs: list[Run]) -> pd.DataFrame:
+def _settings_types(text: str | None) -> dict[str, str]:
+    """`ablate.settings` as {name: type}; anything but a JSON object of texts is ignored
+    (the params are then typed by their documented meaning)."""
+    value = parse_json(text, {})
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): str(v) for k, v in value.items()}
+
+
+def _runs_frame(runs: list[Run], types: dict[str, str]) -> pd.DataFrame:
     rows = []
     for run in runs:
         tags = run.data.tags
@@ -199,9 +230,10 @@ def _runs_frame(runs: list[Run]) -> pd.DataFrame:
             "diverged_at": _int_or_none(diverged_at),
             "reason": tags.get("ablate.error", ""),
             "start_time": run.info.start_time or 0,
+            **{column: tags.get(tag, "") for column, tag in REPRO_TAGS.items()},
         }
         for key, value in run.data.params.items():
-            row.setdefault(key, parse_param(key, value))
+            row.setdefault(key, parse_param(key, value, types))
         # Only the documented final metrics: `lr` is both a param and a metric, and the
         # param (the configured rate) is the one the report means by `lr`.
         row.update({k: v for k, v in run.data.metrics.items() if k in FINAL_METRICS})
@@ -221,163 +253,3 @@ def _int_or_none(text: str | None) -> int | None:
 
 def _is_remote(uri: str) -> bool:
     return urlparse(uri).scheme in ("http", "https", "databricks")
-
-
-def _histories(client: MlflowClient, runs: list[Run], remote: bool) -> pd.DataFrame:
-    """Long frame of the plotted metrics' histories (run_id, key, step, value)."""
-    run_ids = [run.info.run_id for run in runs]
-    rows = _bulk_histories(client, run_ids)
-    if rows is None:
-        rows = _per_run_histories(client, run_ids, remote)
-    frame = pd.DataFrame(rows, columns=["run_id", "key", "step", "value"])
-    # Logged once per step by contract; if a store holds repeats, the last one wins.
-    return frame.drop_duplicates(["run_id", "key", "step"], keep="last")
-
-
-Rows = list[tuple[str, str, int, float]]
-# Runs per bulk query, as the tracking server's get-history-bulk endpoint allows.
-BULK_RUNS = 100
-# The SQL store applies no page size of its own; this only guards against truncation.
-BULK_LIMIT = 50_000_000
-
-
-def _bulk_histories(client: MlflowClient, run_ids: list[str]) -> Rows | None:
-    """Histories in one SQL query per 100 runs and key, or None where the store cannot.
-
-    MlflowClient has only the one-run-one-key get_metric_history, which costs a session
-    and a run check per call: 1000 calls for a 500-run study took 2.6 s idle and 5.4 s
-    on a busy 2-core machine, against 1.6 s busy for this path. The SQL store's
-    get_metric_history_bulk (the query behind the MLflow UI's chart of many runs) is
-    public on the store, but the store itself is reached through the client's private
-    `_tracking_client`; so this path is optional, checked, and falls back to the public
-    API on any other store or a changed signature. test_reports_mlflow pins that both
-    paths agree.
-    """
-    store = getattr(getattr(client, "_tracking_client", None), "store", None)
-    bulk = getattr(store, "get_metric_history_bulk", None)
-    if bulk is None:
-        return None
-    rows: Rows = []
-    try:
-        for key in HISTORY_METRICS:
-            for i in range(0, len(run_ids), BULK_RUNS):
-                metrics = bulk(run_ids[i : i + BULK_RUNS], key, BULK_LIMIT)
-                if len(metrics) >= BULK_LIMIT:
-                    return None
-                rows.extend((m.run_id, key, m.step, m.value) for m in metrics)
-    except (TypeError, NotImplementedError, MlflowException):
-        return None
-    return rows
-
-
-def _per_run_histories(client: MlflowClient, run_ids: list[str], remote: bool) -> Rows:
-    """The public API: one call per run and key. Against a tracking server the calls
-    wait on the network, so they run in threads; on SQLite threads only add lock
-    contention (measured 3.0 s vs 2.6 s sequential for 1000 calls)."""
-    jobs = [(run_id, key) for run_id in run_ids for key in HISTORY_METRICS]
-
-    def one(job: tuple[str, str]) -> Rows:
-        run_id, key = job
-        return [(run_id, key, m.step, m.value) for m in client.get_metric_history(run_id, key)]
-
-    if remote and len(jobs) > 1:
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            parts = list(pool.map(one, jobs))
-    else:
-        parts = [one(job) for job in jobs]
-    return [row for part in parts for row in part]
-
-
-@contextlib.contextmanager
-def _quiet_downloads() -> Iterator[None]:
-    # MLflow draws a progress bar per download; hundreds of them bury the CLI's output.
-    old = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
-    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
-        else:
-            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = old
-
-
-def read_json_artifact(client: MlflowClient, run: Run, path: str) -> Any:
-    """A run's JSON artifact, or None when it is absent. Local artifact stores are read in
-    place (a download per run costs about 9 ms; 500 runs add seconds)."""
-    location = urlparse(run.info.artifact_uri)
-    if location.scheme in ("", "file"):
-        local = Path(url2pathname(location.path)) / path
-        if not local.is_file():
-            return None
-        return json.loads(local.read_text())
-    with _quiet_downloads(), tempfile.TemporaryDirectory() as tmp:
-        try:
-            local = client.download_artifacts(run.info.run_id, path, tmp)
-        except (MlflowException, OSError):
-            return None
-        return json.loads(Path(local).read_text())
-
-
-def _lr_trace_runs(runs: list[Run], frame: pd.DataFrame) -> list[Run]:
-    """A few runs per distinct LR setting, finished ones first."""
-    by_id = {r.info.run_id: r for r in runs}
-    trials = frame[frame["run_id"].isin(by_id)].copy()
-    keys = [c for c in LR_SETTINGS if c in trials.columns]
-    if trials.empty:
-        return []
-    trials["_order"] = (trials["status"] != "finished").astype(int)
-    trials = trials.sort_values(["_order", "start_time"])
-    chosen = []
-    groups = trials.groupby([trials[k].astype(str) for k in keys]) if keys else [("", trials)]
-    for _, group in groups:
-        policy = str(group["lr_policy"].iloc[0]) if "lr_policy" in group.columns else ""
-        # One per arm at most, so plateau traces come from different arms.
-        group = group.drop_duplicates("arm")
-        chosen.extend(group["run_id"].head(LR_TRACES_PER_SETTING.get(policy, 1)))
-    return [by_id[i] for i in chosen]
-
-
-def _artifacts(
-    client: MlflowClient, runs: list[Run], frame: pd.DataFrame, notes: list[str]
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    lr_rows: list[tuple[str, int, float]] = []
-    for run in _lr_trace_runs(runs, frame):
-        trace = _safe_read(client, run, "lr_trace.json", notes)
-        if trace:
-            its, lrs = trace.get("iteration", []), trace.get("lr", [])
-            lr_rows.extend(
-                (run.info.run_id, int(i), float(v)) for i, v in zip(its, lrs, strict=False)
-            )
-    finished = set(frame.loc[frame["status"] == "finished", "run_id"]) if not frame.empty else set()
-    layer_rows: list[tuple[str, int, str, float]] = []
-    missing = 0
-    for run in runs:
-        if run.info.run_id not in finished:
-            continue
-        responses = _safe_read(client, run, "layer_responses.json", notes)
-        if not responses:
-            missing += 1
-            continue
-        names = responses.get("names") or []
-        for i, std in enumerate(responses.get("std", [])):
-            name = names[i] if i < len(names) else f"layer {i + 1}"
-            layer_rows.append((run.info.run_id, i + 1, name, float(std)))
-    if missing:
-        notes.append(f"{missing} finished trials have no readable layer_responses.json")
-    return (
-        pd.DataFrame(lr_rows, columns=["run_id", "iteration", "lr"]),
-        pd.DataFrame(layer_rows, columns=["run_id", "layer", "name", "std"]),
-    )
-
-
-def _safe_read(client: MlflowClient, run: Run, path: str, notes: list[str]) -> Any:
-    try:
-        value = read_json_artifact(client, run, path)
-    except (ValueError, OSError) as error:
-        notes.append(f"{path} of run {run.info.run_id} is unreadable: {_first_line(error)}")
-        return None
-    if value is not None and not isinstance(value, dict):
-        notes.append(f"{path} of run {run.info.run_id} is not a JSON object")
-        return None
-    return value

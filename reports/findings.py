@@ -1,4 +1,4 @@
-"""Sentences the report states about the degradation problem (PAPER.md section 1, Fig. 6)."""
+"""Sentences the report states about the degradation problem (docs/paper.md §1, Fig. 6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The papers' published test errors (PAPER.md section 5), keyed by data set and model settings.
+"""The papers' published test errors (docs/paper.md §5), keyed by data set and model settings.
 
 A number is shown beside an arm only when the data set and every model setting listed for
 the entry match; settings an arm does not record take the paper's defaults (post-activation,
@@ -73,7 +73,7 @@ ENTRIES: tuple[Entry, ...] = (
     # Table 6's 6.43 is the best of 5 runs; the mean is the fair comparison for a mean.
     _cifar({"depth": 110}, 6.61, _TABLE6, "mean of 5 runs ± 0.16; best 6.43"),
     _cifar({"depth": 1202}, 7.93, _TABLE6),
-    # 2016 follow-up (PAPER.md section 5).
+    # 2016 follow-up (docs/paper.md §5).
     _cifar({"depth": 110, "skip_length": 1}, 9.90, _FOLLOWUP, "1-layer skip"),
     _cifar({"depth": 110, "skip_length": 1, "preactivation": True}, 8.91, _FOLLOWUP),
     _cifar({"depth": 110, "preactivation": True}, 6.37, _FOLLOWUP),

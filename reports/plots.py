@@ -313,3 +313,74 @@ def lr_plot(traces: pd.DataFrame, runs: pd.DataFrame) -> go.Figure | None:
         fig.update_yaxes(title_text="learning rate")
     fig.update_layout(**LAYOUT, height=380, title="Learning-rate schedules used")
     return fig
+
+
+# Arms whose means get a text label in the cost plots; more would overlap.
+MAX_LABELLED_ARMS = 12
+COST_AXES = {
+    "macs": "multiply-accumulates per image",
+    "params": "parameters",
+}
+
+
+def cost_plot(trials: pd.DataFrame, cost: str, factors: Sequence[str]) -> go.Figure | None:
+    """Final test error against a cost (`macs` or `params`), in the manner of pycls's
+    design-space plots: every finished seed a small point, each arm's mean a diamond in
+    the arm's colour, labelled with the arm when there are few. None when no finished
+    trial records the cost.
+
+    Two traces whatever the number of arms: a trace per arm would cost plotly a
+    validation each (a second for a 100-arm study), and a 100-entry legend reads nothing."""
+    if cost not in trials.columns or "test/error" not in trials.columns:
+        return None
+    done = trials[(trials["status"] == "finished")].copy()
+    done["x"] = pd.to_numeric(done[cost], errors="coerce")
+    done["y"] = 100 * pd.to_numeric(done["test/error"], errors="coerce")
+    done = done[np.isfinite(done["x"]) & np.isfinite(done["y"])]
+    if done.empty:
+        return None
+    order = _ordered_arms(done, factors)
+    colors = {arm: _color(i) for i, arm in enumerate(order)}
+    means = done.groupby("arm")[["x", "y"]].mean().loc[order]
+    counts = done.groupby("arm").size().loc[order]
+    label = len(order) <= MAX_LABELLED_ARMS
+    fig = go.Figure(
+        data=[
+            go.Scatter(
+                x=done["x"].to_numpy(),
+                y=done["y"].to_numpy(),
+                mode="markers",
+                name="seed",
+                marker={"color": done["arm"].map(colors).tolist(), "size": 6, "opacity": 0.55},
+                text=done["trial_key"].to_numpy(),
+                hovertemplate="%{text}<br>test error %{y:.2f}%<br>%{x:.4s}<extra></extra>",
+            ),
+            go.Scatter(
+                x=means["x"].to_numpy(),
+                y=means["y"].to_numpy(),
+                mode="markers+text" if label else "markers",
+                name="arm mean",
+                marker={
+                    "color": [colors[a] for a in order],
+                    "size": 14,
+                    "symbol": "diamond",
+                    "line": {"width": 1},
+                },
+                text=order,
+                textposition="middle right",
+                customdata=counts.to_numpy(),
+                hovertemplate=(
+                    "%{text}<br>mean of %{customdata} seeds: %{y:.2f}%<br>%{x:.4s}<extra></extra>"
+                ),
+            ),
+        ]
+    )
+    spread = done["x"].max() / done["x"].min() if done["x"].min() > 0 else 1
+    fig.update_xaxes(title_text=COST_AXES.get(cost, cost), type="log" if spread > 8 else "linear")
+    fig.update_yaxes(title_text="final test error (%)")
+    fig.update_layout(
+        **LAYOUT,
+        height=440,
+        title=f"Final test error against {COST_AXES.get(cost, cost)} (dots: seeds; ◆: arm means)",
+    )
+    return fig

@@ -1,19 +1,32 @@
-"""Seed statistics: mean and spread, t confidence intervals, Welch's test, Holm's correction.
+"""Seed statistics: mean and spread, t confidence intervals, Welch's test, Holm's
+correction, and the power of a comparison (minimum detectable difference, seeds needed).
 
-PAPER.md section 6: seed noise (about 0.5 points on CIFAR-10) is as large as some of the
+Seed noise (about 0.5 points on CIFAR-10, docs/paper.md §6) is as large as some of the
 effects ablations look for, so every comparison is a test over seeds, never one run.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
+import pandas as pd
+from scipy import optimize, stats
 
 ALPHA = 0.05
+POWER = 0.8
+# The seed-to-seed standard deviation of a final CIFAR-10 test error, in points, assumed
+# when a study has measured none: others' six reruns of ResNet-56 spread from 6.89 to 8.42
+# (sample std 0.54; docs/paper.md §6), while the 2015 paper's five ResNet-110 runs gave
+# 6.61 +- 0.16 (its Table 6). The larger spread is the safe one to size a study with: a
+# study planned on 0.16 would have about a tenth of the seeds it needs if the spread is 0.5.
+PRIOR_SEED_SD = 0.5
+PRIOR_SEED_SD_SOURCE = (
+    "others' six reruns of ResNet-56 on CIFAR-10 spread about 0.5 points, docs/paper.md §6"
+)
 
 
 @dataclass(frozen=True)
@@ -110,9 +123,12 @@ def verdict(
     n_arm: int,
     n_reference: int,
     alpha: float = ALPHA,
+    evidence: bool = True,
 ) -> str:
     """One sentence on arm vs reference. Differences are in the unit of the inputs (the
-    report passes error in percent, so 'points'); lower error wins."""
+    report passes error in percent, so 'points'); lower error wins. With `evidence` False
+    (a reduced run: another data set or a fraction of the iterations) a difference is
+    described, never declared a win."""
     if n_arm < 2 or n_reference < 2:
         return (
             f"the test needs ≥ 2 seeds per arm (have {n_arm} for {arm}, "
@@ -122,8 +138,102 @@ def verdict(
         return f"no spread in either arm (n = {n_arm} and {n_reference}); cannot test"
     size = f"{abs(test.diff):.2f} ± {test.se:.2f} points, {format_p(p_adjusted)}"
     if p_adjusted < alpha:
-        if test.diff < 0:
-            return f"{arm} beats {reference} by {size}"
-        return f"{reference} beats {arm} by {size}"
+        low, high = (arm, reference) if test.diff < 0 else (reference, arm)
+        if not evidence:
+            return f"{low} lower than {high} by {size} in this reduced run (not evidence)"
+        return f"{low} beats {high} by {size}"
     seeds = f"n = {n_arm} seeds" if n_arm == n_reference else f"n = {n_arm} and {n_reference} seeds"
     return f"no significant difference with {seeds} ({size})"
+
+
+def t_test_power(effect: float, n_a: int, n_b: int, sd: float, alpha: float = ALPHA) -> float:
+    """The probability that a two-sided two-sample t-test (equal variances) at level
+    `alpha` rejects when the true difference of means is `effect` and each seed's value
+    has standard deviation `sd`: exact, from the noncentral t distribution."""
+    df = n_a + n_b - 2
+    if df < 1 or not sd > 0:
+        return math.nan
+    noncentrality = effect / sd * math.sqrt(n_a * n_b / (n_a + n_b))
+    critical = stats.t.ppf(1 - alpha / 2, df)
+    return float(
+        stats.nct.sf(critical, df, noncentrality) + stats.nct.cdf(-critical, df, noncentrality)
+    )
+
+
+def mde(n_a: int, n_b: int, sd_points: float, alpha: float = ALPHA, power: float = POWER) -> float:
+    """Minimum detectable difference, in points: the smallest true difference between
+    two arms with `n_a` and `n_b` seeds that a two-sided two-sample t-test at level
+    `alpha` detects with probability `power`, when seeds spread with standard deviation
+    `sd_points`. NaN with fewer than 2 seeds on a side (no test is run then) or without a
+    finite positive spread."""
+    if n_a < 2 or n_b < 2 or not math.isfinite(sd_points) or sd_points <= 0:
+        return math.nan
+    _check_levels(alpha, power)
+    return _detectable(min(n_a, n_b), max(n_a, n_b), alpha, power) * sd_points
+
+
+@functools.lru_cache(maxsize=1024)
+def _detectable(n_a: int, n_b: int, alpha: float, power: float) -> float:
+    """The standardized difference (effect / sd) detected with probability `power`; cached:
+    the arms of a study mostly share their seed counts."""
+
+    def short(d: float) -> float:
+        return _power(d, n_a, n_b, alpha) - power
+
+    high = 1.0
+    while short(high) < 0:
+        high *= 2
+    return float(optimize.brentq(short, 0.0, high, xtol=1e-10))
+
+
+def seeds_needed(
+    effect_points: float, sd_points: float, alpha: float = ALPHA, power: float = POWER
+) -> int:
+    """Seeds per arm for a two-sided two-sample t-test at level `alpha` to detect a true
+    difference of `effect_points` with probability `power`, when seeds spread with
+    standard deviation `sd_points` (at least 2: one seed has no spread to test with)."""
+    if not (math.isfinite(effect_points) and effect_points > 0):
+        raise ValueError(f"the effect must be a positive number of points, not {effect_points}")
+    if not (math.isfinite(sd_points) and sd_points > 0):
+        raise ValueError(f"the seed spread must be a positive number of points, not {sd_points}")
+    _check_levels(alpha, power)
+    d = effect_points / sd_points
+    low, high = 1, 2  # power(low) < target <= power(high) once the loop ends
+    while _power(d, high, high, alpha) < power:
+        low, high = high, high * 2
+    while high - low > 1:
+        middle = (low + high) // 2
+        if _power(d, middle, middle, alpha) < power:
+            low = middle
+        else:
+            high = middle
+    return high
+
+
+def _power(d: float, n_a: int, n_b: int, alpha: float) -> float:
+    """t_test_power() for a standardized effect d = effect / sd; 0 where no test exists."""
+    value = t_test_power(d, n_a, n_b, 1.0, alpha)
+    return 0.0 if math.isnan(value) else value
+
+
+def _check_levels(alpha: float, power: float) -> None:
+    if not 0 < alpha < 1 or not 0 < power < 1:
+        raise ValueError(f"alpha and power must lie between 0 and 1, not {alpha} and {power}")
+
+
+def seed_spread_of(trials: pd.DataFrame) -> tuple[float, int] | None:
+    """Pooled within-arm standard deviation of the final test error in points over the
+    finished trials of `trials` (one row per trial), with its degrees of freedom
+    (sum over arms of seeds - 1); None when no arm has 2 finished seeds."""
+    if trials.empty or "test/error" not in trials.columns:
+        return None
+    done = trials[trials["status"] == "finished"]
+    squares, df = 0.0, 0
+    for _, group in done.groupby("arm"):
+        values = finite(100.0 * pd.to_numeric(group["test/error"], errors="coerce"))
+        if values.size >= 2:
+            squares += float(((values - values.mean()) ** 2).sum())
+            df += values.size - 1
+    if df == 0:
+        return None
+    return math.sqrt(squares / df), df

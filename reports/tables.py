@@ -1,4 +1,4 @@
-"""Report tables as DataFrames: trial counts, the recipe, the per-arm comparison, problems.
+"""Report tables as DataFrames: trial counts, the per-arm comparison, problems.
 
 Errors are fractions in MLflow (docs/tracking.md) and percent here, as in the paper;
 columns holding percent end in `_pct`.
@@ -7,6 +7,7 @@ columns holding percent end in `_pct`.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from reports import stats
-from reports.data import RECIPE_PARAMS, StudyInfo, factor_names, select_trials
+from reports.data import NOT_ENDED, StudyInfo, factor_names, select_trials, setting_names
 from reports.paper import CIFAR_ITERATIONS, normalize_dataset, paper_result
 
 SHORTCUT_ORDER = {"none": 0, "A": 1, "B": 2, "C": 3}
@@ -41,6 +42,8 @@ class Counts:
     diverged: int
     failed: int
     running: int
+    interrupted: int
+    pending: int
     missing: int
     expected: int | None
     expected_estimated: bool
@@ -50,11 +53,35 @@ class Counts:
 
     @property
     def partial(self) -> bool:
+        """More is to come: trials not ended or not started, or the study still open."""
         return bool(self.partial_reasons)
 
     @property
     def seen(self) -> int:
-        return self.finished + self.diverged + self.failed + self.running
+        return self.finished + self.diverged + self.failed + self.not_ended
+
+    @property
+    def not_ended(self) -> int:
+        return self.running + self.interrupted + self.pending
+
+    @property
+    def total(self) -> int:
+        """Trials planned, or seen when the plan is unknown."""
+        return max(self.expected or 0, self.seen)
+
+    @property
+    def state(self) -> str:
+        """What the banner says: `none` (red: no trial finished, and some failed or
+        diverged, or nothing more is to come), `partial` (amber: more to come), `problems`
+        (amber: ended, not every trial finished) or `complete` (green: every planned trial
+        finished)."""
+        if self.finished == 0 and (self.failed + self.diverged > 0 or not self.partial):
+            return "none"
+        if self.partial:
+            return "partial"
+        if self.failed or self.diverged:
+            return "problems"
+        return "complete"
 
 
 def count_trials(runs: pd.DataFrame, info: StudyInfo, expected_trials: int | None = None) -> Counts:
@@ -70,14 +97,19 @@ def count_trials(runs: pd.DataFrame, info: StudyInfo, expected_trials: int | Non
         expected = trials["arm"].nunique() * len(info.seeds)
         estimated = True
     missing = max(0, expected - seen) if expected is not None else 0
-    running = int(by_status.get("running", 0))
+    running, interrupted, pending = (
+        int(by_status.get(s, 0)) for s in ("running", "interrupted", "pending")
+    )
     reasons = []
     if missing:
         reasons.append(f"{missing} of {expected} planned trials have no run yet")
+    if pending:
+        reasons.append(f"{plural(pending, 'trial')} pending (never started)")
     if running:
+        reasons.append(f"{plural(running, 'trial')} still running")
+    if interrupted:
         reasons.append(
-            f"{plural(running, 'trial')} not ended (still running, or interrupted and not "
-            "yet resumed)"
+            f"{plural(interrupted, 'trial')} interrupted (run the study again to resume)"
         )
     if info.parent_status == "RUNNING":
         reasons.append("the study's parent run has not finished")
@@ -91,6 +123,8 @@ def count_trials(runs: pd.DataFrame, info: StudyInfo, expected_trials: int | Non
         diverged=int(by_status.get("diverged", 0)),
         failed=int(by_status.get("failed", 0)),
         running=running,
+        interrupted=interrupted,
+        pending=pending,
         missing=missing,
         expected=expected,
         expected_estimated=estimated,
@@ -100,23 +134,22 @@ def count_trials(runs: pd.DataFrame, info: StudyInfo, expected_trials: int | Non
     )
 
 
-def recipe(trials: pd.DataFrame, factors: list[str]) -> list[tuple[str, str]]:
-    """The fixed training settings as (name, text); a setting that differs between trials
-    says so instead of pretending to be fixed."""
-    out = []
-    for name in (*RECIPE_PARAMS, "momentum"):
-        if name not in trials.columns:
-            out.append((name, "not recorded"))
-            continue
-        values = sorted({v for v in trials[name].dropna()}, key=level_key)
-        if not values:
-            out.append((name, "not recorded"))
-        elif len(values) == 1:
-            out.append((name, str(values[0])))
-        else:
-            why = "scientific factor" if name in factors else "differs between trials"
-            out.append((name, f"{', '.join(map(str, values))} ({why})"))
-    return out
+DIVERGED_REASON = "diverged: the loss became non-finite"
+
+
+def failure_groups(trials: pd.DataFrame) -> list[tuple[int, str]]:
+    """(count, reason) of the failed and diverged trials (select_trials() rows), identical
+    reasons grouped, most frequent first; a failure without a recorded reason says so."""
+    if trials.empty:
+        return []
+    ended = trials[trials["status"].isin(["failed", "diverged"])]
+    reasons = Counter(
+        DIVERGED_REASON
+        if status == "diverged"
+        else (str(reason).strip() if isinstance(reason, str) else "") or "no reason recorded"
+        for status, reason in zip(ended["status"], ended["reason"], strict=True)
+    )
+    return sorted(((n, r) for r, n in reasons.items()), key=lambda item: (-item[0], item[1]))
 
 
 def _arm_values(rows: pd.DataFrame, factors: list[str]) -> dict[str, Any]:
@@ -137,38 +170,56 @@ def _mean(rows: pd.DataFrame, key: str) -> float:
     return float(values.mean()) if values.size else math.nan
 
 
-def arm_table(trials: pd.DataFrame, info: StudyInfo) -> pd.DataFrame:
-    """One row per arm: final errors over finished seeds, cost, the paper's number, and
-    Welch's test against the matching reference arm with Holm's correction across arms.
+def arm_settings(trials: pd.DataFrame, info: StudyInfo, factors: list[str]) -> list[str]:
+    """The settings (factors and seed aside) that are constant within every arm: the fixed
+    settings, and any tuned per arm. They become columns of the arm table."""
+    names = [n for n in setting_names(info, trials) if n not in factors and n != "seed"]
+    names = [n for n in names if n in trials.columns]
+    if trials.empty:
+        return []
+    per_arm = trials[names].astype(str).groupby(trials["arm"]).nunique()
+    return [n for n in names if (per_arm[n] <= 1).all()]
+
+
+def arm_table(trials: pd.DataFrame, info: StudyInfo, evidence: bool = True) -> pd.DataFrame:
+    """One row per arm: its settings, final errors over finished seeds, cost, the paper's
+    number, and Welch's test against the matching reference arm with Holm's correction
+    across arms, with the difference that test could detect (mde_pct).
 
     `trials` is select_trials() output. Diverged trials are counted but left out of the
     error statistics (their last errors are not the end of training); the row shows how
-    many there were so an arm that diverges often cannot hide.
+    many there were so an arm that diverges often cannot hide. With `evidence` False (a
+    reduced run) verdicts describe differences without declaring winners.
     """
     factors = factor_names(info, trials)
     if trials.empty:
         return pd.DataFrame()
+    fixed = arm_settings(trials, info, factors)
     rows = []
     for arm, group in trials.groupby("arm", sort=False):
         done = group[group["status"] == "finished"]
         test = stats.summarize(_pct(done, "test/error"))
+        train = stats.summarize(_pct(done, "train/error"))
         values = _arm_values(group, factors)
         settings = group.iloc[0].to_dict()
         row: dict[str, Any] = {
             "arm": arm,
             **values,
+            **{name: settings[name] for name in fixed},
             "finished": len(done),
             "diverged": int((group["status"] == "diverged").sum()),
             "failed": int((group["status"] == "failed").sum()),
-            "running": int((group["status"] == "running").sum()),
+            "not_ended": int(group["status"].isin(NOT_ENDED).sum()),
             "test_error_pct_mean": test.mean,
             "test_error_pct_std": test.std,
             "test_error_pct_n": test.n,
-            "test_error_pct_ci_low": test.ci_low,
-            "test_error_pct_ci_high": test.ci_high,
+            # An error rate lies in [0, 100]; a t interval of a few seeds may not.
+            "test_error_pct_ci_low": max(0.0, test.ci_low) if test.n > 1 else math.nan,
+            "test_error_pct_ci_high": min(100.0, test.ci_high) if test.n > 1 else math.nan,
             "val_error_pct_mean": stats.summarize(_pct(done, "val/error")).mean,
-            "train_error_pct_mean": stats.summarize(_pct(done, "train/error")).mean,
-            "train_error_pct_std": stats.summarize(_pct(done, "train/error")).std,
+            "train_error_pct_mean": train.mean,
+            "train_error_pct_std": train.std,
+            "train_error_pct_n": train.n,
             "params": _mean(group, "params"),
             "macs": _mean(group, "macs"),
             "images_per_s": _mean(done, "images_per_s"),
@@ -180,7 +231,7 @@ def arm_table(trials: pd.DataFrame, info: StudyInfo) -> pd.DataFrame:
         rows.append(row)
     rows.sort(key=lambda r: [level_key(r[f]) for f in factors])
     table = pd.DataFrame(rows)
-    return _add_tests(table, trials, info, factors)
+    return _add_tests(table, trials, info, factors, evidence)
 
 
 def _paper_columns(settings: dict[str, Any], info: StudyInfo, test: stats.Summary) -> dict:
@@ -211,13 +262,19 @@ def _matches(values: dict[str, Any], wanted: dict[str, Any]) -> bool:
 
 
 def _add_tests(
-    table: pd.DataFrame, trials: pd.DataFrame, info: StudyInfo, factors: list[str]
+    table: pd.DataFrame,
+    trials: pd.DataFrame,
+    info: StudyInfo,
+    factors: list[str],
+    evidence: bool,
 ) -> pd.DataFrame:
     """Each arm against the reference arm that shares its other factor values."""
     reference = {k: v for k, v in info.reference.items() if k in factors}
     finished = trials[trials["status"] == "finished"]
     errors = {arm: _pct(g, "test/error") for arm, g in finished.groupby("arm")}
-    ref_arm, diffs, ses, ps, verdicts = [], [], [], [], []
+    spread = stats.seed_spread_of(trials)
+    sd = spread[0] if spread else stats.PRIOR_SEED_SD
+    ref_arm, diffs, ses, ps, verdicts, mdes = [], [], [], [], [], []
     tests: list[tuple[int, stats.Welch, str, str, int, int]] = []
     records = table.to_dict("records")
     # Arms by their factor values (as text: the reference JSON says 20, the params "20").
@@ -229,6 +286,7 @@ def _add_tests(
         diffs.append(math.nan)
         ses.append(math.nan)
         ps.append(math.nan)
+        mdes.append(math.nan)
         if not reference:
             ref_arm.append("")
             verdicts.append("the study names no reference arm")
@@ -253,17 +311,25 @@ def _add_tests(
         short_arm = " ".join(f"{k}={values[k]}" for k in reference)
         short_ref = " ".join(f"{k}={v}" for k, v in reference.items())
         n_a, n_b = stats.finite(a).size, stats.finite(b).size
+        mdes[-1] = stats.mde(n_a, n_b, sd)
         tests.append((i, result, short_arm, short_ref, n_a, n_b))
         verdicts.append("")
     holm = stats.holm(ps)
     for i, result, short_arm, short_ref, n_a, n_b in tests:
-        verdicts[i] = stats.verdict(short_arm, short_ref, result, holm[i], n_a, n_b)
+        verdicts[i] = stats.verdict(
+            short_arm, short_ref, result, holm[i], n_a, n_b, evidence=evidence
+        )
     table["reference_arm"] = ref_arm
     table["diff_vs_reference_pct"] = diffs
     table["diff_se_pct"] = ses
     table["p_value"] = ps
     table["p_holm"] = holm
     table["verdict"] = verdicts
+    # At the seeds each comparison has, with the study's pooled seed spread (or the prior
+    # when no arm has two finished seeds): see the page's legend.
+    table["mde_pct"] = mdes
+    table["mde_sd_pct"] = sd
+    table["mde_sd_measured"] = spread is not None
     return table
 
 

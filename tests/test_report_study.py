@@ -12,7 +12,7 @@ def test_report_of_a_real_smoke_study(smoke_store, tmp_path):
     uri, _options, plan, _summary = smoke_store
     page = build_report(plan.experiment, uri, tmp_path / "out")
     html = page.read_text()
-    assert "Complete: every planned trial has ended." in html
+    assert "Complete: all 4 planned trials finished." in html
     assert plan.study.question.split("(")[0].strip()[:40] in html
     arms = pd.read_csv(tmp_path / "out" / "arms.csv")
     assert sorted(arms["arm"]) == ["shortcut=A", "shortcut=none"]

@@ -177,20 +177,24 @@ def test_partial_study_is_marked_in_title_banner_and_flag():
     _, report = render(rf.partial_study())
     assert report.partial
     assert "<title>[PARTIAL] ablate report: shortcut_types</title>" in report.html
-    banner = re.search(r'<div class="partial-banner".*?</div>', report.html, re.S).group(0)
-    assert "Partial study" in banner
-    assert "4 of 21 planned trials have no run yet" in banner
-    assert "2 trials not ended (still running, or interrupted" in banner
+    banner = re.search(r'<div [^>]*id="partial-banner".*?</div>', report.html, re.S).group(0)
+    assert "banner-amber" in banner and "Partial study" in banner
+    assert "3 of 21 planned trials have no run yet" in banner
+    assert "1 trial pending (never started)" in banner
+    assert "1 trial still running" in banner
+    assert "1 trial interrupted (run the study again to resume)" in banner
     assert "parent run has not finished" in banner
 
 
-def test_interrupted_trial_is_not_ended_not_failed():
+def test_interrupted_and_pending_trials_are_not_ended_not_failed():
     data = rf.study_data(rf.partial_study())
     trials = select_trials(data.runs).set_index("trial_key")
     assert trials.loc["depth=20 shortcut=none seed=2", "mlflow_status"] == "KILLED"
-    assert trials.loc["depth=20 shortcut=none seed=2", "status"] == "running"
+    assert trials.loc["depth=20 shortcut=none seed=2", "status"] == "interrupted"
+    assert trials.loc["depth=56 shortcut=B seed=2", "status"] == "pending"
     counts = count_trials(data.runs, data.info)
-    assert (counts.running, counts.failed) == (2, 1)
+    assert (counts.running, counts.interrupted, counts.pending, counts.failed) == (1, 1, 1, 1)
+    assert counts.missing == 3 and counts.state == "partial"
 
 
 def test_retried_trial_counts_once_as_its_best_attempt():
@@ -205,7 +209,7 @@ def test_retried_trial_counts_once_as_its_best_attempt():
 def test_tuning_runs_stay_out_of_the_comparison():
     data = rf.study_data(rf.partial_study())
     arms = arm_table(select_trials(data.runs), data.info)
-    # 18 planned minus running, interrupted, failed, diverged and missing.
+    # 18 in the store minus running, interrupted, pending, failed and diverged.
     assert arms["finished"].sum() == 13
     assert (data.runs["role"] == "tune").sum() == 1
 
@@ -260,7 +264,8 @@ def test_page_is_self_contained_with_one_plotly_bundle():
     assert page.count("plotly.js v") == 1  # the bundle's banner comment
     assert not re.search(r"<script[^>]*\bsrc=", page)
     assert not re.search(r"<link[^>]*\bhref=", page)
-    assert page.count('class="plotly-graph-div"') == 6
+    # Fig. 6 curves and depth plot, two factor plots, two cost plots, layers, LR.
+    assert page.count('class="plotly-graph-div"') == 8
 
 
 def test_study_with_no_trials_yet():
@@ -278,7 +283,8 @@ def test_seeds_fall_back_to_the_runs_without_a_plan():
 
 def test_tables_for_csv():
     _, report = render(rf.partial_study())
-    assert set(report.tables) == {"arms", "trials", "problems"}
+    assert set(report.tables) == {"arms", "trials", "problems", "effects"}
+    assert set(report.texts) == {"comparison.md", "comparison.tex"}
     assert len(report.tables["arms"]) == 6
-    assert len(report.tables["trials"]) == 17  # one row per trial key seen
+    assert len(report.tables["trials"]) == 18  # one row per trial key seen, pending included
     assert report.tables["arms"]["run_ids"].str.count(";").ge(0).all()

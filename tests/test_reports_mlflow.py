@@ -7,6 +7,7 @@ docs/tracking.md; no part of MLflow is mocked.
 import json
 import math
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -21,8 +22,9 @@ import pandas as pd
 import pytest
 import report_fixtures as rf
 
-from reports import ReportError, build_report, fetch, fetch_study
+from reports import ReportError, build_report, fetch_study, runfiles
 from reports.data import select_trials
+from reports.fetch import probe_server, seed_spread
 
 CHROMIUM = Path("/usr/bin/chromium")
 UI = "http://127.0.0.1:5000"
@@ -32,7 +34,11 @@ UI = "http://127.0.0.1:5000"
 def store(tmp_path_factory):
     root = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{(root / 'mlflow.db').resolve()}"
-    specs = {s.name: s for s in (rf.complete_study(), rf.partial_study())}
+    legacy = rf.complete_study()
+    # A store written before `ablate.settings`: params typed by the documented fallback.
+    legacy.name, legacy.settings_tag = "legacy@smoke", False
+    studies = (rf.complete_study(), rf.partial_study(), rf.failed_study(), legacy)
+    specs = {s.name: s for s in studies}
     for spec in specs.values():
         rf.write_study(uri, spec, artifact_root=root / "artifacts")
     return {"uri": uri, "root": root, "specs": specs}
@@ -40,7 +46,7 @@ def store(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def built(store):
-    """Both reports, built once through the public entry point."""
+    """Every report, built once through the public entry point."""
     out = store["root"] / "reports"
     pages = {
         name: build_report(name, store["uri"], out / name, mlflow_ui_url=UI)
@@ -62,14 +68,41 @@ def test_fetch_reads_what_the_contract_says(store):
     assert info.reference == {"shortcut": "A"} and info.factors == ["depth", "shortcut"]
     assert info.seeds == [0, 1, 2] and info.expected_trials == 21
     assert info.parent_status == "RUNNING" and info.fingerprint.startswith("sha256:")
+    assert info.settings == rf.SETTING_TYPES and info.replication == "fixed seeds"
+    assert (info.full_dataset, info.full_iterations) == ("cifar10", 4000)
+    assert (info.git_commit, info.git_dirty) == (rf.COMMIT, "false")
     got, want = _by_trial(data.runs), _by_trial(expected.runs)
-    columns = ["role", "arm", "trial_key", "status", "reason", "depth", "shortcut", "seed", "lr"]
+    columns = ["role", "arm", "trial_key", "status", "mlflow_status", "reason", "depth"]
+    columns += ["shortcut", "seed", "lr", "precision", "label_smoothing", "plateau_patience"]
+    columns += ["git_commit", "git_dirty", "versions", "device", "data_digest"]
     assert got[columns].to_dict("records") == want[columns].to_dict("records")
+    assert set(got["status"]) == {
+        "finished", "diverged", "failed", "running", "interrupted", "pending"
+    }  # fmt: skip
     assert got["diverged_at"].fillna(-1).tolist() == want["diverged_at"].fillna(-1).tolist()
     for key in ("train/error", "val/error", "test/error", "wall_time_s", "images_per_s"):
         np.testing.assert_allclose(got[key].to_numpy(float), want[key].to_numpy(float))
-    # Typed params: an int is an int, a bool a bool.
+    # Typed by `ablate.settings`: an int is an int, a bool a bool, a float the setting the
+    # fallback does not know is a float, and the text None is unset.
     assert got["depth"].map(type).eq(int).all() and got["bottleneck"].map(type).eq(bool).all()
+    assert got["label_smoothing"].map(type).eq(float).all()
+    assert got["plateau_patience"].isna().all()
+    # The parent's mean_test_error/<arm> metrics are not read as anything.
+    assert not [c for c in data.runs.columns if c.startswith("mean_")]
+    client = mlflow.MlflowClient(store["uri"])
+    parent = client.get_run(info.parent_run_id)
+    assert parent.data.params["full_dataset"] == "cifar10"
+
+
+def test_store_without_the_settings_tag_is_typed_by_the_fallback(store, built):
+    data = fetch_study("legacy@smoke", store["uri"])
+    assert data.info.settings == {}
+    runs = data.runs
+    assert runs["depth"].map(type).eq(int).all() and runs["lr"].map(type).eq(float).all()
+    # Unknown to the fallback: left as text, and not a setting.
+    assert runs["label_smoothing"].eq("0.0").all()
+    trials = pd.read_csv(store["root"] / "reports" / "legacy@smoke" / "trials.csv")
+    assert "depth" in trials.columns and "label_smoothing" not in trials.columns
 
 
 def test_fetch_histories_and_artifacts(store):
@@ -104,14 +137,31 @@ def test_fetch_histories_and_artifacts(store):
     assert data.notes == []
 
 
+def test_seed_spread_is_the_pooled_within_arm_sd_of_finished_trials(store):
+    spec = store["specs"]["degradation@smoke"]
+    by_arm: dict[str, list[float]] = {}
+    for trial in spec.trials:
+        settings = rf.resolved(trial)
+        by_arm.setdefault(rf.arm_label(settings, spec.factors), []).append(
+            100 * rf.final_errors(settings)[1]
+        )
+    squares = sum(((np.array(v) - np.mean(v)) ** 2).sum() for v in by_arm.values())
+    df = sum(len(v) - 1 for v in by_arm.values())
+    sd, got_df = seed_spread("degradation@smoke", store["uri"])
+    assert got_df == df == 8 and sd == pytest.approx(math.sqrt(squares / df))
+    assert seed_spread("shortcut_none_vs_a", store["uri"]) is None  # nothing finished
+    with pytest.raises(ReportError, match="no study named nope"):
+        seed_spread("nope", store["uri"])
+
+
 def test_bulk_and_per_run_histories_agree(store):
-    # The fast SQL path (reports.fetch._bulk_histories) must equal the public API's answer.
+    # The fast SQL path (reports.runfiles._bulk_histories) must equal the public API's answer.
     client = mlflow.MlflowClient(store["uri"])
     data = fetch_study("shortcut_types", store["uri"])
     run_ids = list(data.runs.loc[data.runs["role"] == "trial", "run_id"])
-    bulk = fetch._bulk_histories(client, run_ids)
+    bulk = runfiles._bulk_histories(client, run_ids)
     assert bulk is not None and len(bulk) > 0
-    assert sorted(bulk) == sorted(fetch._per_run_histories(client, run_ids, remote=False))
+    assert sorted(bulk) == sorted(runfiles._per_run_histories(client, run_ids, remote=False))
 
 
 def test_report_files_and_csv(store, built):
@@ -121,7 +171,16 @@ def test_report_files_and_csv(store, built):
     arms = pd.read_csv(folder / "arms.csv")
     trials = pd.read_csv(folder / "trials.csv")
     problems = pd.read_csv(folder / "problems.csv")
-    assert len(arms) == 6 and len(trials) == 17
+    effects = pd.read_csv(folder / "effects.csv")
+    assert len(arms) == 6 and len(trials) == 18
+    assert effects["term"].tolist() == ["depth", "shortcut", "depth × shortcut"]
+    assert "| depth | shortcut | test error % |" in (folder / "comparison.md").read_text()
+    assert "\\toprule" in (folder / "comparison.tex").read_text()
+    # Reproducibility per trial, in the CSV.
+    ran = trials[trials["status"] != "pending"]
+    assert (ran["git_commit"] == rf.COMMIT).all() and (ran["device"] == rf.DEVICE).all()
+    assert (ran["data_digest"] == rf.data_digest("cifar10")).all()
+    assert (ran["precision"] == "fp32").all() and not ran["git_dirty"].any()
     assert sorted(problems["status"]) == ["diverged", "failed", "failed (retried)"]
     row = arms.set_index("arm").loc["depth=20 shortcut=A"]
     data = fetch_study("shortcut_types", store["uri"])
@@ -136,7 +195,10 @@ def test_report_is_logged_to_the_parent_run(store, built):
     for name in store["specs"]:
         parent = fetch_study(name, store["uri"]).info.parent_run_id
         logged = {Path(f.path).name for f in client.list_artifacts(parent, "report")}
-        assert logged == {"index.html", "arms.csv", "trials.csv", "problems.csv"}
+        assert logged == {
+            "index.html", "arms.csv", "trials.csv", "problems.csv", "effects.csv",
+            "comparison.md", "comparison.tex",
+        }  # fmt: skip
     local = built["degradation@smoke"].read_text()
     parent = fetch_study("degradation@smoke", store["uri"]).info.parent_run_id
     copy = client.download_artifacts(parent, "report/index.html", str(store["root"] / "dl"))
@@ -147,8 +209,20 @@ def test_partial_study_is_stated_on_the_page(built):
     partial = built["shortcut_types"].read_text()
     complete = built["degradation@smoke"].read_text()
     assert "<title>[PARTIAL]" in partial and 'id="partial-banner"' in partial
-    assert "4 of 21 planned trials have no run yet" in partial
+    assert "3 of 21 planned trials have no run yet" in partial
     assert 'id="partial-banner"' not in complete and 'id="complete-banner"' in complete
+
+
+def _without_scripts(page: str) -> str:
+    return re.sub(r"<(script|style)\b.*?</\1>", "", page, flags=re.S)
+
+
+def test_all_failed_study_reads_red_with_its_reason(built):
+    page = _without_scripts(built["shortcut_none_vs_a"].read_text())
+    assert 'id="failed-banner"' in page and "Complete" not in page
+    assert "<title>[NO RESULTS]" in page
+    assert "No trial finished: 8 of 8 failed." in page
+    assert f"<strong>8 trials:</strong> {rf.DATA_ERROR}" in page
 
 
 def test_run_links_use_the_experiment_and_run_ids(store, built):
@@ -206,13 +280,17 @@ def test_unreachable_server_fails_fast():
     started = time.monotonic()
     with pytest.raises(ReportError, match="cannot reach MLflow server http://127.0.0.1:"):
         fetch_study("x", f"http://127.0.0.1:{_free_port()}")
+    # The same probe, public for `ablate run`, which checks before it writes anything.
+    with pytest.raises(ReportError, match="cannot reach MLflow server"):
+        probe_server(f"http://127.0.0.1:{_free_port()}")
+    probe_server("sqlite:///anything.db")  # only servers are probed
     assert time.monotonic() - started < 10  # MLflow's own retries would take minutes
 
 
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
     """A real `mlflow server` on 127.0.0.1 that proxies artifacts (mlflow-artifacts:/ URIs),
-    the way a shared tracking server is usually run."""
+    the way a team's tracking server is usually run."""
     root = tmp_path_factory.mktemp("server")
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
@@ -255,7 +333,7 @@ def test_report_through_a_tracking_server(mlflow_server):
     data = fetch_study(spec.name, url)
     assert data.runs["arm"].nunique() == 2 and data.notes == []
     # A server has no bulk history call in the client: the threaded per-run path ran.
-    assert fetch._bulk_histories(mlflow.MlflowClient(url), list(data.runs["run_id"])) is None
+    assert runfiles._bulk_histories(mlflow.MlflowClient(url), list(data.runs["run_id"])) is None
     assert len(data.history) == 2 * len(data.runs) * 6  # train and test, 6 evaluations
     assert data.runs.iloc[0]["run_id"] and not data.layer_responses.empty
     assert set(data.layer_responses["run_id"]) == set(data.runs["run_id"])
@@ -265,6 +343,17 @@ def test_report_through_a_tracking_server(mlflow_server):
     client = mlflow.MlflowClient(url)
     logged = {Path(f.path).name for f in client.list_artifacts(data.info.parent_run_id, "report")}
     assert "index.html" in logged
+
+
+def _sections(name: str) -> list[str]:
+    """What each page must show, as CSS selectors (the new sections included)."""
+    if name == "shortcut_none_vs_a":
+        return ["#failed-banner", "#failure-reasons", "#problems", "#what-ran"]
+    common = ["#what-ran", "#fixed-settings", "#comparison", "#comparison-legend", "#effects"]
+    common += ["#cost-macs", "#cost-params"]
+    if name == "shortcut_types":
+        return [*common, "#partial-banner", "#effects-table", "#shortcut-depth-finding"]
+    return [*common, "#complete-banner", "#reduced-notice", "#effects-table"]
 
 
 def _distinct_colors(png: bytes) -> int:
@@ -295,6 +384,7 @@ def test_pages_render_in_headless_chromium(store, built):
         try:
             for name, index in built.items():
                 page = browser.new_page(viewport={"width": 1400, "height": 900})
+                failed = name == "shortcut_none_vs_a"
                 problems, fetched = [], []
                 page.on("console", lambda m, out=problems: m.type == "error" and out.append(m.text))
                 page.on("pageerror", lambda e, out=problems: out.append(str(e)))
@@ -313,13 +403,18 @@ def test_pages_render_in_headless_chromium(store, built):
                     f"document.querySelectorAll('.js-plotly-plot .main-svg').length >= {expected}"
                 )
                 plots = page.locator(".js-plotly-plot")
-                assert plots.count() == expected >= 5, name
+                # A study where every trial failed has nothing to plot.
+                assert plots.count() == expected >= (0 if failed else 8), name
                 for i in range(expected):
                     assert plots.nth(i).locator(".main-svg").count() >= 1, (name, i)
+                    # Drawn: at least one trace has marks in it.
+                    assert plots.nth(i).locator(".scatterlayer .trace, .boxlayer .trace").count()
+                for selector in _sections(name):
+                    assert page.locator(selector).first.is_visible(), (name, selector)
                 png = page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
                 assert problems == [], name
                 assert fetched == [], name
-                assert _distinct_colors(png) > 500, name
+                assert _distinct_colors(png) > (100 if failed else 500), name
                 page.close()
         finally:
             browser.close()

@@ -160,9 +160,13 @@ def test_table6_points_are_the_papers():
         ("diverged", "FINISHED", "diverged"),
         ("failed", "FAILED", "failed"),
         ("running", "RUNNING", "running"),
-        ("running", "KILLED", "running"),  # interrupted, resumable: not a failure
+        ("interrupted", "KILLED", "interrupted"),  # stopped, resumable: not a failure
+        ("pending", "SCHEDULED", "pending"),
+        # A store from before `interrupted`: a stopped trial kept the tag `running`.
+        ("running", "KILLED", "interrupted"),
         (None, "FAILED", "failed"),
-        (None, "KILLED", "running"),
+        (None, "KILLED", "interrupted"),
+        (None, "SCHEDULED", "pending"),
         (None, "FINISHED", "finished"),
         (None, "RUNNING", "running"),
     ],
@@ -172,12 +176,82 @@ def test_trial_status(tag, mlflow_status, expected):
 
 
 def test_reports_import_no_training_stack():
-    # STYLE.md section 1: reports -> mlflow, pandas, plotly; never resnet, ray or torch.
-    # A fresh interpreter, so modules other tests imported do not count.
+    # The layering rule: reports -> mlflow, pandas, plotly, numpy, scipy, statsmodels;
+    # never resnet, ray, torch or ablations. statsmodels (about 2 s to import) loads only
+    # when a factorial model is fitted, not with every `ablate` command that imports
+    # reports. A fresh interpreter, so modules other tests imported do not count.
     code = (
         "import sys, reports, reports.fetch, reports.page, reports.build\n"
-        "banned = {'torch', 'torchvision', 'ray', 'optuna', 'resnet', 'ablations'}\n"
+        "banned = {'torch', 'torchvision', 'ray', 'optuna', 'resnet', 'ablations',\n"
+        "          'statsmodels'}\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & banned))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# Power: reports.stats computes it exactly from the noncentral t distribution; statsmodels'
+# TTestIndPower (a separate implementation) is the reference.
+
+
+@pytest.mark.parametrize(("n_a", "n_b"), [(2, 2), (3, 3), (3, 5), (5, 5), (10, 7)])
+@pytest.mark.parametrize("sd", [0.16, 0.5])
+def test_mde_agrees_with_statsmodels(n_a, n_b, sd):
+    from statsmodels.stats.power import TTestIndPower
+
+    d = TTestIndPower().solve_power(
+        effect_size=None, nobs1=n_a, ratio=n_b / n_a, alpha=0.05, power=0.8
+    )
+    assert stats.mde(n_a, n_b, sd) == pytest.approx(d * sd, rel=1e-4)
+
+
+def test_mde_at_other_levels_and_without_a_test():
+    from statsmodels.stats.power import TTestIndPower
+
+    d = TTestIndPower().solve_power(nobs1=4, ratio=1.5, alpha=0.01, power=0.9)
+    assert stats.mde(4, 6, 1.0, alpha=0.01, power=0.9) == pytest.approx(d, rel=1e-4)
+    assert math.isnan(stats.mde(1, 5, 0.5)) and math.isnan(stats.mde(3, 3, math.nan))
+
+
+@pytest.mark.parametrize(
+    ("effect", "sd"), [(0.3, 0.5), (0.5, 0.5), (1.0, 0.16), (0.2, 0.54), (2.0, 0.5), (0.05, 0.5)]
+)
+def test_seeds_needed_is_the_smallest_n_with_enough_power(effect, sd):
+    from statsmodels.stats.power import TTestIndPower
+
+    power = TTestIndPower()
+    n = stats.seeds_needed(effect, sd)
+    assert power.power(effect / sd, nobs1=n, alpha=0.05, ratio=1.0) >= 0.8
+    if n > 2:
+        assert power.power(effect / sd, nobs1=n - 1, alpha=0.05, ratio=1.0) < 0.8
+        exact = power.solve_power(effect_size=effect / sd, alpha=0.05, power=0.8, ratio=1.0)
+        assert n == math.ceil(exact)
+
+
+def test_seeds_needed_refuses_nonsense():
+    for effect, sd in ((0.0, 0.5), (-1.0, 0.5), (0.3, 0.0), (math.nan, 0.5)):
+        with pytest.raises(ValueError):
+            stats.seeds_needed(effect, sd)
+    with pytest.raises(ValueError):
+        stats.seeds_needed(0.3, 0.5, power=1.0)
+
+
+def test_power_at_the_mde_is_the_target():
+    assert stats.t_test_power(stats.mde(4, 6, 0.5), 4, 6, 0.5) == pytest.approx(0.8)
+
+
+def test_prior_seed_sd_is_the_stated_half_point():
+    assert stats.PRIOR_SEED_SD == 0.5
+    assert "docs/paper.md §6" in stats.PRIOR_SEED_SD_SOURCE
+
+
+def test_pooled_seed_spread_by_hand():
+    import pandas as pd
+
+    rows = [("a", v, "finished") for v in (1.0, 2.0, 3.0)]  # squares 2 on 2 df
+    rows += [("b", v, "finished") for v in (5.0, 7.0)]  # squares 2 on 1 df
+    rows += [("c", 4.0, "finished"), ("b", 50.0, "failed"), ("d", 9.0, "diverged")]
+    frame = pd.DataFrame([{"arm": a, "test/error": v / 100, "status": s} for a, v, s in rows])
+    sd, df = stats.seed_spread_of(frame)
+    assert df == 3 and sd == pytest.approx(math.sqrt(4 / 3))
+    assert stats.seed_spread_of(frame[frame["arm"] == "c"]) is None

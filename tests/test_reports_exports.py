@@ -1,0 +1,154 @@
+"""Paper-ready tables (comparison.md, comparison.tex), the error-against-compute plots, the
+clipped confidence intervals and the minimum detectable difference of each comparison."""
+
+import math
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+import report_fixtures as rf
+from statsmodels.stats.power import TTestIndPower
+
+from reports import render_report
+from reports.data import select_trials
+from reports.export import comparison_latex, comparison_markdown, latex_escape
+from reports.plots import cost_plot
+from reports.tables import arm_table
+
+
+def arms_and_trials(spec: rf.StudySpec) -> tuple[pd.DataFrame, pd.DataFrame]:
+    data = rf.study_data(spec)
+    trials = select_trials(data.runs)
+    return arm_table(trials, data.info), trials
+
+
+def seed_errors(spec: rf.StudySpec) -> dict[str, list[float]]:
+    """Finished seeds' final test errors in percent by arm, from the fixture's own model."""
+    out: dict[str, list[float]] = {}
+    for trial in spec.trials:
+        if trial.role == "trial" and trial.status == "finished":
+            settings = rf.resolved(trial)
+            arm = rf.arm_label(settings, spec.factors)
+            out.setdefault(arm, []).append(100 * rf.final_errors(settings)[1])
+    return out
+
+
+def test_markdown_table_marks_the_lowest_mean_of_each_column():
+    spec = rf.partial_study()
+    arms, _ = arms_and_trials(spec)
+    text = comparison_markdown(arms, ["depth", "shortcut"], "shortcut_types")
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    header, _, *rows = lines
+    assert header == "| depth | shortcut | test error % | train error % | paper test error % |"
+    assert len(rows) == 6
+    errors = seed_errors(spec)
+    best_arm = min(errors, key=lambda a: np.mean(errors[a]))
+    depth, shortcut = (part.split("=")[1] for part in best_arm.split())
+    values = errors[best_arm]
+    best = (
+        f"| {depth} | {shortcut} | **{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f} "
+        f"(n={len(values)})** |"
+    )
+    assert any(row.startswith(best) for row in rows)
+    assert sum("**" in row.split("|")[3] for row in rows) == 1  # one best per column
+    # The paper column: 6.97 (ResNet-56) is lower than 8.75 (ResNet-20).
+    assert "| **6.97** |" in text and "| 8.75 |" in text
+    assert "8.35 (n=1)" in text  # one seed: no spread claimed
+
+
+def test_latex_table_is_booktabs_with_the_same_bold_cells():
+    arms, _ = arms_and_trials(rf.partial_study())
+    tex = comparison_latex(arms, ["depth", "shortcut"], "shortcut_types")
+    md = comparison_markdown(arms, ["depth", "shortcut"], "shortcut_types")
+    for command in ("\\toprule", "\\midrule", "\\bottomrule", "\\begin{tabular}{llrrr}"):
+        assert command in tex
+    assert "depth & shortcut & test error \\% & train error \\% & paper test error \\% \\\\" in tex
+    bold_md = re.findall(r"\*\*(.*?)\*\*", md)
+    bold_tex = re.findall(r"\\textbf\{(.*?)\}(?= &| \\\\)", tex)
+    assert [b.replace(" ± ", " $\\pm$ ") for b in bold_md] == bold_tex
+    assert len(tex.splitlines()) == 12 + len(arms)  # 11 lines of frame, 1 caption
+
+
+def test_latex_escapes_names_from_the_store():
+    assert latex_escape("skip_length 50% & #k {x}") == r"skip\_length 50\% \& \#k \{x\}"
+    assert latex_escape("a ± b – c") == r"a $\pm$ b -- c"
+
+
+def test_texts_are_part_of_the_report():
+    report = render_report(rf.study_data(rf.complete_study()))
+    assert report.texts["comparison.md"].startswith("# degradation@smoke: final error over seeds")
+    assert "\\textbf{" in report.texts["comparison.tex"]
+
+
+def test_cost_plots_show_every_seed_and_each_arms_mean():
+    spec = rf.complete_study()
+    arms, trials = arms_and_trials(spec)
+    errors = seed_errors(spec)
+    for cost in ("macs", "params"):
+        seeds, means = cost_plot(trials, cost, ["depth", "shortcut"]).data
+        assert len(seeds.y) == 12 and sorted(seeds.y) == pytest.approx(
+            sorted(v for values in errors.values() for v in values)
+        )
+        assert means.mode == "markers+text" and len(means.text) == 4  # few arms: labelled
+        for arm, x, y in zip(means.text, means.x, means.y, strict=True):
+            assert y == pytest.approx(np.mean(errors[arm]))
+            assert x == pytest.approx(arms.set_index("arm").loc[arm, cost])
+        # One colour per arm, the same for its seeds and its mean.
+        colors = dict(zip(means.text, means.marker.color, strict=True))
+        keys = trials.set_index("trial_key")
+        for key, color in zip(seeds.text, seeds.marker.color, strict=True):
+            assert colors[keys.loc[key, "arm"]] == color
+    assert cost_plot(trials.drop(columns="macs"), "macs", ["depth"]) is None
+
+
+def test_cost_plot_of_many_arms_stays_two_traces_without_labels():
+    trials = rf.grid_trials({"depth": [20, 32, 44, 56], "width": [8, 16, 32, 64]}, seeds=[0])
+    spec = rf.StudySpec("wide", "q", ["depth", "width"], {}, [0], trials)
+    data = rf.study_data(spec)
+    fig = cost_plot(select_trials(data.runs), "params", ["depth", "width"])
+    assert len(fig.data) == 2 and fig.data[1].mode == "markers" and len(fig.data[1].x) == 16
+
+
+def test_confidence_interval_of_an_error_rate_is_clipped_to_0_100():
+    spec = rf.complete_study()
+    for trial, value in zip(spec.trials[:3], (0.001, 0.05, 0.002), strict=True):
+        trial.final_override = {"test/error": value}
+    arms, _ = arms_and_trials(spec)
+    row = arms.set_index("arm").loc[rf.arm_label(rf.resolved(spec.trials[0]), spec.factors)]
+    values = np.array([0.1, 5.0, 0.2])
+    from scipy import stats as sps
+
+    low, high = sps.t.interval(0.95, 2, loc=values.mean(), scale=sps.sem(values))
+    assert low < 0 and row["test_error_pct_ci_low"] == 0.0
+    assert row["test_error_pct_ci_high"] == pytest.approx(high)
+
+
+def test_each_comparison_row_has_its_minimum_detectable_difference():
+    spec = rf.partial_study()
+    arms, _ = arms_and_trials(spec)
+    errors = seed_errors(spec)
+    arms = arms.set_index("arm")
+    # Pooled within-arm standard deviation over arms with 2 or more finished seeds.
+    groups = [np.array(v) for v in errors.values() if len(v) >= 2]
+    df = sum(len(g) - 1 for g in groups)
+    sd = math.sqrt(sum(((g - g.mean()) ** 2).sum() for g in groups) / df)
+    power = TTestIndPower()
+    for arm in ("depth=20 shortcut=none", "depth=20 shortcut=B", "depth=56 shortcut=none"):
+        row = arms.loc[arm]
+        n_a, n_b = len(errors[arm]), len(errors[row["reference_arm"]])
+        d = power.solve_power(nobs1=n_a, ratio=n_b / n_a, alpha=0.05, power=0.8)
+        assert row["mde_pct"] == pytest.approx(d * sd, rel=1e-4), arm
+    assert arms["mde_sd_pct"].iloc[0] == pytest.approx(sd) and arms["mde_sd_measured"].all()
+    # No test, no MDE: the reference itself, and an arm with one finished seed.
+    assert math.isnan(arms.loc["depth=20 shortcut=A", "mde_pct"])
+    assert math.isnan(arms.loc["depth=56 shortcut=B", "mde_pct"])
+
+
+def test_mde_legend_names_the_prior_when_nothing_is_measured():
+    spec = rf.complete_study()
+    spec.trials = [t for t in spec.trials if t.settings["seed"] == 0]
+    report = render_report(rf.study_data(spec))
+    legend = re.search(r'<dl class="legend" id="comparison-legend">.*?</dl>', report.html).group(0)
+    assert "assumed seed standard deviation of 0.50 points" in legend
+    assert legend.count("<dt>") == 11  # every column explained

@@ -1,0 +1,263 @@
+"""The top of the page tells the truth: what happened, whether the run can answer its
+question, what ran, with which settings, code, libraries, devices and data."""
+
+import re
+from dataclasses import replace
+from html import unescape
+
+import pandas as pd
+import pytest
+import report_fixtures as rf
+
+from reports import render_report
+from reports.context import reduction
+from reports.data import select_trials
+
+EVIDENCE_FREE = "It checks the pipeline; its verdicts are no evidence for the study's question."
+
+
+def render(spec: rf.StudySpec, **kwargs):
+    return render_report(rf.study_data(spec), **kwargs)
+
+
+def visible(page: str) -> str:
+    """The page without scripts and styles, entities decoded for readable asserts."""
+    return unescape(re.sub(r"<(script|style)\b.*?</\1>", "", page, flags=re.S))
+
+
+def banner(html: str) -> tuple[str, str]:
+    match = re.search(r'<div class="banner (banner-\w+)" id="(\w+-banner)"', html)
+    assert match, "no status banner"
+    return match.group(1), match.group(2)
+
+
+# A1: the banner says what happened, in the right colour.
+
+
+def test_every_trial_failed_is_red_and_never_complete():
+    report = render(rf.failed_study())
+    page = visible(report.html)
+    assert banner(page) == ("banner-red", "failed-banner")
+    assert "No trial finished: 8 of 8 failed." in page
+    assert "Complete" not in page and "<title>[NO RESULTS]" in page
+    # Identical reasons read once, with their count, in full (advice after a long path).
+    assert page.count(f"<strong>8 trials:</strong> {rf.DATA_ERROR}") == 1
+    assert f"<strong>8 × </strong>{rf.DATA_ERROR}" in page  # grouped in the problems too
+    assert "overflow-wrap: anywhere" in report.html  # long reasons wrap, never cut
+
+
+def test_different_failure_reasons_are_grouped_by_count():
+    spec = rf.failed_study()
+    for trial in spec.trials[:3]:
+        trial.error = "RuntimeError: CUDA out of memory"
+    page = visible(render(spec).html)
+    reasons = re.search(r'<ul class="reasons" id="failure-reasons">(.*?)</ul>', page).group(1)
+    assert re.findall(r"<strong>(\d+ trials?):</strong>", reasons) == ["5 trials", "3 trials"]
+
+
+def test_no_trial_finished_yet_with_some_still_running_is_red():
+    spec = rf.failed_study()
+    for trial in spec.trials[:5]:
+        trial.status, trial.stop_at = "running", 200
+    page = visible(render(spec).html)
+    assert banner(page) == ("banner-red", "failed-banner")
+    assert "No trial finished yet: 3 failed, 5 still running (of 8)." in page
+
+
+def test_partial_study_is_amber():
+    assert banner(render(rf.partial_study()).html) == ("banner-amber", "partial-banner")
+
+
+def test_ended_with_failures_is_amber_not_complete():
+    spec = rf.complete_study()
+    spec.trials[0].status, spec.trials[0].error = "failed", "RuntimeError: out of memory"
+    report = render(spec)
+    page = visible(report.html)
+    assert banner(page) == ("banner-amber", "problems-banner")
+    assert "Ended, but not every trial finished: 11 of 12 finished; 1 of 12 failed." in page
+    assert "Complete" not in page and not report.partial
+
+
+def test_every_trial_finished_is_green():
+    page = visible(render(rf.complete_study()).html)
+    assert banner(page) == ("banner-green", "complete-banner")
+    assert "Complete: all 12 planned trials finished." in page
+
+
+# A2: every fixed setting in the header and the CSVs.
+
+
+def fixed_depth_study(**changes) -> rf.StudySpec:
+    """weight_decay varies; depth 14 and shortcut A are fixed."""
+    trials = rf.grid_trials(
+        {"weight_decay": [0.0001, 0.001]},
+        seeds=[0, 1],
+        fixed={
+            "depth": 14,
+            "shortcut": "A",
+            "dataset": "digits",
+            "iterations": 40,
+            "eval_every": 10,
+        },
+    )
+    spec = rf.StudySpec(
+        name="weight_decay@smoke",
+        question="Does weight decay matter for ResNet-20?",
+        factors=["weight_decay"],
+        reference={"weight_decay": 0.0001},
+        seeds=[0, 1],
+        trials=trials,
+        dataset="digits",
+        preset="smoke",
+        expected_trials=len(trials),
+        full_dataset="cifar10",
+        full_iterations=64_000,
+    )
+    return replace(spec, **changes)
+
+
+def test_fixed_settings_in_header_arms_and_trials():
+    report = render(fixed_depth_study())
+    fixed = re.search(r'<span id="fixed-settings">(.*?)</span>', report.html).group(1)
+    assert "depth = 14" in fixed and "shortcut = A" in fixed
+    assert "label_smoothing = 0.0" in fixed  # known only from ablate.settings
+    assert "plateau_patience = unset" in fixed and "weight_decay" not in fixed
+    for name in ("arms", "trials"):
+        table = report.tables[name]
+        assert (table["depth"] == 14).all() and (table["shortcut"] == "A").all(), name
+        assert (table["precision"] == "fp32").all() and "label_smoothing" in table, name
+
+
+def test_without_the_settings_tag_only_documented_settings_count():
+    report = render(fixed_depth_study(settings_tag=False))
+    fixed = re.search(r'<span id="fixed-settings">(.*?)</span>', report.html).group(1)
+    assert "depth = 14" in fixed and "label_smoothing" not in fixed
+    assert "label_smoothing" not in report.tables["arms"]
+
+
+def test_a_setting_that_varies_without_being_a_factor_is_named():
+    spec = fixed_depth_study()
+    spec.trials[0].settings["lr"] = 0.05
+    page = visible(render(spec).html)
+    assert "<dt>Varying, not a factor</dt><dd>lr: 0.05, 0.1" in page
+
+
+# A3: a reduced run says so, and its verdicts are no findings.
+
+
+def test_reduced_run_is_said_plainly_near_the_top():
+    report = render(fixed_depth_study())
+    page = visible(report.html)
+    sentence = (
+        "This run is a reduced version of the study: digits instead of cifar10, 40 of 64,000 "
+        f"iterations per trial (0.06%). {EVIDENCE_FREE}"
+    )
+    assert sentence in page
+    assert page.index('id="reduced-notice"') < page.index('class="question"')
+    assert "Ran here: weight_decay (0.0001, 0.001); on digits; fixed depth 14, shortcut A" in page
+    assert "40 iterations per trial; seeds 0, 1 (2 per arm)." in page
+
+
+def test_reduced_run_verdicts_are_not_wins():
+    spec = rf.complete_study()
+    report = render(spec)
+    verdicts = report.tables["arms"]["verdict"]
+    assert not verdicts.str.contains(" beats ").any()
+    assert verdicts.str.contains("in this reduced run \\(not evidence\\)").any()
+    assert "verdict-win" not in visible(report.html)
+    # The same study as a full run would claim the win.
+    full = render(replace(spec, full_dataset="digits", full_iterations=600))
+    assert full.tables["arms"]["verdict"].str.contains(" beats ").any()
+
+
+def test_full_run_has_no_reduced_notice_and_styled_wins():
+    page = visible(render(rf.partial_study()).html)
+    assert 'id="reduced-notice"' not in page
+    assert '<span class="verdict-win">shortcut=A beats shortcut=none' in page
+
+
+@pytest.mark.parametrize(
+    ("iterations", "full", "expected"),
+    [
+        # Fewer than 5% of the full study's iterations.
+        (3000, 64_000, "a reduced version of the study: 3,000 of 64,000 iterations per trial"),
+        (3200, 64_000, None),  # exactly 5%: not reduced
+        # The study itself is short: measured against the paper's 64k on CIFAR-10.
+        (2000, None, "far shorter than the paper's recipe: 2,000 of the paper's 64,000"),
+        (5000, None, None),
+    ],
+)
+def test_reduction_rules(iterations, full, expected):
+    trials = rf.grid_trials(
+        {"shortcut": ["none", "A"]}, seeds=[0], fixed={"iterations": iterations}
+    )
+    spec = rf.StudySpec("s", "q", ["shortcut"], {"shortcut": "A"}, [0], trials)
+    spec.full_iterations = full
+    data = rf.study_data(spec)
+    found = reduction(data.info, select_trials(data.runs))
+    if expected is None:
+        assert not found
+    else:
+        assert expected in found.sentence() and found.sentence().endswith(EVIDENCE_FREE)
+
+
+# A4 and B10: reproducibility and the replication rule.
+
+
+def test_reproducibility_facts_and_no_warning_when_uniform():
+    report = render(rf.partial_study())
+    page = visible(report.html)
+    assert f"<dt>Code version</dt><dd>{rf.COMMIT[:12]} (clean checkout)</dd>" in page
+    assert "<dt>Libraries (training)</dt><dd>ablate 0.1.0, python 3.11.7, torch 2.5.1" in page
+    assert f"<dt>Devices</dt><dd>{rf.DEVICE}</dd>" in page
+    assert "<dt>Precision</dt><dd>fp32</dd>" in page
+    assert f"<dt>Data digest</dt><dd>{rf.data_digest('cifar10')}</dd>" in page
+    assert "<dt>Replication rule</dt><dd>fixed seeds</dd>" in page
+    assert 'id="repro-warning"' not in page
+    trials = report.tables["trials"]
+    for column in ("git_commit", "git_dirty", "device", "precision", "data_digest"):
+        assert column in trials.columns
+
+
+def test_mixed_code_versions_dirty_checkouts_and_data_are_warned():
+    spec = rf.complete_study()
+    spec.trials[0].commit = "b" * 40
+    spec.trials[1].dirty = True
+    spec.trials[2].digest = "0123456789abcdef"
+    spec.trials[3].device = "NVIDIA H200"
+    report = render(spec)
+    page = visible(report.html)
+    warning = re.search(r'<div [^>]*id="repro-warning".*?</div>', page, re.S).group(0)
+    assert "banner-amber" in warning
+    assert f"2 different code versions ({rf.COMMIT[:12]} (11 trials); bbbbbbbbbbbb (1 trial))" in (
+        warning
+    )
+    assert "1 trial ran from a checkout with uncommitted changes" in warning
+    assert "2 different versions of the data digits" in warning
+    assert "NVIDIA H200 (1 trial)" in page
+    trials = report.tables["trials"].set_index("trial_key")
+    first = rf.arm_label(rf.resolved(spec.trials[0]), spec.factors) + " seed=0"
+    assert trials.loc[first, "git_commit"] == "b" * 40
+
+
+def test_adaptive_replication_rule_is_stated():
+    rule = "adaptive: 95% CI half-width <= 0.3 points, at most 10 seeds per arm"
+    page = visible(render(replace(rf.complete_study(), replication=rule)).html)
+    assert f"<dt>Replication rule</dt><dd>{rule}</dd>" in page
+
+
+def test_trials_csv_keeps_reproducibility_for_pending_trials_empty():
+    trials = render(rf.partial_study()).tables["trials"].set_index("trial_key")
+    pending = trials.loc["depth=56 shortcut=B seed=2"]
+    assert pending["status"] == "pending" and pending["git_commit"] == ""
+    assert isinstance(trials, pd.DataFrame)
+
+
+def test_every_trial_diverged_is_red_and_grouped():
+    spec = rf.failed_study()
+    for trial in spec.trials:
+        trial.status, trial.error, trial.diverged_at = "diverged", None, 400
+    page = visible(render(spec).html)
+    assert banner(page) == ("banner-red", "failed-banner")
+    assert "No trial finished: 8 of 8 diverged." in page
+    assert "<strong>8 trials:</strong> diverged: the loss became non-finite" in page
