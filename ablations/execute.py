@@ -45,6 +45,17 @@ def init_ray(address: str | None = None) -> None:
         return
     address = address or os.environ.get("RAY_ADDRESS")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    if address and "RAY_AUTH_MODE" not in os.environ and _token_available():
+        # `ray start` turns token authentication on when the user has a token; a driver
+        # joining the cluster does not, unless told. Ray reads the mode into its config
+        # when it is imported, so the config is read again.
+        os.environ["RAY_AUTH_MODE"] = "token"
+        try:
+            from ray._raylet import Config
+
+            Config.initialize("")
+        except (ImportError, AttributeError):  # another Ray: the variable alone must do
+            pass
     try:
         ray.init(
             address=address,
@@ -54,14 +65,24 @@ def init_ray(address: str | None = None) -> None:
             configure_logging=True,
         )
     except (ConnectionError, RuntimeError) as err:
+        cause = err.__cause__ or err
+        reason = " ".join(str(cause).split())[:300]
         raise AblateError(
-            f"cannot reach the Ray cluster at {address}: {str(err).splitlines()[0]}"
+            f"cannot reach the Ray cluster at {address}: {type(cause).__name__}: {reason}"
         ) from None
     # After ray.init, which installs a SIGTERM handler that aborts the process: SIGTERM (a
     # scheduler, `kill`) stops like Ctrl-C instead. Ray Tune's SIGINT handling ends the
     # trials, whose checkpoints are already kept, and the runs are marked interrupted.
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
+
+
+def _token_available() -> bool:
+    """Whether this user has a Ray authentication token (where Ray looks for one)."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return True
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.expanduser("~/.ray/auth_token")
+    return os.path.isfile(path)
 
 
 def fit(

@@ -308,8 +308,11 @@ def test_sigkill_of_driver_only_then_rerun_resumes_from_checkpoint(ablate, tmp_p
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["SIGTERM to the driver", "SIGINT to the process group"])
 def test_sigterm_and_ctrl_c_stop_gracefully_and_resume(ablate, tmp_path, how):
+    """Two of three trials run at once; stopped part-way, those two are interrupted and
+    the third, never started, stays pending (not counted as interrupted); a rerun
+    resumes the two from their checkpoints and runs the third from scratch."""
     iterations, every = 160, 20
-    (tmp_path / "s.yaml").write_text(study_yaml("stopme", iterations, every))
+    (tmp_path / "s.yaml").write_text(study_yaml("stopme", iterations, every, seeds="[0, 1, 2]"))
     db, storage = tmp_path / "m.db", tmp_path / "res"
     args = ["run", "s.yaml", "--max-concurrent", "2", "--quiet"]
     args += ["--tracking-uri", f"sqlite:///{db}", "--storage", str(storage)]
@@ -332,6 +335,7 @@ def test_sigterm_and_ctrl_c_stop_gracefully_and_resume(ablate, tmp_path, how):
     assert code == 130, output[-3000:]
     assert took < 30, f"took {took:.1f} s to stop"
     assert "run the same command again to resume" in output
+    assert "this run: 2 interrupted, 1 not started" in output, output[-3000:]
     assert "Traceback" not in output, output[-3000:]
     wait_for(
         lambda: not [t for t in alive(family).values() if "ImplicitFunc" in t],
@@ -340,10 +344,12 @@ def test_sigterm_and_ctrl_c_stop_gracefully_and_resume(ablate, tmp_path, how):
     )
 
     client, runs = trial_runs(db, "stopme")
-    assert len(runs) == 2
-    assert [(r.info.status, r.data.tags["ablate.status"]) for r in runs] == [
-        ("KILLED", "interrupted")
-    ] * 2
+    assert len(runs) == 3
+    assert sorted((r.info.status, r.data.tags["ablate.status"]) for r in runs) == [
+        ("KILLED", "interrupted"),
+        ("KILLED", "interrupted"),
+        ("SCHEDULED", "pending"),
+    ]
     parent = client.get_run(runs[0].data.tags["mlflow.parentRunId"])
     assert parent.info.status == "KILLED"
     stopped_at = newest_checkpoints(storage, "stopme")
@@ -353,11 +359,11 @@ def test_sigterm_and_ctrl_c_stop_gracefully_and_resume(ablate, tmp_path, how):
     code, output = ablate.finish(rerun, 300, tag="second")
     assert code == 0, output[-3000:]
     client, runs = trial_runs(db, "stopme")
-    assert len(runs) == 2
+    assert len(runs) == 3
     for run in runs:
         assert (run.info.status, run.data.tags["ablate.status"]) == ("FINISHED", "finished")
         key = run.data.tags["ablate.trial_key"]
-        assert int(run.data.tags["ablate.resumed_from"]) == stopped_at[key]
+        assert int(run.data.tags["ablate.resumed_from"]) == stopped_at.get(key, 0)
         assert_steps_once(client, run, iterations, every)
 
 

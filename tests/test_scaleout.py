@@ -181,14 +181,15 @@ def test_study_logs_over_http_to_a_real_mlflow_server(
 
 
 @pytest.mark.slow
-def test_ablate_ui_listens_on_loopback_only(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ablate_ui_on_loopback_stops_whole_and_refuses_a_busy_port(tmp_path, sig):
+    """`ablate ui` serves on 127.0.0.1 only; a second one on the same port is a one-line
+    error (exit 2); a signal to the `ablate` process alone (not its group) stops every
+    process of the MLflow server it started and frees the port."""
     db = tmp_path / "ui.db"
     port = free_port()
-    proc = start(
-        [str(BIN / "ablate"), "ui", "--tracking-uri", f"sqlite:///{db}", "--port", str(port)],
-        tmp_path,
-        "ui",
-    )
+    cmd = [str(BIN / "ablate"), "ui", "--tracking-uri", f"sqlite:///{db}", "--port", str(port)]
+    proc = start(cmd, tmp_path, "ui")
     family: dict[int, Proc] = {}
     try:
 
@@ -207,11 +208,36 @@ def test_ablate_ui_listens_on_loopback_only(tmp_path):
             with socket.socket() as s, pytest.raises(OSError):
                 s.settimeout(3)
                 s.connect((ip, port))  # the machine's other addresses are refused
-        assert any("mlflow" in t for t in alive(family).values())  # the server it started
+        servers = {p: t for p, t in alive(family).items() if "mlflow" in t and p != proc.pid}
+        assert servers  # the server it started, in processes of its own
+
+        second = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        assert second.returncode == 2
+        assert second.stderr.strip() == (
+            f"ablate: error: port {port} on 127.0.0.1 is in use (another `ablate ui` or "
+            "server?); stop it or choose another with --port"
+        )
+
+        # Every process of the server: all in the sessions of what ablate started.
+        sessions = _sessions(family)
+        members = {**family, **{p: v for p, v in procs().items() if _session(p) in sessions}}
+        os.kill(proc.pid, sig)  # the ablate process alone
+        assert proc.wait(timeout=30) == 130
+        wait_for(lambda: not alive(members), 30, "every server process to exit")
+        assert not listeners(port)
     finally:
         stop(proc, family)
-    assert not alive(family), alive(family)
-    assert not listeners(port)
+
+
+def _session(pid: int) -> int | None:
+    try:
+        return os.getsid(pid)
+    except ProcessLookupError:
+        return None
+
+
+def _sessions(family: dict[int, Proc]) -> set[int]:
+    return {sid for sid in (_session(p) for p in alive(family)) if sid is not None}
 
 
 # -- a real Ray cluster -----------------------------------------------------------------
@@ -367,3 +393,96 @@ def test_same_study_and_seeds_give_identical_metrics_in_fresh_runs(
     assert one == two
     # Not vacuous: the compared numbers differ where the settings differ.
     assert one["shortcut=A seed=0"]["train/loss"] != one["shortcut=none seed=0"]["train/loss"]
+
+
+# -- checkpoints in a bucket ------------------------------------------------------------
+
+S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "ablate-test",
+    "AWS_SECRET_ACCESS_KEY": "ablate-test",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+
+
+@pytest.fixture
+def s3_bucket(tmp_path):
+    """A real S3 API on 127.0.0.1 (moto's stand-alone server, from PyPI) with an empty
+    bucket; yields the pyarrow URI of a folder in it."""
+    import pyarrow.fs
+
+    port = free_port()
+    proc = start([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], tmp_path, "s3")
+    family: dict[int, Proc] = {}
+    try:
+
+        def up():
+            family.update(tree(proc.pid))
+            return http_ok(f"http://127.0.0.1:{port}/")
+
+        wait_for(up, 60, "the S3 server", proc)
+        uri = f"s3://ablate-test/results?endpoint_override=127.0.0.1:{port}&scheme=http"
+        os.environ.update(S3_ENV)
+        maker, _ = pyarrow.fs.FileSystem.from_uri(uri + "&allow_bucket_creation=true")
+        maker.create_dir("ablate-test")
+        fs, _ = pyarrow.fs.FileSystem.from_uri(uri)
+        yield uri, fs
+    finally:
+        for key in S3_ENV:
+            os.environ.pop(key, None)
+        stop(proc, family)
+
+
+@pytest.mark.slow
+def test_checkpoints_live_in_a_bucket_and_a_rerun_resumes_from_them(s3_bucket, tmp_path):
+    """`--storage s3://...`: no checkpoint touches the local disk; a study stopped
+    part-way resumes, in a fresh `ablate run`, from the checkpoint in the bucket."""
+    import pyarrow.fs
+    from test_faults import Ablate, assert_steps_once, study_yaml, trial_runs
+
+    uri, fs = s3_bucket
+    iterations, every = 120, 20
+    (tmp_path / "s.yaml").write_text(study_yaml("bucket", iterations, every, seeds="[0]"))
+    db = tmp_path / "m.db"
+    runner = Ablate(tmp_path)
+    runner.env.update(S3_ENV)
+    args = ["run", "s.yaml", "--quiet", "--tracking-uri", f"sqlite:///{db}", "--storage", uri]
+    try:
+        proc = runner.start(*args, tag="first")
+
+        def checkpointed() -> int:
+            runner.watch(proc)
+            try:
+                (run,) = trial_runs(db, "bucket")[1]
+            except Exception:  # noqa: BLE001 - the store or its run is not there yet
+                return 0
+            path = run.data.tags.get("ablate.checkpoint", "")
+            if not path:
+                return 0
+            with fs.open_input_stream(f"{path}/meta.json") as f:
+                at = json.loads(f.read())["iteration"]
+            return at if 2 * every <= at < iterations - every else 0
+
+        wait_for(checkpointed, 240, "a checkpoint part-way, in the bucket", proc)
+        os.kill(proc.pid, signal.SIGTERM)
+        code, output = runner.finish(proc, 60, tag="first")
+        assert code == 130, output[-3000:]
+        (run,) = trial_runs(db, "bucket")[1]
+        stopped_at = run.data.tags["ablate.checkpoint"]
+        assert stopped_at.startswith("ablate-test/results/bucket-")
+        with fs.open_input_stream(f"{stopped_at}/meta.json") as f:
+            stopped_iteration = json.loads(f.read())["iteration"]
+        in_bucket = fs.get_file_info(pyarrow.fs.FileSelector("ablate-test", recursive=True))
+        assert any(i.path.endswith("/state.pt") for i in in_bucket)
+        local = [p for p in tmp_path.rglob("*") if p.name in ("state.pt", "meta.json")]
+        assert not local and not (tmp_path / "ablate-results").exists()
+
+        rerun = runner.start(*args, tag="second")
+        code, output = runner.finish(rerun, 300, tag="second")
+        assert code == 0, output[-3000:]
+        client, (run,) = trial_runs(db, "bucket")
+        assert (run.info.status, run.data.tags["ablate.status"]) == ("FINISHED", "finished")
+        assert int(run.data.tags["ablate.resumed_from"]) == stopped_iteration
+        assert_steps_once(client, run, iterations, every)
+    finally:
+        runner.close()
