@@ -157,7 +157,7 @@ def _plan(args: argparse.Namespace):
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from ablations.describe import describe, estimate
+    from ablations.describe import describe, estimate, render, seed_plan
     from ablations.store import check_store, resolve_uri
 
     plan = _plan(args)
@@ -165,87 +165,11 @@ def cmd_show(args: argparse.Namespace) -> int:
     view = describe(plan)
     view["estimate"] = estimate(plan, view, args.tracking_uri)
     if args.effect is not None:
-        view["seed_plan"] = _seed_plan(plan, args.effect, args.tracking_uri)
-    if args.json:
-        print(json.dumps(view, default=str))
-        return 0
-    print(f"{view['experiment']}: {view['question']}")
-    print(
-        f"dataset {view['dataset']}; {view['arms']} arms x {len(view['seeds'])} seeds "
-        f"{view['seeds']} = {len(view['trials'])} trials"
-    )
-    for note in view["notes"]:
-        print(f"note: {note}")
-    if view["nuisance"]:
-        n = view["nuisance"]
-        print(
-            f"nuisance: {n['trials']} Optuna trials per arm over {n['search_space']} "
-            f"({n['iterations'] or 'full'} iterations each), then the seeds at the best point"
-        )
-    print(f"{'trial':<40} {'params':>11} {'MACs':>9} {'iterations':>10} {'time':>9}")
-    per_trial = view["estimate"].get("per_trial_s", {})
-    for row in view["trials"]:
-        seconds = per_trial.get(row["trial"])
-        print(
-            f"{row['trial']:<40} {row['params']:>11,} {row['macs'] / 1e6:>8.1f}M "
-            f"{row['iterations']:>10,} {_duration(seconds):>9}"
-        )
-    total = view["total_training_macs"]
-    print(
-        f"compute: about {total:.3g} multiply-accumulates in training "
-        f"({total / 1e15:.2f} PMAC; forward + backward = 3x forward)"
-    )
-    print(f"runs {view['placement']}")
-    est = view["estimate"]
-    if est.get("total_s") is not None:
-        print(f"time: about {_duration(est['total_s'])} ({est['basis']})")
-    else:
-        print(f"time: no estimate ({est['basis']})")
-    if "seed_plan" in view:
-        print(view["seed_plan"]["text"])
+        if not args.effect > 0:
+            raise UsageError(f"--effect {args.effect:g}: must be a positive number of points")
+        view["seed_plan"] = seed_plan(plan, args.effect, args.tracking_uri)
+    print(json.dumps(view, default=str) if args.json else render(view))
     return 0
-
-
-def _seed_plan(plan, effect: float, tracking_uri: str | None) -> dict:
-    """Seeds per arm to detect a difference of `effect` points (alpha 0.05, power 0.8),
-    with the seed-to-seed spread measured in the store, else a stated prior."""
-    from ablations.store import resolve_uri
-    from reports import stats
-    from reports.fetch import seed_spread
-
-    if not effect > 0:
-        raise UsageError(f"--effect {effect:g}: must be a positive number of points")
-    uri = resolve_uri(tracking_uri)
-    measured = None
-    if not (uri.startswith("sqlite:///") and not os.path.exists(uri.removeprefix("sqlite:///"))):
-        try:
-            measured = seed_spread(plan.experiment, uri)
-        except Exception:  # noqa: BLE001 - no readable study there: fall back on the prior
-            measured = None
-    if measured is not None:
-        sd, dof = measured
-        basis = f"seed-to-seed SD {sd:.2f} points measured in the store ({dof} d.o.f.)"
-    else:
-        sd = stats.PRIOR_SEED_SD
-        basis = f"prior seed-to-seed SD {sd:.2f} points ({stats.PRIOR_SEED_SD_SOURCE})"
-    seeds = stats.seeds_needed(effect, sd)
-    return {
-        "effect": effect,
-        "sd": sd,
-        "seeds_per_arm": seeds,
-        "text": f"seeds: {seeds} per arm detect a {effect:g}-point difference "
-        f"(two-sided alpha 0.05, power 0.8; {basis})",
-    }
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds >= 3600:
-        return f"{seconds / 3600:.1f} h"
-    if seconds >= 60:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds:.0f} s"
 
 
 def cmd_run(args: argparse.Namespace) -> int:

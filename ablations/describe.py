@@ -183,3 +183,82 @@ def _measure(plan: Plan, view: dict) -> dict | None:
         "basis": f"two training steps of {trial.arm} measured on this machine ({where}), "
         "scaled by each trial's MACs: a rough estimate",
     }
+
+
+def render(view: dict) -> str:
+    """The plan as `ablate show` prints it."""
+    lines = [
+        f"{view['experiment']}: {view['question']}",
+        f"dataset {view['dataset']}; {view['arms']} arms x {len(view['seeds'])} seeds "
+        f"{view['seeds']} = {len(view['trials'])} trials",
+    ]
+    lines += [f"note: {note}" for note in view["notes"]]
+    if view["nuisance"]:
+        n = view["nuisance"]
+        lines.append(
+            f"nuisance: {n['trials']} Optuna trials per arm over {n['search_space']} "
+            f"({n['iterations'] or 'full'} iterations each), then the seeds at the best point"
+        )
+    lines.append(f"{'trial':<40} {'params':>11} {'MACs':>9} {'iterations':>10} {'time':>9}")
+    per_trial = view["estimate"].get("per_trial_s", {})
+    for row in view["trials"]:
+        lines.append(
+            f"{row['trial']:<40} {row['params']:>11,} {row['macs'] / 1e6:>8.1f}M "
+            f"{row['iterations']:>10,} {duration(per_trial.get(row['trial'])):>9}"
+        )
+    total = view["total_training_macs"]
+    lines.append(
+        f"compute: about {total:.3g} multiply-accumulates in training "
+        f"({total / 1e15:.2f} PMAC; forward + backward = 3x forward)"
+    )
+    lines.append(f"runs {view['placement']}")
+    est = view["estimate"]
+    if est.get("total_s") is not None:
+        lines.append(f"time: about {duration(est['total_s'])} ({est['basis']})")
+    else:
+        lines.append(f"time: no estimate ({est['basis']})")
+    if "seed_plan" in view:
+        lines.append(view["seed_plan"]["text"])
+    return "\n".join(lines)
+
+
+def seed_plan(plan: Plan, effect: float, tracking_uri: str | None) -> dict:
+    """Seeds per arm to detect a difference of `effect` points (two-sided alpha 0.05,
+    power 0.8), with the seed-to-seed spread measured in the store when the study has
+    finished seeds there, else a stated prior."""
+    from ablations.store import resolve_uri
+    from reports import stats
+    from reports.fetch import seed_spread
+
+    uri = resolve_uri(tracking_uri)
+    measured = None
+    if not (uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists()):
+        try:
+            measured = seed_spread(plan.experiment, uri)
+        except Exception:  # noqa: BLE001 - no readable study there: fall back on the prior
+            measured = None
+    if measured is not None:
+        sd, dof = measured
+        basis = f"seed-to-seed SD {sd:.2f} points measured in the store ({dof} d.o.f.)"
+    else:
+        sd = stats.PRIOR_SEED_SD
+        basis = f"prior seed-to-seed SD {sd:.2f} points ({stats.PRIOR_SEED_SD_SOURCE})"
+    seeds = stats.seeds_needed(effect, sd)
+    return {
+        "effect": effect,
+        "sd": sd,
+        "measured": measured is not None,
+        "seeds_per_arm": seeds,
+        "text": f"seeds: {seeds} per arm detect a {effect:g}-point difference "
+        f"(two-sided alpha 0.05, power 0.8; {basis})",
+    }
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds:.0f} s"

@@ -1,7 +1,9 @@
 """A study file becomes a plan: every trial (arm x seed) with its full settings, the data
 set, the nuisance search space and the placement, checked whole before anything is
 written or started (docs/design.md §5b). `ablate show` prints a plan; `ablate run` runs
-one; both make it here, so they refuse exactly the same inputs.
+one; both make it here, so they refuse exactly the same inputs. Every check that needs
+no training lives in this module (a little over 300 lines), so there is one place to look
+for what a plan guarantees.
 """
 
 from __future__ import annotations

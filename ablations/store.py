@@ -3,6 +3,9 @@ study machinery goes through here, each with retries on a locked SQLite store.
 
 Only the driver writes (from the trial events Ray relays), so concurrent trials never
 contend for the store; the retries are for two studies sharing one SQLite file.
+
+One class over 300 lines on purpose: it is the whole of what ablate writes to MLflow, so
+the contract of docs/tracking.md can be read (and changed) in one place.
 """
 
 from __future__ import annotations
@@ -10,17 +13,15 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
-import random
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
+from ablations.connect import creating_tables, probe, resolve_uri, retry
 from ablations.errors import AblateError
 
-T = TypeVar("T")
+__all__ = ["Store", "StudyRecord", "check_store", "probe", "resolve_uri", "retry"]
 TERMINAL = ("finished", "diverged")
 METRIC_KEYS = (
     "train/loss",
@@ -35,43 +36,6 @@ METRIC_KEYS = (
 REASON_LIMIT = 5000  # MLflow keeps tag values up to 8000 characters
 
 
-def resolve_uri(uri: str | None) -> str:
-    """`--tracking-uri`, else MLFLOW_TRACKING_URI, else `sqlite:///<cwd>/mlflow.db`, resolved
-    to an absolute path once, on the driver (reruns from elsewhere see the same store)."""
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
-    if not uri:
-        return f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return f"sqlite:///{Path(uri.removeprefix('sqlite:///')).resolve()}"
-    return uri
-
-
-def probe(uri: str) -> None:
-    """Fail fast on a store that cannot work, before anything is written: the one
-    reachability check, shared with the reports (reports.fetch.probe_server)."""
-    if uri.startswith(("http://", "https://")):
-        from reports.errors import ReportError
-        from reports.fetch import probe_server
-
-        try:
-            probe_server(uri)
-        except ReportError as err:
-            raise AblateError(
-                f"{err}; start it, or drop --tracking-uri to use ./mlflow.db"
-            ) from None
-    elif uri.startswith("sqlite:///"):
-        folder = Path(uri.removeprefix("sqlite:///")).parent
-        if not folder.is_dir():
-            raise AblateError(
-                f"tracking store folder {folder} does not exist; create it or "
-                "choose another --tracking-uri"
-            )
-    elif not uri.startswith(("file:", "databricks", "postgresql", "mysql")):
-        raise AblateError(
-            f"tracking URI {uri!r}: use sqlite:///PATH, http(s)://HOST:PORT or file:PATH"
-        )
-
-
 def check_store(plan, uri: str) -> None:
     """What `show` and `run` both check of the store before anything is written: it is
     reachable, and it holds no other study under this study's name. A SQLite store that
@@ -80,18 +44,6 @@ def check_store(plan, uri: str) -> None:
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
         return
     Store(uri).check_study(plan)
-
-
-def retry(call: Callable[[], T], attempts: int = 8) -> T:
-    """Retry a store call on SQLite's 'database is locked' (another study writing)."""
-    for i in range(attempts):
-        try:
-            return call()
-        except Exception as err:  # noqa: BLE001 - only lock errors are retried
-            if "locked" not in str(err).lower() or i == attempts - 1:
-                raise
-            time.sleep(0.05 * 2**i + random.random() * 0.05)
-    raise AssertionError("unreachable")
 
 
 def metric_arm(arm: str) -> str:
@@ -112,7 +64,7 @@ class Store:
         from mlflow.tracking import MlflowClient
 
         self.uri = uri
-        with _creating_tables(uri):
+        with creating_tables(uri):
             self.client = MlflowClient(tracking_uri=uri)
 
     # -- the study: experiment and parent run ---------------------------------------------
@@ -442,26 +394,3 @@ def _code_tags(code: dict, source: str) -> dict[str, str]:
         tags["mlflow.source.git.commit"] = code["commit"]
         tags["ablate.git_dirty"] = "true" if code["dirty"] else "false"
     return tags
-
-
-@contextlib.contextmanager
-def _creating_tables(uri: str):
-    """MLflow creates (and migrates) a new SQLite store's tables when a client opens it; two
-    studies starting at once would both migrate and one fails ("duplicate column name:
-    step"). A lock per database file, in the temp folder so that nothing lands beside the
-    store, makes the second wait until the first has opened it."""
-    if not uri.startswith("sqlite:///"):
-        yield
-        return
-    import fcntl
-    import hashlib
-    import tempfile
-
-    db = uri.removeprefix("sqlite:///")
-    name = f"ablate-mlflow-{hashlib.sha256(db.encode()).hexdigest()[:16]}.lock"
-    fd = os.open(Path(tempfile.gettempdir()) / name, os.O_RDONLY | os.O_CREAT, 0o666)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)

@@ -6,13 +6,13 @@ checkpoints where it likes through the `Checkpoints` protocol (resnet/checkpoint
 
 `train` is three steps: `_setup` (model, optimizer, schedule, the batches and evaluation
 sets of the data), `_restore` (a checkpoint, if any) and `_loop` (steps, evaluations,
-checkpoints, stop and divergence).
+checkpoints, stop and divergence). They stay in this one module, a little over 300
+lines, because each only makes sense beside the function that sequences them.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +25,8 @@ from resnet.checkpoint import Checkpoints, FolderCheckpoints
 from resnet.complexity import count_macs, count_params, input_size
 from resnet.config import TrainConfig
 from resnet.data import load_dataset
-from resnet.errors import CheckpointMismatch, DataError, DeviceError
+from resnet.device import Clock, compile_mode, resolve_device
+from resnet.errors import CheckpointMismatch, DataError
 from resnet.measure import evaluate, layer_responses
 from resnet.model import build
 from resnet.schedule import LRSchedule
@@ -85,20 +86,6 @@ class TrainResult:
             "params": self.params,
             "macs": self.macs,
         }
-
-
-def compile_mode(device: torch.device) -> str:
-    """CUDA graphs on a GPU: a CIFAR ResNet step is hundreds of small kernels whose launch
-    overhead dominates; inductor's default on CPU (no graphs there)."""
-    return "reduce-overhead" if device.type == "cuda" else "default"
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise DeviceError(f"device {name!r} asked for, but no CUDA GPU is visible; use cpu or auto")
-    return torch.device(name)
 
 
 @dataclass
@@ -309,7 +296,7 @@ def _loop(
     """Train from state.iteration to config.iterations; returns (status, diverged_at)."""
     status, diverged_at = "finished", None
     it = state.iteration
-    clock = _Clock(device.type == "cuda")
+    clock = Clock(device.type == "cuda")
     window_images = 0
     schedule = setup.schedule
     setup.model.train()
@@ -355,29 +342,6 @@ def _loop(
     state.iteration = it
     state.wall_time_s += clock.total()
     return status, diverged_at
-
-
-class _Clock:
-    """Seconds between laps (synchronizing the GPU first) and in total since last read."""
-
-    def __init__(self, cuda: bool):
-        self.cuda = cuda
-        self.last_lap = self.last_total = time.perf_counter()
-
-    def _now(self) -> float:
-        if self.cuda:
-            torch.cuda.synchronize()
-        return time.perf_counter()
-
-    def lap(self) -> float:
-        now = self._now()
-        seconds, self.last_lap = now - self.last_lap, now
-        return seconds
-
-    def total(self) -> float:
-        now = self._now()
-        seconds, self.last_total = now - self.last_total, now
-        return seconds
 
 
 def _record(it: int, lr: float, step: Step, images_per_s: float) -> dict:
