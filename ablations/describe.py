@@ -50,7 +50,9 @@ def describe(plan: Plan) -> dict:
     total_macs = 0.0
     for trial in plan.trials:
         spec = trial.config.model_spec(plan.data["num_classes"], plan.data["in_channels"])
-        counts = cache.setdefault(spec, complexity(spec))
+        if spec not in cache:
+            cache[spec] = complexity(spec)
+        counts = cache[spec]
         train_macs = 3 * counts["macs"] * trial.config.batch_size * trial.config.iterations
         total_macs += train_macs
         rows.append(

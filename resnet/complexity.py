@@ -1,4 +1,5 @@
-"""Parameter and multiply-accumulate counts, by torch's own machinery (no hand formulas)."""
+"""Parameter and multiply-accumulate counts of a model, on the meta device (no memory, no
+compute, even for ResNet-1202)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import copy
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from resnet.model import build
 from resnet.spec import ModelSpec
@@ -22,28 +22,51 @@ def count_params(model: nn.Module) -> int:
 
 
 def count_macs(model: nn.Module, size: int, in_channels: int = 3) -> int:
-    """Forward multiply-accumulates for one image. FlopCounterMode counts convs and
-    matmuls and reports FLOPs = 2 x MACs; BN, ReLU, pooling and additions are not counted
-    (neither does the paper)."""
+    """Forward multiply-accumulates for one image: every conv (output elements x input
+    channels per group x kernel area) and linear layer (inputs x outputs), from the shapes
+    one forward pass gives. BN, ReLU, pooling and additions are not counted (neither does
+    the paper). The tests check it against torch's FlopCounterMode, which counts the same
+    at several times the cost (`ablate show` counts many nets).
+
+    The pass runs on the CPU over zeroed weights (only shapes matter): on the meta device
+    the first ReLU or BN loads torch's compiler stack, a second and a half."""
     was_training = model.training
     model.eval()
+    total = 0
+
+    def count(module: nn.Module, _inputs, out: torch.Tensor) -> None:
+        nonlocal total
+        if isinstance(module, nn.Conv2d):
+            k = module.kernel_size[0] * module.kernel_size[1]
+            total += out.numel() * module.in_channels // module.groups * k
+        else:
+            total += out.numel() * module.in_features
+
+    shapes = copy.deepcopy(model) if not next(model.parameters()).is_meta else model
+    shapes = shapes.to_empty(device="cpu")
+    with torch.no_grad():
+        for t in (*shapes.parameters(), *shapes.buffers()):
+            t.zero_()  # garbage memory may hold denormals, which are slow to compute on
+    for m in shapes.modules():
+        if isinstance(m, nn.Conv2d | nn.Linear):
+            m.register_forward_hook(count)
+    threads = torch.get_num_threads()
+    # One thread: a batch of one is too small to share, and OpenMP threads wait many-fold
+    # longer than they compute when another process uses the cores.
+    torch.set_num_threads(1)
     try:
-        with torch.device("meta"):
-            x = torch.empty(1, in_channels, size, size)
-        # Counting on the meta device costs no memory or compute, even for ResNet-1202.
-        on_meta = next(model.parameters()).is_meta
-        meta = model if on_meta else copy.deepcopy(model).to("meta")
-        with FlopCounterMode(display=False) as counter, torch.no_grad():
-            meta(x)
-        return counter.get_total_flops() // 2
+        with torch.inference_mode():
+            shapes(torch.zeros(1, in_channels, size, size))
+        return total
     finally:
+        torch.set_num_threads(threads)
         model.train(was_training)
 
 
 def complexity(spec: ModelSpec) -> dict[str, int]:
-    """`{"params": ..., "macs": ...}` for a spec, counted on the meta device."""
+    """`{"params": ..., "macs": ...}` for a spec (built on the meta device: no init)."""
     with torch.device("meta"):
-        model = build(spec)
+        model = build(spec, init=False)
     return {
         "params": count_params(model),
         "macs": count_macs(model, input_size(spec), spec.in_channels),

@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchvision.datasets import CIFAR10, CIFAR100
 
 from resnet.errors import DataError
 from resnet.folder import cached_decode, image_size, is_small, scan_folder
@@ -37,7 +36,16 @@ __all__ = [
 ]
 
 DATASETS = ("cifar10", "cifar100", "digits", "imagefolder:<path>")
-_CIFAR = {"cifar10": CIFAR10, "cifar100": CIFAR100}
+# The official python archives' folder and files, as torchvision reads them (the tests pin
+# these against torchvision's own lists); checking presence needs no torchvision import.
+_CIFAR_FILES = {
+    "cifar10": (
+        "cifar-10-batches-py",
+        ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5"),
+        ("test_batch",),
+    ),
+    "cifar100": ("cifar-100-python", ("train",), ("test",)),
+}
 _CIFAR_TRAIN_IMAGES = 50_000
 _DIGITS_TEST_SIZE = 297
 _DIGITS_IMAGES = 1797
@@ -47,18 +55,23 @@ def _unknown(name: str) -> DataError:
     return DataError(f"unknown dataset {name!r}; allowed: {', '.join(DATASETS)}")
 
 
+def _cifar_class(name: str):
+    from torchvision.datasets import CIFAR10, CIFAR100  # seconds to import: only when used
+
+    return CIFAR10 if name == "cifar10" else CIFAR100
+
+
 def _cifar_files(name: str, data_dir: Path) -> list[Path]:
-    cls = _CIFAR[name]
-    folder = data_dir / cls.base_folder
-    return [folder / f for f, _ in (*cls.train_list, *cls.test_list)]
+    folder, train, test = _CIFAR_FILES[name]
+    return [data_dir / folder / f for f in (*train, *test)]
 
 
 def _cifar_missing(name: str, data_dir: Path, reason: str = "") -> DataError:
-    cls = _CIFAR[name]
     why = f" and could not be downloaded ({reason})" if reason else ""
     return DataError(
-        f"{name} not found in {data_dir}{why}; put the official {cls.base_folder} there "
-        "(or let `ablate run` download it), or use --dataset imagefolder:<path> or digits"
+        f"{name} not found in {data_dir}{why}; put the official {_CIFAR_FILES[name][0]} "
+        "there (or let `ablate run` download it), or use --dataset imagefolder:<path> or "
+        "digits"
     )
 
 
@@ -70,7 +83,7 @@ def dataset_info(name: str, data_dir: str | Path = "./data") -> dict:
     Raises DataError for an unknown name or a bad image folder.
     """
     data_dir = Path(data_dir).expanduser().resolve()
-    if name in _CIFAR:
+    if name in _CIFAR_FILES:
         present = all(p.is_file() for p in _cifar_files(name, data_dir))
         return {
             "num_classes": 10 if name == "cifar10" else 100,
@@ -78,7 +91,7 @@ def dataset_info(name: str, data_dir: str | Path = "./data") -> dict:
             "image_size": 32,
             "train_images": _CIFAR_TRAIN_IMAGES,
             "present": present,
-            "location": str(data_dir / _CIFAR[name].base_folder),
+            "location": str(data_dir / _CIFAR_FILES[name][0]),
         }
     if name == "digits":
         return {
@@ -120,14 +133,15 @@ def ensure_available(name: str, data_dir: str | Path = "./data", download: bool 
     # Into a temporary folder first: a failed download leaves nothing behind, and a
     # finished one appears whole.
     with tempfile.TemporaryDirectory(prefix="ablate-download-") as tmp:
+        cls = _cifar_class(name)
         try:
-            _CIFAR[name](root=tmp, train=True, download=True)
-            _CIFAR[name](root=tmp, train=False, download=True)
+            cls(root=tmp, train=True, download=True)
+            cls(root=tmp, train=False, download=True)
         except Exception as e:  # any network or archive failure ends the same way
             reason = f"offline? {type(e).__name__}: {e}".splitlines()[0][:160]
             raise _cifar_missing(name, data_dir, reason) from None
         data_dir.mkdir(parents=True, exist_ok=True)
-        folder = _CIFAR[name].base_folder
+        folder = cls.base_folder
         shutil.rmtree(data_dir / folder, ignore_errors=True)  # an incomplete earlier copy
         shutil.move(str(Path(tmp) / folder), data_dir / folder)
     return dataset_info(name, data_dir)
@@ -145,7 +159,7 @@ def load_dataset(
     otherwise; the split is a randperm seeded with split_seed. Never downloads.
     """
     data_dir = Path(data_dir).expanduser().resolve()
-    if name in _CIFAR:
+    if name in _CIFAR_FILES:
         x, y, tx, ty, k = _load_cifar(name, data_dir)
     elif name == "digits":
         x, y, tx, ty, k = _load_digits()
@@ -164,14 +178,14 @@ Arrays = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]
 
 
 def _load_cifar(name: str, data_dir: Path) -> Arrays:
-    cls = _CIFAR[name]
+    cls = _cifar_class(name)
     try:
         train = cls(root=str(data_dir), train=True, download=False)
         test = cls(root=str(data_dir), train=False, download=False)
     except RuntimeError:  # missing or corrupted: torchvision checks each file's md5
         raise _cifar_missing(name, data_dir) from None
 
-    def arrays(ds: CIFAR10) -> tuple[torch.Tensor, torch.Tensor]:
+    def arrays(ds) -> tuple[torch.Tensor, torch.Tensor]:
         # .data is N x H x W x C uint8
         x = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
         return x, torch.tensor(ds.targets, dtype=torch.int64)

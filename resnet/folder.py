@@ -12,14 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
 from resnet.errors import DataError
-
-try:  # deprecated since torchvision 0.29 (TorchCodec replaces it); PIL decodes without it
-    from torchvision.io import ImageReadMode, decode_image, decode_jpeg
-except ImportError:
-    decode_image = decode_jpeg = None
 
 # Folders whose images are all at most this size are decoded once and held in memory.
 SMALL_IMAGE_MAX = 64
@@ -40,6 +34,9 @@ def scan_folder(name: str) -> tuple[Path, list[str], list, list]:
     eval_dir = next((root / d for d in ("test", "val") if (root / d).is_dir()), None)
     if eval_dir is None:
         raise DataError(f"imagefolder:{root} has neither test/ nor val/; {LAYOUT}")
+    # torchvision loads in seconds; only what reads a folder pays for it.
+    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+
     try:
         classes, class_to_idx = find_classes(root / "train")
         train = make_dataset(root / "train", class_to_idx, extensions=IMG_EXTENSIONS)
@@ -157,6 +154,7 @@ def _decode_all(root: Path, rels: list[str], raw: list[bytes]) -> torch.Tensor:
             )
         out[i] = img
 
+    ImageReadMode, _, decode_jpeg = _decoders()
     jpeg = [i for i, d in enumerate(raw) if decode_jpeg and d[:2] == b"\xff\xd8"]
     other = sorted(set(range(len(raw))) - set(jpeg))
     with warnings.catch_warnings():
@@ -176,11 +174,22 @@ def _decode_all(root: Path, rels: list[str], raw: list[bytes]) -> torch.Tensor:
     return out
 
 
+def _decoders():
+    """torchvision.io's decoders, or (None, None, None) where it lacks them (deprecated
+    since torchvision 0.29, TorchCodec replaces it; PIL decodes without them)."""
+    try:
+        from torchvision.io import ImageReadMode, decode_image, decode_jpeg
+    except ImportError:
+        return None, None, None
+    return ImageReadMode, decode_image, decode_jpeg
+
+
 def _as_tensor(data: bytes) -> torch.Tensor:
     return torch.frombuffer(bytearray(data), dtype=torch.uint8)  # writable copy, no warning
 
 
 def _decode_one(root: Path, rel: str, data: bytes) -> torch.Tensor:
+    ImageReadMode, decode_image, _ = _decoders()
     if decode_image is not None:
         try:
             return decode_image(_as_tensor(data), mode=ImageReadMode.RGB)

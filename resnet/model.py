@@ -108,7 +108,7 @@ class Unit(nn.Module):
 class ResNet(nn.Module):
     """stem - stages of units - (final BN-ReLU if pre-activation) - global pool - linear."""
 
-    def __init__(self, spec: ModelSpec):
+    def __init__(self, spec: ModelSpec, init: bool = True):
         super().__init__()
         self.spec = spec
         w = spec.width
@@ -133,7 +133,8 @@ class ResNet(nn.Module):
             nn.Sequential(nn.BatchNorm2d(cin), nn.ReLU()) if spec.preactivation else nn.Identity()
         )
         self.fc = nn.Linear(cin, spec.num_classes)
-        init_weights(self)
+        if init:
+            init_weights(self)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.stages(self.pool_in(self.stem(x)))
@@ -158,9 +159,10 @@ def init_weights(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def build(spec: ModelSpec) -> ResNet:
-    """Build the network a spec describes."""
-    return ResNet(spec)
+def build(spec: ModelSpec, init: bool = True) -> ResNet:
+    """Build the network a spec describes; `init=False` leaves PyTorch's default init (for
+    counting on the meta device, where the paper's init costs a second to set up)."""
+    return ResNet(spec, init)
 
 
 def response_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:

@@ -109,31 +109,35 @@ class Step:
         self._cuda_graph.replay()
 
     def _capture(self) -> None:
-        """Warm up on a side stream (cuDNN picks its kernels, the optimizer makes its
-        momentum buffers), put every value back as it was, then record the body.
-
-        Restoring in place keeps the tensors the graph will read and write; a momentum
-        buffer made by the warm-up is zeroed, which is what a fresh SGD would use (its
-        first update with dampening 0 sets the buffer to the gradient, as 0.9 * 0 + g)."""
-        params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        had_buffer = {id(p) for p in params if "momentum_buffer" in self.optimizer.state[p]}
-        saved = [t.detach().clone() for t in self._state_tensors()]
+        """Warm up on a side stream, then record the body once as a CUDA graph."""
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
-            for _ in range(3):
-                self._body(self._x, self._y, self._it)
+            self._warm_up()
         torch.cuda.current_stream().wait_stream(side)
+        self.optimizer.zero_grad(set_to_none=True)  # grads get allocated in the graph
+        self._cuda_graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self._cuda_graph):
+            self._body(self._x, self._y, self._it, set_to_none=False)
+
+    def _warm_up(self, steps: int = 3) -> None:
+        """Run the body `steps` times (cuDNN picks its kernels, SGD makes its momentum
+        buffers), then put every value back as it was, in place, so the graph records the
+        tensors training goes on with. A momentum buffer the warm-up made is zeroed: a
+        fresh SGD's first update (dampening 0) sets the buffer to the gradient, and so
+        does 0.9 * 0 + g. Device-agnostic, so the tests run it on CPU."""
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        had_buffer = {id(p) for p in params if "momentum_buffer" in self.optimizer.state[p]}
+        targets = self._state_tensors()  # as they are now: buffers made below are not in it
+        saved = [t.detach().clone() for t in targets]
+        for _ in range(steps):
+            self._body(self._x, self._y, self._it)
         with torch.no_grad():
-            for tensor, value in zip(self._state_tensors(), saved, strict=True):
+            for tensor, value in zip(targets, saved, strict=True):
                 tensor.copy_(value)
             for p in params:
                 if id(p) not in had_buffer:
                     self.optimizer.state[p]["momentum_buffer"].zero_()
-        self.optimizer.zero_grad(set_to_none=True)
-        self._cuda_graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self._cuda_graph):
-            self._body(self._x, self._y, self._it, set_to_none=False)
 
     def _state_tensors(self) -> list[Tensor]:
         """Everything a step changes besides gradients: weights, running statistics and

@@ -156,6 +156,16 @@ def test_cifar_reads_official_format(tmp_path, monkeypatch, cls):
     assert dataset_info(name)["num_classes"] == s.num_classes
 
 
+def test_cifar_file_lists_are_torchvisions():
+    """Presence is checked without importing torchvision (a CLI that answers at once);
+    the file lists it checks are torchvision's own."""
+    for name, cls in (("cifar10", CIFAR10), ("cifar100", CIFAR100)):
+        folder, train, test = data._CIFAR_FILES[name]
+        assert folder == cls.base_folder
+        assert list(train) == [f for f, _ in cls.train_list]
+        assert list(test) == [f for f, _ in cls.test_list]
+
+
 def test_cifar_default_validation_size_is_5000(tmp_path, monkeypatch):
     write_cifar(tmp_path, CIFAR10, monkeypatch)  # 30 training images < 5000
     with pytest.raises(DataError) as e:

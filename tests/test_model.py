@@ -203,3 +203,27 @@ def test_cli_model_json_and_bad_spec():
     bad = subprocess.run([*run, "model", "--depth", "33"], capture_output=True, text=True)
     assert bad.returncode == 2
     assert bad.stderr.count("\n") == 1 and "depth" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        ModelSpec(depth=20, shortcut="B"),
+        ModelSpec(depth=29, bottleneck=True, shortcut="C"),
+        ModelSpec(depth=20, skip_length=3, preactivation=True),
+        ModelSpec(depth=50, stem="imagenet", num_classes=1000),
+    ],
+    ids=["cifar-B", "cifar-bottleneck-C", "cifar-k3-preact", "imagenet-50"],
+)
+def test_mac_count_agrees_with_torchs_flop_counter(spec):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counted = complexity(spec)["macs"]
+    with torch.device("meta"):
+        model = build(spec).eval()
+        x = torch.empty(
+            1, 3, 32 if spec.stem == "cifar" else 224, 32 if spec.stem == "cifar" else 224
+        )
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(x)
+    assert counted == counter.get_total_flops() // 2

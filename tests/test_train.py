@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -272,6 +273,31 @@ def test_graph_step_keeps_state_in_place_and_resumes_exactly(digits, tmp_path):
     assert [t.data_ptr() for t in step._state_tensors()] == ptrs
     assert opt.param_groups[0]["lr"].item() == pytest.approx(0.1 / 3)
     assert step._it.item() == 3 and step.window()[2] == 4 * 32
+
+    # The warm-up before a capture leaves no trace: after it (a fresh optimizer, then a
+    # resumed one), the next step gives what an untouched eager step gives.
+    for resumed in (False, True):
+        model = build(TrainConfig(**TINY).model_spec())
+        opt = make_optimizer(model, 0.1, 0.9, 1e-4)
+        if resumed:
+            Step(model, opt, torch.device("cpu"))(x, y, 0.1, 0)
+        twin = copy.deepcopy(model)
+        twin_opt = make_optimizer(twin, 0.1, 0.9, 1e-4)
+        twin_opt.load_state_dict(copy.deepcopy(opt.state_dict()))  # not shared buffers
+        graphed = Step(model, opt, torch.device("cpu"), graph=True)
+        graphed._x, graphed._y = x.clone(), y.clone()
+        graphed._lr.fill_(0.1)
+        graphed._warm_up()
+        before = [t.clone() for t in (*twin.parameters(), *twin.buffers())]
+        assert all(
+            torch.equal(a, b) for a, b in zip((*model.parameters(), *model.buffers()), before)
+        )
+        graphed(x, y, 0.1, 1)
+        Step(twin, twin_opt, torch.device("cpu"))(x, y, 0.1, 1)
+        for a, b in zip(
+            (*model.parameters(), *model.buffers()), (*twin.parameters(), *twin.buffers())
+        ):
+            assert torch.equal(a, b)
 
     cfg = TrainConfig(**TINY, step="graph", checkpoint_every=2)
     straight = train(cfg, data=digits)
