@@ -371,7 +371,7 @@ class Progress(Records):
 
 
 def full_trial(args, device) -> list[dict]:
-    """One trial per depth with the paper's recipe (PAPER.md section 4)."""
+    """One trial per depth with the paper's recipe (docs/paper.md §4)."""
     iterations = args.iterations
     start = time.perf_counter()
     data = engine_data(args.data, args.data_dir, val_size=None)  # CIFAR: the 45k/5k split
@@ -379,7 +379,7 @@ def full_trial(args, device) -> list[dict]:
     print(f"data {args.data}: {len(data.train_x)} train / {len(data.val_x)} val, {load_s:.1f} s")
     rows = []
     for depth in args.depths:
-        # PAPER.md section 4: ResNet-110 warms up at lr 0.01 until training error < 80%.
+        # docs/paper.md §4: ResNet-110 warms up at lr 0.01 until training error < 80%.
         warmup = "paper" if depth == 110 else "none"
         config = engine_config(depth, args, iterations, warmup=warmup)
         print(f"full trial: ResNet-{depth}, {iterations} iterations on {args.data}", flush=True)

@@ -290,12 +290,15 @@ def test_graph_step_keeps_state_in_place_and_resumes_exactly(digits, tmp_path):
         graphed._warm_up()
         before = [t.clone() for t in (*twin.parameters(), *twin.buffers())]
         assert all(
-            torch.equal(a, b) for a, b in zip((*model.parameters(), *model.buffers()), before)
+            torch.equal(a, b)
+            for a, b in zip((*model.parameters(), *model.buffers()), before, strict=True)
         )
         graphed(x, y, 0.1, 1)
         Step(twin, twin_opt, torch.device("cpu"))(x, y, 0.1, 1)
         for a, b in zip(
-            (*model.parameters(), *model.buffers()), (*twin.parameters(), *twin.buffers())
+            (*model.parameters(), *model.buffers()),
+            (*twin.parameters(), *twin.buffers()),
+            strict=True,
         ):
             assert torch.equal(a, b)
 
