@@ -226,7 +226,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
     from ablations.store import resolve_uri
     from ablations.ui import serve
 
-    return serve(resolve_uri(args.tracking_uri), args.port)
+    experiment = _experiment(args.study, args.preset) if args.study else None
+    return serve(resolve_uri(args.tracking_uri), args.port, experiment)
 
 
 # -- the parser -------------------------------------------------------------------------
@@ -301,6 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("ui", help="the MLflow UI on the study store, on 127.0.0.1")
+    p.add_argument("study", nargs="?", default=None, help="open this study (name or file)")
+    p.add_argument("--preset", default=None)
     p.add_argument("--tracking-uri", default=None)
     p.add_argument("--port", type=int, default=5000)
     p.set_defaults(func=cmd_ui)

@@ -12,6 +12,7 @@ import sys
 import time
 
 from ablations.errors import AblateError
+from reports.html import MODEL_TRAINING, experiment_url
 
 HOST = "127.0.0.1"
 
@@ -25,8 +26,10 @@ def port_free(port: int) -> bool:
     return True
 
 
-def serve(uri: str, port: int) -> int:
-    """Run the MLflow UI until interrupted; returns the exit code."""
+def serve(uri: str, port: int, experiment: str | None = None) -> int:
+    """Run the MLflow UI until interrupted; returns the exit code. The URL printed opens
+    the study (or the list of studies) in MLflow's model-training view: MLflow 3 opens
+    experiments in its GenAI view (traces, token costs) unless the link asks otherwise."""
     if not 0 < port < 65536:
         raise AblateError(f"--port {port}: use a TCP port number, 1-65535")
     if not port_free(port):
@@ -36,7 +39,11 @@ def serve(uri: str, port: int) -> int:
         )
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri]
     cmd += ["--host", HOST, "--port", str(port)]
-    print(f"MLflow UI for {uri} on http://{HOST}:{port} (Ctrl-C stops it)", flush=True)
+    address = f"http://{HOST}:{port}"
+    where = f"{address}/#/experiments?{MODEL_TRAINING}"
+    if experiment is not None:
+        where = experiment_url(address, _experiment_id(uri, experiment)) or where
+    print(f"MLflow UI for {uri}: {where} (Ctrl-C stops it)", flush=True)
     proc = subprocess.Popen(cmd, start_new_session=True)
     previous = signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
     try:
@@ -46,6 +53,15 @@ def serve(uri: str, port: int) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
         stop(proc)
+
+
+def _experiment_id(uri: str, name: str) -> str:
+    from ablations.store import Store
+
+    found = Store(uri).find_study(name)
+    if found is None:
+        raise AblateError(f"no study {name} in the store {uri}; run it first, or omit the name")
+    return found.experiment_id
 
 
 def stop(proc: subprocess.Popen, grace: float = 10.0) -> None:

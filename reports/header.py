@@ -13,6 +13,7 @@ import pandas as pd
 import plotly
 import scipy
 
+from reports import html
 from reports.context import Reduction, Reproducibility, Settings, show
 from reports.data import StudyInfo
 from reports.html import duration, esc, link
@@ -153,9 +154,7 @@ def _seeds(info: StudyInfo, trials: pd.DataFrame) -> str:
 
 
 def experiment_url(links: dict[str, Any]) -> str | None:
-    if not links["ui"] or not links["exp"]:
-        return None
-    return f"{links['ui'].rstrip('/')}/#/experiments/{links['exp']}"
+    return html.experiment_url(links["ui"], links["exp"])
 
 
 def header(

@@ -99,10 +99,20 @@ def duration(seconds: Any) -> str:
     return f"{seconds:.1f} s"
 
 
+# MLflow 3's UI opens experiments in its GenAI view unless the link asks for model training.
+MODEL_TRAINING = "workflowType=machine_learning"
+
+
+def experiment_url(ui_url: str | None, experiment_id: str) -> str | None:
+    if not ui_url or not experiment_id:
+        return None
+    return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs?{MODEL_TRAINING}"
+
+
 def run_url(ui_url: str | None, experiment_id: str, run_id: str) -> str | None:
     if not ui_url:
         return None
-    return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+    return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}?{MODEL_TRAINING}"
 
 
 def link(text: str, url: str | None) -> str:

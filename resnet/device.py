@@ -26,13 +26,13 @@ def resolve_device(name: str) -> torch.device:
 class Clock:
     """Seconds between laps (synchronizing the GPU first) and in total since last read."""
 
-    def __init__(self, cuda: bool):
-        self.cuda = cuda
+    def __init__(self, device: torch.device):
+        self.device = device if device.type == "cuda" else None
         self.last_lap = self.last_total = time.perf_counter()
 
     def _now(self) -> float:
-        if self.cuda:
-            torch.cuda.synchronize()
+        if self.device is not None:
+            torch.cuda.synchronize(self.device)  # the run's GPU, not the current one
         return time.perf_counter()
 
     def lap(self) -> float:

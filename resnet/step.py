@@ -106,19 +106,23 @@ class Step:
             return
         if self._cuda_graph is None:
             self._capture()
-        self._cuda_graph.replay()
+        with torch.cuda.device(self.device):
+            self._cuda_graph.replay()
 
     def _capture(self) -> None:
-        """Warm up on a side stream, then record the body once as a CUDA graph."""
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            self._warm_up()
-        torch.cuda.current_stream().wait_stream(side)
-        self.optimizer.zero_grad(set_to_none=True)  # grads get allocated in the graph
-        self._cuda_graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self._cuda_graph):
-            self._body(self._x, self._y, self._it, set_to_none=False)
+        """Warm up on a side stream, then record the body once as a CUDA graph, on the
+        step's own GPU (not whichever is current). `thread_local` capture lets other
+        threads (a DataLoader's pin-memory thread) allocate while this one records."""
+        with torch.cuda.device(self.device):
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                self._warm_up()
+            torch.cuda.current_stream().wait_stream(side)
+            self.optimizer.zero_grad(set_to_none=True)  # grads get allocated in the graph
+            self._cuda_graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self._cuda_graph, capture_error_mode="thread_local"):
+                self._body(self._x, self._y, self._it, set_to_none=False)
 
     def _warm_up(self, steps: int = 3) -> None:
         """Run the body `steps` times (cuDNN picks its kernels, SGD makes its momentum

@@ -296,7 +296,7 @@ def _loop(
     """Train from state.iteration to config.iterations; returns (status, diverged_at)."""
     status, diverged_at = "finished", None
     it = state.iteration
-    clock = Clock(device.type == "cuda")
+    clock = Clock(device)
     window_images = 0
     schedule = setup.schedule
     setup.model.train()

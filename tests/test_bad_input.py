@@ -311,7 +311,7 @@ CASES = [
         "relative-imagefolder-missing",
         {"s.yaml": _study(**{"dataset:": "dataset: imagefolder:./pics"})},
         ["run", "s.yaml"],
-        r"imagefolder:/.*/work/pics does not exist",  # made absolute where it was typed
+        r"imagefolder:/.*/here/pics does not exist",  # made absolute where it was typed
     ),
     (
         "gpus-per-trial-word",
@@ -347,7 +347,7 @@ CASES = [
         "cifar-missing-offline",
         {"s.yaml": GOOD},
         ["run", "s.yaml", "--dataset", "cifar10", "--data-dir", "./nowhere"],
-        r"cifar10 not found in /.*/work/nowhere and could not be downloaded \(offline\?",
+        r"cifar10 not found in /.*/here/nowhere and could not be downloaded \(offline\?",
     ),
 ]
 
@@ -387,7 +387,7 @@ def workdir(tmp_path, monkeypatch):
     """An empty working folder, with no store or cluster taken from the environment, and a
     network that fails at once (a closed local port as proxy) so a download is refused
     in seconds instead of fetching 170 MB on a machine that is online."""
-    work = tmp_path / "work"
+    work = tmp_path / "here"
     work.mkdir()
     monkeypatch.chdir(work)
     for var in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS", "ABLATE_STORAGE"):

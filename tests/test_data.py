@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from torchvision.datasets import CIFAR10, CIFAR100, ImageFolder
 
-from resnet import data
+from resnet import data, folder
 from resnet.data import (
     DataError,
     ImageSplits,
@@ -224,7 +224,7 @@ def test_imagefolder_small_decodes_like_imagefolder_and_caches(tmp_path, monkeyp
         raise AssertionError("decoded again despite the cache")
 
     with monkeypatch.context() as m:
-        m.setattr(data, "_decode_all", no_decode)
+        m.setattr(folder, "_decode_all", no_decode)
         again = load_dataset(f"imagefolder:{root}", data_dir, val_size=0)
     assert torch.equal(again.train_x, s.train_x) and torch.equal(again.test_y, s.test_y)
 

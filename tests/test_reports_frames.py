@@ -247,7 +247,10 @@ def test_degradation_sentence_and_why_absent():
 
 def test_run_links_point_at_the_mlflow_ui():
     _, report = render(rf.complete_study(), mlflow_ui_url=UI)
-    assert 'href="http://mlflow.example:5000/#/experiments/1/runs/run0000"' in report.html
+    assert (
+        'href="http://mlflow.example:5000/#/experiments/1/runs/run0000'
+        '?workflowType=machine_learning"' in report.html
+    )
     _, plain = render(rf.complete_study())
     assert "#/experiments/" not in plain.html
 

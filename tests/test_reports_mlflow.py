@@ -229,6 +229,7 @@ def test_run_links_use_the_experiment_and_run_ids(store, built):
     data = fetch_study("degradation@smoke", store["uri"])
     run_id = data.runs["run_id"].iloc[0]
     url = f"{UI}/#/experiments/{data.info.experiment_id}/runs/{run_id}"
+    url += "?workflowType=machine_learning"  # MLflow 3's UI: model training, not GenAI
     assert f'href="{url}"' in built["degradation@smoke"].read_text()
 
 

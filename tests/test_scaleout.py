@@ -486,3 +486,48 @@ def test_checkpoints_live_in_a_bucket_and_a_rerun_resumes_from_them(s3_bucket, t
         assert_steps_once(client, run, iterations, every)
     finally:
         runner.close()
+
+
+# -- the MLflow UI in a real browser ------------------------------------------------------
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")
+def test_ablate_ui_opens_the_study_as_model_training_in_a_browser(smoke_store, tmp_path):
+    """The URL `ablate ui STUDY` prints opens MLflow's runs table of the study (model
+    training), not its GenAI view of traces and token costs; the trials are there."""
+    from playwright.sync_api import sync_playwright
+
+    uri, _, plan, _ = smoke_store
+    port = free_port()
+    cmd = [str(BIN / "ablate"), "ui", plan.experiment, "--tracking-uri", uri, "--port", str(port)]
+    proc = start(cmd, tmp_path, "ui")
+    family: dict[int, Proc] = {}
+    try:
+
+        def url() -> str | None:
+            family.update(tree(proc.pid))
+            found = re.search(r"(http://127\.0\.0\.1:\d+/\S+)", (tmp_path / "ui.log").read_text())
+            return found.group(1) if found and http_ok(f"http://127.0.0.1:{port}/") else None
+
+        address = wait_for(url, 120, "ablate ui to answer", proc)
+        assert "workflowType=machine_learning" in address and "/runs" in address
+        args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+        args += ["--disable-component-update", "--disable-sync", "--no-first-run"]
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=args)
+            try:
+                page = browser.new_page(viewport={"width": 1400, "height": 900})
+                page.goto(address, wait_until="load")
+                page.get_by_text("matching runs").wait_for(timeout=60_000)
+                text = page.inner_text("body")
+                page.screenshot(path=str(tmp_path / "mlflow-ui.png"))
+            finally:
+                browser.close()
+        assert "Run Name" in text and "5 matching runs" in text  # the parent and 4 trials
+        assert plan.question in text
+        assert "Token Usage" not in text and "Cost Breakdown" not in text
+    finally:
+        stop(proc, family)
