@@ -255,7 +255,14 @@ def test_imagefolder_jpeg_val_folder_and_cache_env(tmp_path, monkeypatch):
     assert len(list((tmp_path / "cache").glob("*.pt"))) == 1
     assert not (tmp_path / "data").exists()
     info = dataset_info(f"imagefolder:{root}")
-    assert info == {"num_classes": 3, "image_size": 16, "in_channels": 3}
+    assert info == {
+        "num_classes": 3,
+        "image_size": 16,
+        "in_channels": 3,
+        "train_images": 3 * 10,
+        "present": True,
+        "location": str(root),
+    }
 
 
 def test_imagefolder_layout_errors(tmp_path):
