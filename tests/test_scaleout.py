@@ -522,6 +522,7 @@ def test_ablate_ui_opens_the_study_as_model_training_in_a_browser(smoke_store, t
                 page = browser.new_page(viewport={"width": 1400, "height": 900})
                 page.goto(address, wait_until="load")
                 page.get_by_text("matching runs").wait_for(timeout=60_000)
+                page.get_by_text("Run Name").first.wait_for(timeout=60_000)  # the table drawn
                 text = page.inner_text("body")
                 page.screenshot(path=str(tmp_path / "mlflow-ui.png"))
             finally:
