@@ -138,6 +138,7 @@ def _run_trials(
     code = code_version()
     runs, logged, payloads = {}, {}, []
     counts: dict = {}
+    cost: dict[str, float] = {}  # trial key -> multiply-accumulates it will train
     for trial in plan.trials:
         run = existing.get(trial.key)
         if run is not None and run.data.tags.get("ablate.status") in TERMINAL:
@@ -147,10 +148,11 @@ def _run_trials(
         config = trial.config
         if point:
             config = dataclasses.replace(config, **point["values"])
+        spec = config.model_spec(plan.data["num_classes"], plan.data["in_channels"])
+        if spec not in counts:
+            counts[spec] = complexity(spec)
+        cost[trial.key] = counts[spec]["macs"] * config.iterations * config.batch_size
         if run is None:
-            spec = config.model_spec(plan.data["num_classes"], plan.data["in_channels"])
-            if spec not in counts:
-                counts[spec] = complexity(spec)
             params = {
                 **config.science(),
                 "num_classes": spec.num_classes,
@@ -182,6 +184,9 @@ def _run_trials(
         )
     if not payloads:
         return True
+    # Longest first (multiply-accumulates x images): with fewer slots than trials, the
+    # study then ends about when its longest trial does instead of long after.
+    payloads.sort(key=lambda p: -cost[p["key"]])
     recorder = Recorder(store, runs, logged)
     listeners = [recorder]
     view = None

@@ -78,6 +78,11 @@ def _dataset(info: StudyInfo, trials: pd.DataFrame) -> str:
     return ""
 
 
+# Trials this short (a smoke preset's tens of iterations) can only show that the pipeline
+# runs; longer reduced runs (the digits demo's 240) show effects of their own setting.
+PLUMBING_ITERATIONS = 100
+
+
 def _share(part: int, whole: int) -> str:
     pct = 100 * part / whole
     return f"{pct:.2f}%" if pct < 1 else f"{pct:.1f}%" if pct < 10 else f"{pct:.0f}%"
@@ -89,6 +94,7 @@ class Reduction:
 
     reasons: list[str] = field(default_factory=list)
     against_paper: bool = False  # reduced against the paper's recipe, not a full study
+    plumbing: bool = False  # so short that it can only check the pipeline
 
     def __bool__(self) -> bool:
         return bool(self.reasons)
@@ -99,10 +105,13 @@ class Reduction:
             if self.against_paper
             else "This run is a reduced version of the study"
         )
-        return (
-            f"{what}: {', '.join(self.reasons)}. It checks the pipeline; its verdicts are no "
-            "evidence for the study's question."
+        meaning = (
+            "It checks the pipeline; its verdicts are no evidence for the study's question."
+            if self.plumbing
+            else "Its verdicts hold for this reduced setting only; they are no evidence for "
+            "the study's question."
         )
+        return f"{what}: {', '.join(self.reasons)}. {meaning}"
 
 
 def reduction(info: StudyInfo, trials: pd.DataFrame) -> Reduction:
@@ -122,8 +131,9 @@ def reduction(info: StudyInfo, trials: pd.DataFrame) -> Reduction:
             most = "at most " if trials["iterations"].nunique() > 1 else ""
             share = _share(iterations, full)
             reasons.append(f"{most}{iterations:,} of {full:,} iterations per trial ({share})")
+    plumbing = iterations is not None and iterations < PLUMBING_ITERATIONS
     if reasons:
-        return Reduction(reasons)
+        return Reduction(reasons, plumbing=plumbing)
     cifar = normalize_dataset(dataset) == "cifar10"
     if cifar and iterations is not None and iterations < REDUCED_SHARE * CIFAR_ITERATIONS:
         share = _share(iterations, CIFAR_ITERATIONS)
@@ -131,6 +141,7 @@ def reduction(info: StudyInfo, trials: pd.DataFrame) -> Reduction:
         return Reduction(
             [f"{iterations:,} of the paper's {paper} iterations per trial on CIFAR-10 ({share})"],
             against_paper=True,
+            plumbing=plumbing,
         )
     return Reduction()
 

@@ -14,6 +14,10 @@ from reports.context import reduction
 from reports.data import select_trials
 
 EVIDENCE_FREE = "It checks the pipeline; its verdicts are no evidence for the study's question."
+REDUCED_ONLY = (
+    "Its verdicts hold for this reduced setting only; they are no evidence for the study's "
+    "question."
+)
 
 
 def render(spec: rf.StudySpec, **kwargs):
@@ -198,7 +202,8 @@ def test_reduction_rules(iterations, full, expected):
     if expected is None:
         assert not found
     else:
-        assert expected in found.sentence() and found.sentence().endswith(EVIDENCE_FREE)
+        # Thousands of iterations are more than a plumbing check, but still reduced.
+        assert expected in found.sentence() and found.sentence().endswith(REDUCED_ONLY)
 
 
 # A4 and B10: reproducibility and the replication rule.
