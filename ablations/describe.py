@@ -145,11 +145,13 @@ def _past_seconds_per_iteration(experiment: str, tracking_uri: str | None) -> di
 
 def _measure(plan: Plan, view: dict) -> dict | None:
     """Multiply-accumulates per second of training on the device the trials will use,
-    from two timed steps of the study's smallest model (after one warm-up step)."""
+    from two timed forward and backward passes of the study's smallest model (after one
+    warm-up pass). No optimizer: building one loads torch's compiler stack (over a
+    second), and its step is a small part of a step's cost."""
     import torch
+    from torch import nn
 
     from resnet.model import build
-    from resnet.step import Step, make_optimizer
 
     placement = plan.placement
     if placement.device == "cuda" and placement.resources.where != "this machine":
@@ -164,15 +166,19 @@ def _measure(plan: Plan, view: dict) -> dict | None:
     torch.set_num_threads(placement.threads)
     try:
         model = build(spec).to(device, memory_format=torch.channels_last)
-        step = Step(model, make_optimizer(model, 0.01, 0.9, 0.0), device)
         x = torch.randn(batch, spec.in_channels, size, size, device=device)
         y = torch.randint(0, spec.num_classes, (batch,), device=device)
-        step(x, y, 0.01, 0)
+
+        def step() -> None:
+            model.zero_grad(set_to_none=True)
+            nn.functional.cross_entropy(model(x), y).backward()
+
+        step()
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        for i in range(2):
-            step(x, y, 0.01, i + 1)
+        for _ in range(2):
+            step()
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds = (time.perf_counter() - start) / 2
@@ -182,7 +188,7 @@ def _measure(plan: Plan, view: dict) -> dict | None:
     where = "GPU" if device.type == "cuda" else f"CPU, {placement.threads} thread(s) per trial"
     return {
         "macs_per_s": macs_per_s,
-        "basis": f"two training steps of {trial.arm} measured on this machine ({where}), "
+        "basis": f"two training passes of {trial.arm} measured on this machine ({where}), "
         "scaled by each trial's MACs: a rough estimate",
     }
 

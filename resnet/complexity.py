@@ -1,5 +1,5 @@
-"""Parameter and multiply-accumulate counts of a model, on the meta device (no memory, no
-compute, even for ResNet-1202)."""
+"""Parameter and multiply-accumulate counts of a model, from one forward pass of a single
+image on the CPU."""
 
 from __future__ import annotations
 
@@ -24,14 +24,12 @@ def count_params(model: nn.Module) -> int:
 def count_macs(model: nn.Module, size: int, in_channels: int = 3) -> int:
     """Forward multiply-accumulates for one image: every conv (output elements x input
     channels per group x kernel area) and linear layer (inputs x outputs), from the shapes
-    one forward pass gives. BN, ReLU, pooling and additions are not counted (neither does
-    the paper). The tests check it against torch's FlopCounterMode, which counts the same
-    at several times the cost (`ablate show` counts many nets).
+    one forward pass of a single image gives. BN, ReLU, pooling and additions are not
+    counted (neither does the paper). The tests check it against torch's FlopCounterMode,
+    which counts the same at several times the cost (`ablate show` counts many nets).
 
-    The pass runs on the CPU over zeroed weights (only shapes matter): on the meta device
-    the first ReLU or BN loads torch's compiler stack, a second and a half."""
-    was_training = model.training
-    model.eval()
+    The pass runs on the CPU in inference mode (the model's state is not changed): on the
+    meta device the first ReLU or BN loads torch's compiler stack, a second and a half."""
     total = 0
 
     def count(module: nn.Module, _inputs, out: torch.Tensor) -> None:
@@ -42,31 +40,33 @@ def count_macs(model: nn.Module, size: int, in_channels: int = 3) -> int:
         else:
             total += out.numel() * module.in_features
 
-    shapes = copy.deepcopy(model) if not next(model.parameters()).is_meta else model
-    shapes = shapes.to_empty(device="cpu")
-    with torch.no_grad():
-        for t in (*shapes.parameters(), *shapes.buffers()):
-            t.zero_()  # garbage memory may hold denormals, which are slow to compute on
-    for m in shapes.modules():
-        if isinstance(m, nn.Conv2d | nn.Linear):
-            m.register_forward_hook(count)
-    threads = torch.get_num_threads()
+    if next(model.parameters()).device.type != "cpu":
+        model = copy.deepcopy(model).cpu()
+    hooks = [
+        m.register_forward_hook(count)
+        for m in model.modules()
+        if isinstance(m, nn.Conv2d | nn.Linear)
+    ]
+    was_training, threads = model.training, torch.get_num_threads()
     # One thread: a batch of one is too small to share, and OpenMP threads wait many-fold
     # longer than they compute when another process uses the cores.
     torch.set_num_threads(1)
+    model.eval()
     try:
         with torch.inference_mode():
-            shapes(torch.zeros(1, in_channels, size, size))
+            model(torch.zeros(1, in_channels, size, size))
         return total
     finally:
+        for hook in hooks:
+            hook.remove()
         torch.set_num_threads(threads)
         model.train(was_training)
 
 
 def complexity(spec: ModelSpec) -> dict[str, int]:
-    """`{"params": ..., "macs": ...}` for a spec (built on the meta device: no init)."""
-    with torch.device("meta"):
-        model = build(spec, init=False)
+    """`{"params": ..., "macs": ...}` for a spec. Built on the CPU with PyTorch's default
+    init (the paper's init costs a second to set up and changes no count)."""
+    model = build(spec, init=False)
     return {
         "params": count_params(model),
         "macs": count_macs(model, input_size(spec), spec.in_channels),
