@@ -117,30 +117,15 @@ def estimate(plan: Plan, view: dict, tracking_uri: str | None = None) -> dict:
 def _past_seconds_per_iteration(experiment: str, tracking_uri: str | None) -> dict[str, float]:
     """Mean seconds per iteration of each arm's finished trials in the store (reads only;
     a store that does not exist is not created)."""
-    from ablations.store import resolve_uri
+    from ablations.store import Store, resolve_uri
 
     uri = resolve_uri(tracking_uri)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         return {}
     try:
-        from mlflow.tracking import MlflowClient
-
-        client = MlflowClient(tracking_uri=uri)
-        exp = client.get_experiment_by_name(experiment)
-        if exp is None:
-            return {}
-        runs = client.search_runs(
-            [exp.experiment_id], "tags.`ablate.status` = 'finished'", max_results=5000
-        )
+        return Store(uri).seconds_per_iteration(experiment)
     except Exception:  # noqa: BLE001 - an estimate is optional; a broken store is run's problem
         return {}
-    per_arm: dict[str, list[float]] = {}
-    for run in runs:
-        wall = run.data.metrics.get("wall_time_s")
-        iterations = float(run.data.params.get("iterations", "nan"))
-        if wall and iterations > 0 and run.data.tags.get("ablate.role") == "trial":
-            per_arm.setdefault(run.data.tags["ablate.arm"], []).append(wall / iterations)
-    return {arm: sum(v) / len(v) for arm, v in per_arm.items()}
 
 
 def _measure(plan: Plan, view: dict) -> dict | None:

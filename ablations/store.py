@@ -337,6 +337,20 @@ class Store:
                     out[tags["ablate.arm"]].append(100 * value)
         return out
 
+    def seconds_per_iteration(self, experiment: str) -> dict[str, float]:
+        """Per arm, the mean wall seconds per iteration of its finished trials (for time
+        estimates); empty when the study is not in the store."""
+        found = self.find_study(experiment)
+        if found is None:
+            return {}
+        per_arm: dict[str, list[float]] = {}
+        for run in self.trial_runs(found.experiment_id).values():
+            wall = run.data.metrics.get("wall_time_s")
+            iterations = float(run.data.params.get("iterations", "nan"))
+            if run.data.tags.get("ablate.status") == "finished" and wall and iterations > 0:
+                per_arm.setdefault(run.data.tags["ablate.arm"], []).append(wall / iterations)
+        return {arm: sum(v) / len(v) for arm, v in per_arm.items()}
+
     def summarize(self, record: StudyRecord) -> None:
         """Per-arm means on the parent run, so the MLflow UI's chart view of the study is
         not empty (step = finished seeds)."""

@@ -100,6 +100,34 @@ def test_show_gives_placement_compute_and_a_time_estimate(tmp_path, monkeypatch,
     assert not list(tmp_path.iterdir())  # show writes nothing
 
 
+def test_show_effect_plans_seeds_from_the_spread_measured_in_the_store(
+    smoke_store, tmp_path, monkeypatch, capsys
+):
+    """With finished seeds in the store, `show --effect` uses their seed-to-seed spread
+    (and the time estimate their measured speed); without them, the stated prior."""
+    from conftest import TINY_STUDY
+
+    from reports import stats
+    from reports.fetch import seed_spread
+
+    uri, _, plan, _ = smoke_store
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny.yaml").write_text(TINY_STUDY)
+    args = ["show", "tiny.yaml", "--effect", "0.3", "--json"]
+    assert main([*args, "--tracking-uri", uri]) == 0
+    view = json.loads(capsys.readouterr().out)
+    sd, dof = seed_spread(plan.experiment, uri)
+    assert view["seed_plan"]["measured"] and view["seed_plan"]["sd"] == pytest.approx(sd)
+    assert view["seed_plan"]["seeds_per_arm"] == stats.seeds_needed(0.3, sd)
+    assert view["estimate"]["basis"].startswith("past runs of 2 arm(s) in the store")
+    # Another store, where the study never ran: the prior.
+    assert main([*args, "--tracking-uri", f"sqlite:///{tmp_path / 'empty.db'}"]) == 0
+    prior = json.loads(capsys.readouterr().out)["seed_plan"]
+    assert not prior["measured"] and prior["sd"] == stats.PRIOR_SEED_SD
+    assert prior["seeds_per_arm"] == stats.seeds_needed(0.3, stats.PRIOR_SEED_SD)
+    assert not (tmp_path / "empty.db").exists()  # show wrote nothing
+
+
 # -- a trial's own errors -----------------------------------------------------------------
 
 
