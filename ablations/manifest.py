@@ -72,3 +72,16 @@ def _source(config) -> str:
     if config.dataset == "digits":
         return "scikit-learn load_digits"
     return str(Path(config.data_dir))
+
+
+def code_tags(code: dict, source: str) -> dict[str, str]:
+    """The MLflow tags of a code version (docs/tracking.md), as the store writes them."""
+    tags = {
+        "ablate.version": code["version"],
+        "mlflow.source.name": source,
+        "mlflow.source.type": "LOCAL",
+    }
+    if code.get("commit"):
+        tags["mlflow.source.git.commit"] = code["commit"]
+        tags["ablate.git_dirty"] = "true" if code["dirty"] else "false"
+    return tags

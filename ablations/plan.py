@@ -320,3 +320,23 @@ def _full_study(study: Study) -> dict[str, Any]:
     report measures a reduced run against."""
     iterations = study.fixed.get("iterations") or TrainConfig().iterations
     return {"dataset": study.dataset, "iterations": iterations}
+
+
+def describe_changes(old: dict, new: dict) -> str:
+    """What differs between two study definitions (Plan.definition()), in a few words."""
+    diffs = []
+    old_arms, new_arms = old.get("arms", {}), new["arms"]
+    for arm in sorted(set(old_arms) - set(new_arms)):
+        diffs.append(f"arm {arm} removed")
+    for arm in sorted(set(new_arms) - set(old_arms)):
+        diffs.append(f"arm {arm} added")
+    for arm in sorted(set(old_arms) & set(new_arms)):
+        for key in sorted(set(old_arms[arm]) | set(new_arms[arm])):
+            a, b = old_arms[arm].get(key), new_arms[arm].get(key)
+            if a != b:
+                diffs.append(f"{key}: {a} -> {b}")
+    if old.get("nuisance") != new.get("nuisance"):
+        diffs.append("nuisance phase changed")
+    unique = list(dict.fromkeys(diffs))
+    more = f", and {len(unique) - 4} more" if len(unique) > 4 else ""
+    return "changed: " + ", ".join(unique[:4]) + more if unique else "changed"

@@ -20,6 +20,7 @@ from typing import Any
 
 from ablations.connect import creating_tables, probe, resolve_uri, retry
 from ablations.errors import AblateError
+from ablations.manifest import code_tags
 
 __all__ = ["Store", "StudyRecord", "check_store", "probe", "resolve_uri", "retry"]
 TERMINAL = ("finished", "diverged")
@@ -100,27 +101,14 @@ class Store:
         )
 
     def _changes(self, parent_id: str, new: dict) -> str:
+        from ablations.plan import describe_changes
+
         try:
             with self._artifact(parent_id, "study.json") as path:
                 old = json.loads(Path(path).read_text())
         except Exception:  # noqa: BLE001 - an older store without study.json
             return "its stored definition cannot be read to compare"
-        diffs = []
-        old_arms, new_arms = old.get("arms", {}), new["arms"]
-        for arm in sorted(set(old_arms) - set(new_arms)):
-            diffs.append(f"arm {arm} removed")
-        for arm in sorted(set(new_arms) - set(old_arms)):
-            diffs.append(f"arm {arm} added")
-        for arm in sorted(set(old_arms) & set(new_arms)):
-            for key in sorted(set(old_arms[arm]) | set(new_arms[arm])):
-                a, b = old_arms[arm].get(key), new_arms[arm].get(key)
-                if a != b:
-                    diffs.append(f"{key}: {a} -> {b}")
-        if old.get("nuisance") != new.get("nuisance"):
-            diffs.append("nuisance phase changed")
-        unique = list(dict.fromkeys(diffs))
-        more = f", and {len(unique) - 4} more" if len(unique) > 4 else ""
-        return "changed: " + ", ".join(unique[:4]) + more if unique else "changed"
+        return describe_changes(old, new)
 
     @contextlib.contextmanager
     def _artifact(self, run_id: str, path: str):
@@ -161,7 +149,7 @@ class Store:
                 "ablate.replication": plan.replication.describe()
                 if plan.replication
                 else "fixed seeds",
-                **_code_tags(code, f"ablate run {plan.experiment}"),
+                **code_tags(code, f"ablate run {plan.experiment}"),
             },
         )
         return StudyRecord(exp_id, parent_id)
@@ -236,7 +224,7 @@ class Store:
             "ablate.trial_key": key,
             "ablate.arm": arm,
             "ablate.status": "pending",
-            **_code_tags(code, f"ablate run {study}"),
+            **code_tags(code, f"ablate run {study}"),
         }
         run = retry(lambda: self.client.create_run(record.experiment_id, run_name=key, tags=tags))
         run_id = run.info.run_id
@@ -396,15 +384,3 @@ class Store:
         for i in range(0, len(items), 100):
             chunk = items[i : i + 100]
             retry(lambda chunk=chunk: self.client.log_batch(run_id, params=chunk))
-
-
-def _code_tags(code: dict, source: str) -> dict[str, str]:
-    tags = {
-        "ablate.version": code["version"],
-        "mlflow.source.name": source,
-        "mlflow.source.type": "LOCAL",
-    }
-    if code.get("commit"):
-        tags["mlflow.source.git.commit"] = code["commit"]
-        tags["ablate.git_dirty"] = "true" if code["dirty"] else "false"
-    return tags

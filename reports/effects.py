@@ -13,7 +13,8 @@ interval and the p-value of a two-level term agree (t squared is the F statistic
   factors (how much the effect of one changes from the lowest to the highest level of
   the other).
 Three-factor and higher interactions are not modelled: ablation studies rarely have the
-seeds to estimate them.
+seeds to estimate them. Over 300 lines: the model, its contrasts and the handling of
+unbalanced designs belong together (the words about them are in effect_words.py).
 """
 
 from __future__ import annotations

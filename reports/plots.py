@@ -1,5 +1,6 @@
 """Plotly figures of a study. Each takes DataFrames and returns a Figure, or None when the
-study holds nothing to draw (the page then says why)."""
+study holds nothing to draw (the page then says why). Over 300 lines only because plotly
+figures are verbose; each function is one figure."""
 
 from __future__ import annotations
 

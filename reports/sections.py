@@ -1,5 +1,6 @@
 """The page's sections below the header: the comparison, degradation, factors, cost,
-factorial effects, problems and the data files. Each returns HTML; no MLflow here."""
+factorial effects, problems and the data files. Each returns HTML; no MLflow here.
+A little over 300 lines: each section is short, and they read best in page order."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Report tables as DataFrames: trial counts, the per-arm comparison, problems.
 
 Errors are fractions in MLflow (docs/tracking.md) and percent here, as in the paper;
-columns holding percent end in `_pct`.
+columns holding percent end in `_pct`. A little over 300 lines: the comparison and the
+counts share their selection of trials and are checked together.
 """
 
 from __future__ import annotations
