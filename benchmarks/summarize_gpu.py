@@ -8,7 +8,8 @@ Markdown report of everything the check measured.
 `report` reads what the steps left in OUT (steps.tsv, env.json, sync.json, speed.json,
 graph.json, full.json, pack.json, equivalence.md and the logs) and needs neither torch
 nor a GPU; a step that failed, timed out or was skipped shows as such, with the end of
-its log.
+its log. Over 400 lines: one formatter per measurement, kept in the one file the GPU
+script calls; split it when a measurement grows its own logic.
 """
 
 from __future__ import annotations

@@ -29,6 +29,9 @@ on a GPU a full trial of ResNet-20 / 56 / 110 in <= 2 / 5 / 9 minutes.
 --full-trial trains one model per depth with the paper's recipe and prints its wall time
 and final test error. --pack K runs K engine trainings as separate processes on one
 device at once and prints their aggregate images/s against one alone.
+Over 1000 lines, which is too many: it grew one mode at a time (compare, full trial,
+packing, engine variants) and is run as a single file on a GPU machine. The next change
+to it should split the reference pipeline and the modes into modules of their own.
 """
 
 from __future__ import annotations
