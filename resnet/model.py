@@ -15,17 +15,24 @@ from resnet.spec import ModelSpec
 
 
 class WeightLayer(nn.Module):
-    """Post-activation `conv-BN`; pre-activation `BN-ReLU-conv` (He et al. 2016)."""
+    """Post-activation `conv-BN`; pre-activation `BN-ReLU-conv` (He et al. 2016).
 
-    def __init__(self, cin: int, cout: int, kernel: int, stride: int, preact: bool):
+    `activated=True` (pre-activation only) marks a layer whose input is already BN-ReLU'd:
+    the first layer of the first unit, whose activation is the stem's (docs/paper.md §2).
+    """
+
+    def __init__(
+        self, cin: int, cout: int, kernel: int, stride: int, preact: bool, activated: bool = False
+    ):
         super().__init__()
         self.preact = preact
         self.conv = nn.Conv2d(cin, cout, kernel, stride, padding=kernel // 2, bias=False)
-        self.bn = nn.BatchNorm2d(cin if preact else cout)
+        self.bn = nn.Identity() if activated else nn.BatchNorm2d(cin if preact else cout)
+        self.activated = activated
 
     def forward(self, x: Tensor) -> Tensor:
         if self.preact:
-            return self.conv(torch.relu(self.bn(x)))
+            return self.conv(x if self.activated else torch.relu(self.bn(x)))
         return self.bn(self.conv(x))
 
 
@@ -73,13 +80,15 @@ class Unit(nn.Module):
     """A residual unit of k weight layers.
 
     Post-activation (2015): `[conv-BN-ReLU] x (k-1) - conv-BN (+ shortcut) -> ReLU`.
-    Pre-activation (2016): `[BN-ReLU-conv] x k (+ shortcut)`, no ReLU after the addition.
+    Pre-activation (2016): `[BN-ReLU-conv] x k (+ shortcut)`, no ReLU after the addition;
+    the network's first unit takes the stem's BN-ReLU as its first activation, before the
+    split into two paths (2016 paper, Appendix), so its first layer is a bare conv.
     Basic units use 3x3 convs; bottleneck units `1x1 (width/4) - 3x3 - 1x1 (width)`.
     The stride sits on the first layer (the paper's 2015 design; torchvision's "v1.5"
     moves it to the 3x3, which changes MACs but not parameters).
     """
 
-    def __init__(self, spec: ModelSpec, cin: int, cout: int, stride: int):
+    def __init__(self, spec: ModelSpec, cin: int, cout: int, stride: int, first: bool = False):
         super().__init__()
         self.preact = spec.preactivation
         k = spec.skip_length
@@ -89,7 +98,9 @@ class Unit(nn.Module):
         else:
             shapes = [(cin if i == 0 else cout, cout, 3) for i in range(k)]
         self.layers = nn.ModuleList(
-            WeightLayer(a, b, kern, stride if i == 0 else 1, spec.preactivation)
+            WeightLayer(
+                a, b, kern, stride if i == 0 else 1, self.preact, self.preact and first and i == 0
+            )
             for i, (a, b, kern) in enumerate(shapes)
         )
         self.shortcut = make_shortcut(spec.shortcut, cin, cout, stride)
@@ -123,7 +134,7 @@ class ResNet(nn.Module):
         stages, cin = [], w
         for i, (n, cout) in enumerate(zip(spec.units, spec.stage_widths, strict=True)):
             units = [
-                Unit(spec, cin if j == 0 else cout, cout, 2 if i and j == 0 else 1)
+                Unit(spec, cin if j == 0 else cout, cout, 2 if i and j == 0 else 1, i == j == 0)
                 for j in range(n)
             ]
             stages.append(nn.Sequential(*units))

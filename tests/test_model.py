@@ -151,6 +151,39 @@ def test_he_init_fan_in():
     assert torch.equal(bn.weight, torch.ones_like(bn.weight))
 
 
+@pytest.mark.parametrize("bottleneck", [False, True])
+def test_preactivation_first_unit_shares_the_stem_activation(bottleneck):
+    """2016 paper, Appendix: the first unit's BN-ReLU is the one right after the stem conv,
+    applied once before the split; later units normalise their own input."""
+    spec = ModelSpec(depth=164 if bottleneck else 20, bottleneck=bottleneck, preactivation=True)
+    model = build(spec).train()
+    seen = {}
+    for name, mod in [
+        ("stem", model.stem),
+        ("first", model.stages[0][0].layers[0].conv),
+        ("second", model.stages[0][1].layers[0].conv),
+        ("second_unit", model.stages[0][1]),
+    ]:
+        mod.register_forward_pre_hook(lambda _m, a, n=name: seen.__setitem__(n, a[0]))
+    model.stem.register_forward_hook(lambda _m, _a, o: seen.__setitem__("stem_out", o))
+    model(torch.randn(4, 3, 32, 32))
+    # The first conv sees the stem's activated output itself, not a BN-ReLU of it.
+    assert torch.equal(seen["first"], seen["stem_out"])
+    # A later unit still normalises its input (BN-ReLU of the previous unit's sum).
+    assert not torch.equal(seen["second"], seen["second_unit"])
+    assert torch.equal(seen["second"], torch.relu(seen["second"]))
+
+    def bns(unit):
+        return sum(isinstance(m, torch.nn.BatchNorm2d) for m in unit.layers.modules())
+
+    k = len(model.stages[0][1].layers)
+    assert (bns(model.stages[0][0]), bns(model.stages[0][1]), bns(model.stages[1][0])) == (
+        k - 1,
+        k,
+        k,
+    )
+
+
 def test_layer_responses_reachable_by_name_with_hooks():
     model = build(ModelSpec(depth=20)).eval()
     names = [n for n, _ in response_modules(model)]
