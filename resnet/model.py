@@ -53,24 +53,27 @@ class ShortcutA(nn.Module):
 
 
 class Projection(nn.Module):
-    """Options B and C: 1x1 conv with stride, then BN."""
+    """Options B and C: 1x1 conv with stride, then BN; in a pre-activation unit the conv
+    alone, fed the unit's shared BN-ReLU (see `Unit`)."""
 
-    def __init__(self, cin: int, cout: int, stride: int):
+    def __init__(self, cin: int, cout: int, stride: int, bn: bool = True):
         super().__init__()
         self.conv = nn.Conv2d(cin, cout, 1, stride, bias=False)
-        self.bn = nn.BatchNorm2d(cout)
+        self.bn = nn.BatchNorm2d(cout) if bn else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
         return self.bn(self.conv(x))
 
 
-def make_shortcut(option: str, cin: int, cout: int, stride: int) -> nn.Module | None:
+def make_shortcut(
+    option: str, cin: int, cout: int, stride: int, preact: bool = False
+) -> nn.Module | None:
     """The one shortcut factory: None (plain), A, B (projection where shapes change), C."""
     reshapes = stride != 1 or cin != cout
     if option == "none":
         return None
     if option == "C" or (option == "B" and reshapes):
-        return Projection(cin, cout, stride)
+        return Projection(cin, cout, stride, bn=not preact)
     if option == "A" and reshapes:
         return ShortcutA(cin, cout, stride)
     return nn.Identity()
@@ -80,9 +83,10 @@ class Unit(nn.Module):
     """A residual unit of k weight layers.
 
     Post-activation (2015): `[conv-BN-ReLU] x (k-1) - conv-BN (+ shortcut) -> ReLU`.
-    Pre-activation (2016): `[BN-ReLU-conv] x k (+ shortcut)`, no ReLU after the addition;
-    the network's first unit takes the stem's BN-ReLU as its first activation, before the
-    split into two paths (2016 paper, Appendix), so its first layer is a bare conv.
+    Pre-activation (2016): `[BN-ReLU-conv] x k (+ shortcut)`, no ReLU after the addition.
+    A projection shortcut is pre-activated too: the unit's first BN-ReLU comes before the
+    split and feeds both its first conv and the projection conv. The network's first unit
+    takes the stem's BN-ReLU as that activation (2016 paper, Appendix; docs/paper.md §2-3).
     Basic units use 3x3 convs; bottleneck units `1x1 (width/4) - 3x3 - 1x1 (width)`.
     The stride sits on the first layer (the paper's 2015 design; torchvision's "v1.5"
     moves it to the 3x3, which changes MACs but not parameters).
@@ -97,15 +101,20 @@ class Unit(nn.Module):
             shapes = [(cin, mid, 1), (mid, mid, 3), (mid, cout, 1)]
         else:
             shapes = [(cin if i == 0 else cout, cout, 3) for i in range(k)]
+        shortcut = make_shortcut(spec.shortcut, cin, cout, stride, self.preact)
+        # Pre-activation with a projection: one BN-ReLU before the split, shared by both paths.
+        shared = self.preact and isinstance(shortcut, Projection) and not first
+        self.pre = nn.Sequential(nn.BatchNorm2d(cin), nn.ReLU()) if shared else None
+        activated = self.preact and (first or shared)
         self.layers = nn.ModuleList(
-            WeightLayer(
-                a, b, kern, stride if i == 0 else 1, self.preact, self.preact and first and i == 0
-            )
+            WeightLayer(a, b, kern, stride if i == 0 else 1, self.preact, activated and i == 0)
             for i, (a, b, kern) in enumerate(shapes)
         )
-        self.shortcut = make_shortcut(spec.shortcut, cin, cout, stride)
+        self.shortcut = shortcut  # registered after the layers: the init draws in that order
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.pre is not None:
+            x = self.pre(x)
         out = x
         for i, layer in enumerate(self.layers):
             out = layer(out)

@@ -84,6 +84,14 @@ def test_cifar_option_a_params_match_paper(depth, params):
     assert complexity(ModelSpec(depth=depth, shortcut="none"))["params"] == params
 
 
+@pytest.mark.parametrize(("depth", "params"), [(164, 1_703_258), (1001, 10_327_706)])
+def test_preactivation_bottleneck_params_match_the_authors_code(depth, params):
+    """2016 paper, Table 4 rounds these to 1.7M and 10.2M; the authors' released code for
+    the same nets (pre-activated projections, no BN after them) counts exactly these."""
+    spec = ModelSpec(depth=depth, bottleneck=True, preactivation=True, shortcut="B")
+    assert complexity(spec)["params"] == params
+
+
 @pytest.mark.parametrize(
     ("depth", "macs"),
     [(20, 40.55e6), (32, 68.86e6), (44, 97.17e6), (56, 125.49e6), (110, 252.89e6)],
@@ -155,7 +163,12 @@ def test_he_init_fan_in():
 def test_preactivation_first_unit_shares_the_stem_activation(bottleneck):
     """2016 paper, Appendix: the first unit's BN-ReLU is the one right after the stem conv,
     applied once before the split; later units normalise their own input."""
-    spec = ModelSpec(depth=164 if bottleneck else 20, bottleneck=bottleneck, preactivation=True)
+    spec = ModelSpec(
+        depth=164 if bottleneck else 20,
+        bottleneck=bottleneck,
+        preactivation=True,
+        shortcut="B" if bottleneck else "A",
+    )
     model = build(spec).train()
     seen = {}
     for name, mod in [
@@ -173,9 +186,20 @@ def test_preactivation_first_unit_shares_the_stem_activation(bottleneck):
     assert not torch.equal(seen["second"], seen["second_unit"])
     assert torch.equal(seen["second"], torch.relu(seen["second"]))
 
-    def bns(unit):
-        return sum(isinstance(m, torch.nn.BatchNorm2d) for m in unit.layers.modules())
+    def bns(unit):  # the unit's own normalisations, the shortcut's aside
+        own = [unit.layers, unit.pre or torch.nn.Identity()]
+        return sum(isinstance(m, torch.nn.BatchNorm2d) for part in own for m in part.modules())
 
+    # A projection shortcut is pre-activated: one BN-ReLU before the split feeds both the
+    # unit's first conv and the projection conv (2016 paper, Appendix).
+    if bottleneck:  # option A for the basic net: identity paths stay un-normalised
+        unit = model.stages[1][0]
+        for name, mod in [("unit", unit), ("conv", unit.layers[0].conv), ("proj", unit.shortcut)]:
+            mod.register_forward_pre_hook(lambda _m, a, n=name: seen.__setitem__(n, a[0]))
+        model(torch.randn(4, 3, 32, 32))
+        shared = unit.pre(seen["unit"])
+        assert torch.equal(seen["conv"], shared) and torch.equal(seen["proj"], shared)
+        assert isinstance(unit.shortcut.bn, torch.nn.Identity)
     k = len(model.stages[0][1].layers)
     assert (bns(model.stages[0][0]), bns(model.stages[0][1]), bns(model.stages[1][0])) == (
         k - 1,
@@ -244,9 +268,10 @@ def test_cli_model_json_and_bad_spec():
         ModelSpec(depth=20, shortcut="B"),
         ModelSpec(depth=29, bottleneck=True, shortcut="C"),
         ModelSpec(depth=20, skip_length=3, preactivation=True),
+        ModelSpec(depth=47, bottleneck=True, preactivation=True, shortcut="C"),
         ModelSpec(depth=50, stem="imagenet", num_classes=1000),
     ],
-    ids=["cifar-B", "cifar-bottleneck-C", "cifar-k3-preact", "imagenet-50"],
+    ids=["cifar-B", "cifar-bottleneck-C", "cifar-k3-preact", "cifar-preact-C", "imagenet-50"],
 )
 def test_mac_count_agrees_with_torchs_flop_counter(spec):
     from torch.utils.flop_counter import FlopCounterMode
