@@ -78,10 +78,15 @@ ENTRIES: tuple[Entry, ...] = (
     _cifar({"depth": 110, "skip_length": 1, "preactivation": True}, 8.91, _FOLLOWUP),
     _cifar({"depth": 110, "preactivation": True}, 6.37, _FOLLOWUP),
     _cifar({"depth": 110, "shortcut": "C"}, 12.22, _FOLLOWUP, "1x1 conv on every shortcut"),
-    _cifar({"depth": 164, "bottleneck": True}, 5.93, _FOLLOWUP),
-    _cifar({"depth": 164, "bottleneck": True, "preactivation": True}, 5.46, _FOLLOWUP),
-    _cifar({"depth": 1001, "bottleneck": True}, 7.61, _FOLLOWUP),
-    _cifar({"depth": 1001, "bottleneck": True, "preactivation": True}, 4.92, _FOLLOWUP),
+    # Its bottleneck nets project where dimensions grow (option B; docs/paper.md §3).
+    _cifar({"depth": 164, "bottleneck": True, "shortcut": "B"}, 5.93, _FOLLOWUP),
+    _cifar(
+        {"depth": 164, "bottleneck": True, "shortcut": "B", "preactivation": True}, 5.46, _FOLLOWUP
+    ),
+    _cifar({"depth": 1001, "bottleneck": True, "shortcut": "B"}, 7.61, _FOLLOWUP),
+    _cifar(
+        {"depth": 1001, "bottleneck": True, "shortcut": "B", "preactivation": True}, 4.92, _FOLLOWUP
+    ),
     # ImageNet top-1, 10-crop validation (Tables 2 and 3).
     _imagenet({"depth": 18, "shortcut": "none"}, 27.94, f"{PAPER_2015}, Table 2"),
     _imagenet({"depth": 18, "shortcut": "A"}, 27.88, f"{PAPER_2015}, Table 2"),

@@ -107,12 +107,12 @@ def test_verdict_with_one_seed_says_what_is_needed():
         ({"dataset": "cifar10", "depth": 110, "shortcut": "A"}, 6.61),
         ({"dataset": "cifar10", "depth": 110, "shortcut": "A", "skip_length": 1}, 9.90),
         ({"dataset": "cifar10", "depth": 110, "shortcut": "C"}, 12.22),
-        ({"dataset": "cifar10", "depth": 164, "shortcut": "A", "bottleneck": "True"}, 5.93),
+        ({"dataset": "cifar10", "depth": 164, "shortcut": "B", "bottleneck": "True"}, 5.93),
         (
             {
                 "dataset": "cifar10",
                 "depth": 164,
-                "shortcut": "A",
+                "shortcut": "B",
                 "bottleneck": True,
                 "preactivation": True,
             },
@@ -136,6 +136,8 @@ def test_paper_numbers_match_their_settings(settings, expected):
         {"dataset": "cifar10", "depth": 20, "shortcut": "A", "preactivation": True},
         {"dataset": "cifar10", "depth": 20, "shortcut": "A", "width": 32},
         {"dataset": "cifar10", "depth": 110, "shortcut": "A", "stem": "imagenet"},
+        # The 2016 bottleneck nets project where dimensions grow; option A is another net.
+        {"dataset": "cifar10", "depth": 164, "shortcut": "A", "bottleneck": True},
     ],
 )
 def test_paper_numbers_need_every_setting_to_match(settings):
