@@ -263,7 +263,14 @@ def _restore(config: TrainConfig, setup: _Setup, saved: dict) -> _State:
             f"{saved['fingerprint']}, these {config.fingerprint()}); use another "
             "checkpoint location"
         )
-    setup.model.load_state_dict(saved["model"])
+    try:
+        setup.model.load_state_dict(saved["model"])
+    except RuntimeError as e:  # same settings, other modules: saved by another model code
+        first = (str(e).strip().splitlines() or [type(e).__name__])[-1].strip()[:300]
+        raise CheckpointMismatch(
+            "the checkpoint's weights do not fit this model (saved by another version of the "
+            f"model code?): {first}; use another checkpoint location"
+        ) from e
     setup.optimizer.load_state_dict(saved["optimizer"])
     setup.schedule.load_state_dict(saved["schedule"])
     setup.batches.load_state_dict(saved["batches"])

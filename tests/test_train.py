@@ -236,6 +236,22 @@ def test_checkpoint_of_other_settings_is_refused_by_its_own_error(digits, tmp_pa
     assert not isinstance(err.value, DataError)
 
 
+def test_checkpoint_from_other_model_code_is_refused_in_one_line(digits, tmp_path):
+    """Same settings, but weights of modules this model no longer has (a checkpoint saved
+    before the model code changed): a CheckpointMismatch, not a torch traceback."""
+    from resnet.checkpoint import checkpoints
+    from resnet.errors import CheckpointMismatch
+
+    train(TrainConfig(**TINY), Recorder(stop_at=3), checkpoint_dir=tmp_path, data=digits)
+    newest = checkpoints(tmp_path)[-1]
+    saved = torch.load(newest, weights_only=True)
+    saved["model"]["stages.0.0.layers.0.extra.weight"] = torch.ones(3)
+    torch.save(saved, newest)
+    with pytest.raises(CheckpointMismatch, match="do not fit this model") as err:
+        train(TrainConfig(**TINY), checkpoint_dir=tmp_path, data=digits)
+    assert "extra.weight" in str(err.value) and "\n" not in str(err.value)
+
+
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_graph_step_logic_matches_eager_step_for_step(digits, precision):
     """The graph form's static buffers, device-side learning rate and iteration counter,
