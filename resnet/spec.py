@@ -14,6 +14,8 @@ from resnet.settings import setting
 SHORTCUTS = ("none", "A", "B", "C")
 STEMS = ("cifar", "imagenet")
 SKIP_LENGTHS = (1, 2, 3)
+# CIFAR depths the 2016 paper builds from bottleneck units (docs/paper.md §3).
+CIFAR_BOTTLENECK_DEPTHS = (164, 1001)
 
 # docs/paper.md §5, "ImageNet architectures": units per stage and unit type.
 IMAGENET_LAYOUTS: dict[int, tuple[tuple[int, ...], bool]] = {
@@ -66,7 +68,8 @@ class ModelSpec(ModelFields):
 
     `depth` counts weight layers (convs and the final linear layer, not projection
     shortcuts). `bottleneck=None` resolves to the paper's choice for the depth: basic
-    units on CIFAR and for ImageNet 18/34, bottleneck units for ImageNet 50/101/152.
+    units on CIFAR (bottleneck at the 2016 paper's 164 and 1001 when the skip length is
+    left open) and for ImageNet 18/34, bottleneck units for ImageNet 50/101/152.
     `skip_length=None` resolves to 3 for bottleneck units and 2 for basic ones.
     """
 
@@ -125,7 +128,8 @@ class ModelSpec(ModelFields):
     def _resolve_cifar(self) -> None:
         set_ = object.__setattr__
         if self.bottleneck is None:
-            set_(self, "bottleneck", False)
+            paper = self.depth in CIFAR_BOTTLENECK_DEPTHS and self.skip_length in (None, 3)
+            set_(self, "bottleneck", paper)
         if self.skip_length is None:
             set_(self, "skip_length", 3 if self.bottleneck else 2)
         if self.skip_length not in SKIP_LENGTHS:
@@ -145,10 +149,13 @@ class ModelSpec(ModelFields):
                 if not rest and self.depth > 2
                 else f"depth {self.depth} does not split into 3 equal stages plus 2 layers"
             )
+            other = ""
+            if not self.bottleneck and not rest and per_stage % 3 == 0:
+                other = ", or bottleneck units (depth = 9n + 2)"
             raise SpecError(
                 "depth",
                 f"{unit} need each stage's layer count divisible by {k} (depth = {3 * k}n + 2); "
-                f"{why}; try depth {_nearby(_cifar_valid_depths(k), self.depth)}",
+                f"{why}; try depth {_nearby(_cifar_valid_depths(k), self.depth)}{other}",
             )
         set_(self, "units", (per_stage // k,) * 3)
 

@@ -237,6 +237,7 @@ def test_layer_responses_reachable_by_name_with_hooks():
         ({"stem": "mnist"}, "stem", "cifar, imagenet"),
         ({"depth": 0}, "depth", "positive"),
         ({"width": 6}, "width", "multiple of 4"),
+        ({"depth": 1001, "bottleneck": False}, "depth", "or bottleneck units (depth = 9n + 2)"),
     ],
 )
 def test_invalid_specs_name_the_problem(kwargs, field, fragment):
@@ -244,6 +245,21 @@ def test_invalid_specs_name_the_problem(kwargs, field, fragment):
         ModelSpec(**kwargs)
     assert err.value.field == field
     assert fragment in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "bottleneck", "skip_length"),
+    [
+        ({"depth": 164}, True, 3),  # the 2016 paper's bottleneck depths
+        ({"depth": 1001}, True, 3),
+        ({"depth": 164, "skip_length": 2}, False, 2),  # a basic unit asked for
+        ({"depth": 110}, False, 2),
+        ({"depth": 50, "stem": "imagenet"}, True, 3),
+    ],
+)
+def test_bottleneck_defaults_to_the_papers_choice_for_the_depth(kwargs, bottleneck, skip_length):
+    spec = ModelSpec(**kwargs)
+    assert (spec.bottleneck, spec.skip_length) == (bottleneck, skip_length)
 
 
 def test_cli_model_json_and_bad_spec():
