@@ -132,9 +132,13 @@ def _run_trials(
 ) -> bool:
     """One Tuner over the plan's trials that are not done; False when interrupted."""
     from ablations.execute import fit
+    from ablations.trainable import stored_checkpoints
     from resnet.complexity import complexity
 
     existing = store.trial_runs(record.experiment_id)
+    stored = {}  # run id -> checkpoints in the storage, newest first
+    if any(r.data.tags.get("ablate.status") not in TERMINAL for r in existing.values()):
+        stored = stored_checkpoints(storage, f"{plan.experiment}-")
     code = code_version()
     runs, logged, payloads = {}, {}, []
     counts: dict = {}
@@ -167,9 +171,11 @@ def _run_trials(
             run_id = run.info.run_id
             logged[trial.key] = store.logged_upto(run_id)
             tags = run.data.tags
-            resume = [
+            recorded = [
                 tags[k] for k in ("ablate.checkpoint", "ablate.checkpoint_previous") if k in tags
             ]
+            found = stored.get(run_id, [])
+            resume = found + [path for path in recorded if path not in found]
         runs[trial.key] = run_id
         payloads.append(
             {
@@ -178,6 +184,7 @@ def _run_trials(
                 "config": {**config.to_dict(), "device": plan.placement.device},
                 "threads": plan.placement.threads,
                 "storage": storage,
+                "run": run_id,
                 "resume": resume,
                 "checkpoints": True,
             }

@@ -20,7 +20,8 @@ from pathlib import Path
 from ablations.events import Evaluation, Final, Saved, Start, encode
 
 STATE_FILE = "state.pt"
-META_FILE = "meta.json"  # {"trial": key, "iteration": N}: what a checkpoint folder holds
+# {"trial": key, "run": MLflow run id, "iteration": N}: what a checkpoint folder holds
+META_FILE = "meta.json"
 
 
 class CheckpointLost(RuntimeError):
@@ -32,8 +33,8 @@ class TuneCheckpoints:
     (Tune copies it into the storage and keeps the newest two); load = the checkpoint of
     an earlier attempt of this Tune run, else those a previous `ablate run` recorded."""
 
-    def __init__(self, storage: str, resume: list[str], key: str = ""):
-        self.storage, self.resume, self.key = storage, resume, key
+    def __init__(self, storage: str, resume: list[str], key: str = "", run: str = ""):
+        self.storage, self.resume, self.key, self.run = storage, resume, key, run
 
     def _candidates(self):
         from ray import tune
@@ -80,7 +81,8 @@ class TuneCheckpoints:
         folder = Path(tempfile.mkdtemp(prefix="ablate-ckpt-"))
         try:
             torch.save(state, folder / STATE_FILE)
-            (folder / META_FILE).write_text(json.dumps({"trial": self.key, "iteration": iteration}))
+            meta = {"trial": self.key, "run": self.run, "iteration": iteration}
+            (folder / META_FILE).write_text(json.dumps(meta))
             tune.report(encode(Saved(iteration)), checkpoint=tune.Checkpoint.from_directory(folder))
         except OSError as err:
             raise OSError(
@@ -90,6 +92,38 @@ class TuneCheckpoints:
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         return self.storage
+
+
+def stored_checkpoints(storage: str, prefix: str) -> dict[str, list[str]]:
+    """MLflow run id -> its checkpoints in the storage, newest first, from the meta files of
+    the Tune runs named `prefix`*. The store records each checkpoint only once the driver
+    hears of it; a driver killed in between leaves a newer one that only this finds."""
+    import pyarrow.fs
+
+    fs, root = pyarrow.fs.FileSystem.from_uri(storage)
+    found: dict[str, list[tuple[int, str]]] = {}
+    try:
+        tune_runs = fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
+        for tune_run in tune_runs:
+            if tune_run.type != pyarrow.fs.FileType.Directory:
+                continue
+            if not tune_run.base_name.startswith(prefix):
+                continue
+            for info in fs.get_file_info(pyarrow.fs.FileSelector(tune_run.path, recursive=True)):
+                if info.base_name != META_FILE:
+                    continue
+                try:
+                    with fs.open_input_stream(info.path) as f:
+                        meta = json.loads(f.read())
+                    run, iteration = meta.get("run"), int(meta["iteration"])
+                except (OSError, ValueError, KeyError, TypeError):
+                    continue  # half-written: the recorded checkpoints still stand
+                if run:
+                    folder = info.path.rsplit("/", 1)[0]
+                    found.setdefault(run, []).append((iteration, folder))
+    except OSError:
+        return {}  # an unreadable storage: resume from what the store recorded
+    return {run: [path for _, path in sorted(kept, reverse=True)] for run, kept in found.items()}
 
 
 def run_trial(tune_config: dict) -> None:
@@ -129,7 +163,9 @@ def run_trial(tune_config: dict) -> None:
         config = TrainConfig.from_dict({**payload["config"], **overrides})
         data = load_dataset(config.dataset, config.data_dir, config.val_size)
         env = environment(config, data, threads)
-        store = TuneCheckpoints(payload["storage"], payload.get("resume", []), payload["key"])
+        store = TuneCheckpoints(
+            payload["storage"], payload.get("resume", []), payload["key"], payload.get("run", "")
+        )
         result = train(config, Relay(env), store if payload["checkpoints"] else None, data)
         final = Final(result.status, result.summary(), result.lr_trace, result.layer_responses)
     except Exception as err:  # noqa: BLE001 - deterministic: recorded, not retried
