@@ -6,7 +6,6 @@ alike; neither knows how Tune is driven.
 from __future__ import annotations
 
 import os
-import re
 import signal
 import threading
 import time
@@ -18,6 +17,7 @@ from ray import tune
 
 from ablations.errors import AblateError
 from ablations.events import METRIC, Event, Final, Saved, decode
+from ablations.trainable import folder_key
 
 RETRIES = 2  # Ray retries of a trial whose worker process died
 KEEP_CHECKPOINTS = 2  # the newest and one to fall back to
@@ -147,8 +147,7 @@ def fit(
 
 def _trial_name(trial) -> str:
     """A trial's folder in the storage: its key, readable, and Tune's id for uniqueness."""
-    key = re.sub(r"[^A-Za-z0-9_.=-]+", "_", trial.config["trial"]["key"])[:80]
-    return f"{key}-{trial.trial_id}"
+    return f"{folder_key(trial.config['trial']['key'])}-{trial.trial_id}"
 
 
 class _Relay(tune.Callback):

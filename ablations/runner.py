@@ -137,8 +137,11 @@ def _run_trials(
 
     existing = store.trial_runs(record.experiment_id)
     stored = {}  # run id -> checkpoints in the storage, newest first
-    if any(r.data.tags.get("ablate.status") not in TERMINAL for r in existing.values()):
-        stored = stored_checkpoints(storage, f"{plan.experiment}-")
+    unfinished = [
+        k for k, r in existing.items() if r.data.tags.get("ablate.status") not in TERMINAL
+    ]
+    if unfinished:
+        stored = stored_checkpoints(storage, f"{plan.experiment}-", unfinished)
     code = code_version()
     runs, logged, payloads = {}, {}, []
     counts: dict = {}

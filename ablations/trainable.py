@@ -11,6 +11,7 @@ failed, with its reason, and is not retried: Ray's retries are for workers that 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tempfile
 import traceback
@@ -94,11 +95,19 @@ class TuneCheckpoints:
         return self.storage
 
 
-def stored_checkpoints(storage: str, prefix: str) -> dict[str, list[str]]:
+def folder_key(key: str) -> str:
+    """A trial key as the start of its folder name in the storage (Tune adds its id)."""
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", key)[:80]
+
+
+def stored_checkpoints(storage: str, prefix: str, keys: list[str]) -> dict[str, list[str]]:
     """MLflow run id -> its checkpoints in the storage, newest first, from the meta files of
-    the Tune runs named `prefix`*. The store records each checkpoint only once the driver
-    hears of it; a driver killed in between leaves a newer one that only this finds."""
+    the trials `keys` in the Tune runs named `prefix`*. The store records each checkpoint
+    only once the driver hears of it; a driver killed in between leaves a newer one that
+    only this finds."""
     import pyarrow.fs
+
+    folders = {folder_key(k) + "-" for k in keys}
 
     fs, root = pyarrow.fs.FileSystem.from_uri(storage)
     found: dict[str, list[tuple[int, str]]] = {}
@@ -112,6 +121,9 @@ def stored_checkpoints(storage: str, prefix: str) -> dict[str, list[str]]:
             for info in fs.get_file_info(pyarrow.fs.FileSelector(tune_run.path, recursive=True)):
                 if info.base_name != META_FILE:
                     continue
+                trial_folder = info.path.rsplit("/", 3)[-3]  # <trial>/checkpoint_N/meta.json
+                if not any(trial_folder.startswith(f) for f in folders):
+                    continue  # another trial's: not read (a bucket charges per read)
                 try:
                     with fs.open_input_stream(info.path) as f:
                         meta = json.loads(f.read())

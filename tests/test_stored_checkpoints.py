@@ -34,10 +34,12 @@ def test_newest_first_per_run_of_this_study_only(tmp_path):
     _checkpoint(tmp_path, "s-20260103-000000", "k0-6", 1, {"trial": "k0", "iteration": 100})
     (tmp_path / "s-stray-file").write_text("not a Tune run")
 
-    found = stored_checkpoints(str(tmp_path), "s-")
+    found = stored_checkpoints(str(tmp_path), "s-", ["k0", "k1"])
     assert found == {a: [newer, middle, older], "runB": [other]}
+    # Only the trials asked about are read.
+    assert stored_checkpoints(str(tmp_path), "s-", ["k1"]) == {"runB": [other]}
 
 
 def test_an_empty_or_missing_storage_finds_nothing(tmp_path):
-    assert stored_checkpoints(str(tmp_path), "s-") == {}
-    assert stored_checkpoints(str(tmp_path / "never-made"), "s-") == {}
+    assert stored_checkpoints(str(tmp_path), "s-", ["k0"]) == {}
+    assert stored_checkpoints(str(tmp_path / "never-made"), "s-", ["k0"]) == {}
