@@ -42,6 +42,7 @@ class TuneCheckpoints:
 
         current = tune.get_checkpoint()
         if current is not None:
+            yield from self._unregistered_after(current)
             yield current
         if self.resume:
             import pyarrow.fs
@@ -49,6 +50,32 @@ class TuneCheckpoints:
             fs, _ = pyarrow.fs.FileSystem.from_uri(self.storage)
             for path in self.resume:
                 yield tune.Checkpoint(path=path, filesystem=fs)
+
+    def _unregistered_after(self, current):
+        """This trial's checkpoints newer than Ray's `current`, newest first: a worker that
+        died after writing a checkpoint but before the driver heard of it leaves one, and
+        Ray restores the one before. Every evaluation up to it had reached the driver (the
+        worker writes a checkpoint only after the driver took its previous report), so
+        resuming from it loses and repeats nothing."""
+        import pyarrow.fs
+        from ray import tune
+
+        fs = current.filesystem
+        trial_folder = current.path.rstrip("/").rsplit("/", 1)[0]
+        base = _read_meta(fs, f"{current.path}/{META_FILE}")
+        newer = []
+        try:
+            for info in fs.get_file_info(pyarrow.fs.FileSelector(trial_folder)):
+                if info.type != pyarrow.fs.FileType.Directory or info.path == current.path:
+                    continue
+                meta = _read_meta(fs, f"{info.path}/{META_FILE}")
+                if meta and (meta.get("trial"), meta.get("run")) == (self.key, self.run):
+                    if base is None or meta["iteration"] > base["iteration"]:
+                        newer.append((meta["iteration"], info.path))
+        except OSError:
+            return []  # an unlistable storage: Ray's own checkpoint stands
+        newer.sort(reverse=True)
+        return [tune.Checkpoint(path=path, filesystem=fs) for _, path in newer]
 
     def load(self, map_location):
         import torch
@@ -124,18 +151,24 @@ def stored_checkpoints(storage: str, prefix: str, keys: list[str]) -> dict[str, 
                 trial_folder = info.path.rsplit("/", 3)[-3]  # <trial>/checkpoint_N/meta.json
                 if not any(trial_folder.startswith(f) for f in folders):
                     continue  # another trial's: not read (a bucket charges per read)
-                try:
-                    with fs.open_input_stream(info.path) as f:
-                        meta = json.loads(f.read())
-                    run, iteration = meta.get("run"), int(meta["iteration"])
-                except (OSError, ValueError, KeyError, TypeError):
-                    continue  # half-written: the recorded checkpoints still stand
-                if run:
+                meta = _read_meta(fs, info.path)
+                if meta and meta.get("run"):  # else half-written: the recorded ones stand
                     folder = info.path.rsplit("/", 1)[0]
-                    found.setdefault(run, []).append((iteration, folder))
+                    found.setdefault(meta["run"], []).append((meta["iteration"], folder))
     except OSError:
         return {}  # an unreadable storage: resume from what the store recorded
     return {run: [path for _, path in sorted(kept, reverse=True)] for run, kept in found.items()}
+
+
+def _read_meta(fs, path: str) -> dict | None:
+    """A checkpoint's meta file (its "iteration" an int), or None if it cannot be read."""
+    try:
+        with fs.open_input_stream(path) as f:
+            meta = json.loads(f.read())
+        meta["iteration"] = int(meta["iteration"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return meta
 
 
 def run_trial(tune_config: dict) -> None:
