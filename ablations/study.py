@@ -17,49 +17,49 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    WithJsonSchema,
-    create_model,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, model_validator
 
 from ablations.errors import AblateError
-from resnet.config import TrainConfig, coerce
-from resnet.settings import SCIENCE, base_type, fields_of
+from resnet.config import TrainConfig
+from resnet.errors import SpecError
+from resnet.settings import SCIENCE, Setting, check, settings_of
 
 # Settings a study may fix or vary: the science settings; seeds have their own key.
-_FIELDS = {f.name: f for f in fields_of(TrainConfig, SCIENCE) if f.name != "seed"}
-SETTINGS = tuple(_FIELDS)
-Level = int | float | str | bool
+_SETTINGS = {s.name: s for s in settings_of(TrainConfig, SCIENCE) if s.name != "seed"}
+SETTINGS = tuple(_SETTINGS)
+_JSON_TYPES = {int: "integer", float: "number", bool: "boolean", str: ["string", "number"]}
 
 
-def _value_type(name: str) -> Any:
-    kind = base_type(_FIELDS[name], TrainConfig)
-    # YAML writes `warmup: 400` as a number; text settings take numbers too.
-    return str | int if kind is str else kind
+def _value_schema(s: Setting, unset: bool) -> dict:
+    """The JSON schema of one value of a setting, from its one definition (`unset`: null
+    allowed, for the setting's default)."""
+    types = _JSON_TYPES[s.type]
+    types = [*types, "null"] if isinstance(types, list) else [types, "null"]
+    schema: dict[str, Any] = {"type": types if unset else _JSON_TYPES[s.type]}
+    if s.choices:
+        schema = {"enum": [*s.choices, *([None] if unset else [])]}
+    if s.ge is not None:
+        schema["minimum"] = s.ge
+    if s.gt is not None:
+        schema["exclusiveMinimum"] = s.gt
+    return schema
 
 
-def _settings_model(name: str, as_list: bool) -> type[BaseModel]:
-    fields: dict[str, Any] = {}
-    for key, f in _FIELDS.items():
-        kind = _value_type(key)
-        kind = list[kind] if as_list else kind  # type: ignore[valid-type]
-        help_text = f.metadata["help"]
-        choices = f.metadata.get("choices")
-        if choices:
-            help_text += f" (one of {', '.join(map(str, choices))})"
-        fields[key] = (kind | None, Field(None, description=help_text))
-    return create_model(name, __config__=ConfigDict(extra="forbid"), **fields)
+def _settings_schema(title: str, as_list: bool) -> dict:
+    properties = {}
+    for name, s in _SETTINGS.items():
+        value = _value_schema(s, unset=not as_list)
+        if as_list:
+            value = {"type": "array", "items": value, "minItems": 1}
+        properties[name] = {**value, "description": s.describe()}
+    return {"title": title, "type": "object", "properties": properties,
+            "additionalProperties": False}  # fmt: skip
 
 
-_FIXED = _settings_model("FixedSettings", as_list=False)
-_LEVELS = _settings_model("ScientificFactors", as_list=True)
-FixedSettings = Annotated[dict[str, Any], WithJsonSchema(_FIXED.model_json_schema())]
-Factors = Annotated[dict[str, Any], WithJsonSchema(_LEVELS.model_json_schema())]
+FixedSettings = Annotated[
+    dict[str, Any], WithJsonSchema(_settings_schema("FixedSettings", as_list=False))
+]
+Factors = Annotated[dict[str, Any], WithJsonSchema(_settings_schema("ScientificFactors", True))]
 
 
 class Strict(BaseModel):
@@ -144,23 +144,21 @@ class Study(Strict):
 
 
 def _typed(values: dict[str, Any], where: str, as_list: bool = False) -> dict[str, Any]:
-    """`values` checked against the settings' names and types, in the file's order, each
-    read as its setting's type (YAML's `400` for a text setting becomes "400")."""
-    for key in values:
-        if key not in _FIELDS:
-            raise ValueError(f"{where}.{key}: unknown setting; allowed: {', '.join(SETTINGS)}")
-    model = _LEVELS if as_list else _FIXED
-    try:
-        checked = model.model_validate(values)
-    except ValidationError as err:
-        first = err.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"])
-        raise ValueError(f"{where}.{loc}: {first['msg']}, got {first['input']!r}") from None
+    """`values` checked by the settings' one check (resnet/settings.py), in the file's
+    order, each read as its setting's type (YAML's `400` for a text setting is "400")."""
     out = {}
-    for key in values:
-        value = getattr(checked, key)
-        f = _FIELDS[key]
-        out[key] = [coerce(f, v) for v in value] if as_list and value else coerce(f, value)
+    for key, value in values.items():
+        if key not in _SETTINGS:
+            raise ValueError(f"{where}.{key}: unknown setting; allowed: {', '.join(SETTINGS)}")
+        if as_list and not isinstance(value, list):
+            raise ValueError(f"{where}.{key}: must be a list of levels, got {value!r}")
+        try:
+            if as_list:
+                out[key] = [check(_SETTINGS[key], v) for v in value]
+            else:  # None: the setting's default (a preset undoing what the study fixed)
+                out[key] = None if value is None else check(_SETTINGS[key], value)
+        except SpecError as err:
+            raise ValueError(f"{where}.{err}") from None
     return out
 
 
@@ -230,9 +228,11 @@ def _one_line(err: ValidationError) -> str:
     return f"{loc}: {msg}" if loc else msg
 
 
-def experiment_name(study: Study, preset: str | None) -> str:
-    """The MLflow experiment of a study: NAME, or NAME@PRESET."""
-    return study.name if preset is None else f"{study.name}@{preset}"
+def experiment_name(study: str, preset: str | None) -> str:
+    """The MLflow experiment of a study: NAME, or NAME@PRESET. `study`: a study's name, or
+    a study file (its `name` counts)."""
+    name = load(study)[0].name if is_file_ref(study) else study
+    return name if preset is None else f"{name}@{preset}"
 
 
 def json_schema() -> dict:

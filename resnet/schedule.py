@@ -42,8 +42,6 @@ class LRSchedule:
         warmup_lr: float = 0.01,
         plateau_patience: int = 5,
     ):
-        if policy not in POLICIES:
-            raise ValueError(f"lr_policy: {policy!r} is not one of {', '.join(POLICIES)}")
         self.base_lr, self.policy, self.iterations = lr, policy, iterations
         self.warmup = parse_warmup(warmup)
         self.warmup_lr, self.patience = warmup_lr, plateau_patience

@@ -1,21 +1,27 @@
-"""How a setting is defined, once: a dataclass field whose metadata says what it means and
-whether it is science (changes the result: a study key, an MLflow param, part of the
-fingerprint) or execution (where and how fast it runs).
+"""How a setting is defined, once, and the one check every value of it goes through.
 
-Everything else derives from these fields: the CLI flags (`ablations.cli`), the study-file
-keys and their JSON schema (`ablations.study`), the MLflow params and their typed decoding
-(`ablations.store`, and `reports/` through the type table the store records).
+A setting is a dataclass field made with `setting()`: its type (from the annotation), its
+default, a one-line meaning, whether it is science (changes the result: a study key, an
+MLflow param, part of the fingerprint) or execution (where and how fast it runs), and its
+allowed values (`choices`, or a lower bound `ge` / `gt`). `check()` enforces exactly that,
+for study files, CLI flags and trial configs alike; rules that tie settings together live
+in the dataclass that owns them (resnet/spec.py, resnet/config.py).
 
+From the same definitions come the CLI flags (ablations/cli.py), the study keys and their
+JSON schema (ablations/study.py) and the MLflow type table the reports decode params with.
 No torch here: the CLI builds its flags from this module and must answer at once.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
-from dataclasses import MISSING, Field
+from dataclasses import MISSING, dataclass
 from typing import Any
+
+from resnet.errors import SpecError
 
 SCIENCE = "science"
 EXECUTION = "execution"
@@ -27,69 +33,104 @@ def setting(
     help: str,
     kind: str = SCIENCE,
     choices: tuple | None = None,
+    ge: float | None = None,
+    gt: float | None = None,
     flag: bool = True,
 ) -> Any:
-    """A dataclass field with its meaning: `help` (one line, with units or the paper's
-    section), `kind` (science or execution), `choices` (allowed values, if a closed set)
-    and `flag` (False: no CLI flag, e.g. a value derived from the data set)."""
-    return dataclasses.field(
-        default=default,
-        metadata={"help": help, "kind": kind, "choices": choices, "flag": flag},
-    )
+    """A dataclass field with its meaning and its allowed values. `flag=False`: no CLI flag
+    (a value derived from the data set)."""
+    meta = {"help": help, "kind": kind, "choices": choices, "ge": ge, "gt": gt, "flag": flag}
+    return dataclasses.field(default=default, metadata=meta)
 
 
-def fields_of(cls: type, kind: str | None = None) -> list[Field]:
+@dataclass(frozen=True)
+class Setting:
+    """One setting, read from its field: what `check` and every derived surface need."""
+
+    name: str
+    type: type  # int, float, bool or str
+    default: Any
+    help: str
+    kind: str = SCIENCE
+    choices: tuple | None = None
+    ge: float | None = None
+    gt: float | None = None
+    optional: bool = False  # None allowed: resolved later from other settings or the data
+    flag: bool = True
+
+    @property
+    def type_name(self) -> str:
+        return TYPE_NAMES[self.type]
+
+    def describe(self) -> str:
+        """The meaning, with the allowed values when they are a closed set."""
+        if self.choices:
+            return f"{self.help} (one of {', '.join(map(str, self.choices))})"
+        return self.help
+
+
+def settings_of(owner: type, kind: str | None = None) -> list[Setting]:
     """The settings of a settings dataclass, in declaration order; only `kind` if given."""
-    return [
-        f
-        for f in dataclasses.fields(cls)
-        if f.init and "kind" in f.metadata and (kind is None or f.metadata["kind"] == kind)
-    ]
+    hints = typing.get_type_hints(owner)
+    out = []
+    for f in dataclasses.fields(owner):
+        meta = f.metadata
+        if not f.init or "kind" not in meta or (kind is not None and meta["kind"] != kind):
+            continue
+        hint, optional = hints[f.name], False
+        if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+            args = [a for a in typing.get_args(hint) if a is not type(None)]
+            hint, optional = args[0], True
+        if hint not in TYPE_NAMES:
+            raise TypeError(f"setting {f.name}: unsupported type {hint!r}")
+        default = None if f.default is MISSING else f.default
+        names = ("help", "kind", "choices", "ge", "gt", "flag")
+        out.append(Setting(f.name, hint, default, optional=optional, **{k: meta[k] for k in names}))
+    return out
 
 
-def base_type(f: Field, owner: type) -> type:
-    """int, float, bool or str: the field's type without `| None`."""
-    hint = typing.get_type_hints(owner)[f.name]
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        hint = args[0]
-    if hint not in TYPE_NAMES:
-        raise TypeError(f"setting {f.name}: unsupported type {hint!r}")
-    return hint
+def check(s: Setting, value: Any) -> Any:
+    """`value` as setting `s` takes it, or SpecError naming the setting and what is allowed.
+    YAML's spellings are read as the setting's type: an int for a float (`lr: 1`), a number
+    for a text setting (`warmup: 400`)."""
+    if value is None:
+        if s.optional:
+            return None
+        raise SpecError(s.name, f"must be set ({s.describe()})")
+    if s.type is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    elif s.type is str and isinstance(value, int | float) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, s.type) or (s.type is int and isinstance(value, bool)):
+        raise SpecError(s.name, f"must be {_kind_words(s)}, got {value!r}")
+    if s.type is float and not math.isfinite(value):
+        raise SpecError(s.name, f"must be a finite number, got {value!r}")
+    if s.choices is not None and value not in s.choices:
+        raise SpecError(s.name, f"{value!r} is not one of {', '.join(map(str, s.choices))}")
+    if (s.ge is not None and value < s.ge) or (s.gt is not None and value <= s.gt):
+        raise SpecError(s.name, f"must be {_kind_words(s)}, got {value!r}")
+    return value
 
 
-def optional(f: Field, owner: type) -> bool:
-    hint = typing.get_type_hints(owner)[f.name]
-    return type(None) in typing.get_args(hint)
+def _kind_words(s: Setting) -> str:
+    noun = {int: "integer", float: "number", bool: "true or false", str: "text"}[s.type]
+    if s.gt == 0 or (s.type is int and s.ge == 1):
+        return f"a positive {noun}"
+    if s.ge is not None:
+        return f"{'an' if noun[0] in 'aeiou' else 'a'} {noun} >= {s.ge:g}"
+    if s.type is bool:
+        return noun
+    return f"{'an' if noun[0] in 'aeiou' else 'a'} {noun}"
+
+
+def check_all(instance: Any) -> None:
+    """Every setting of a settings dataclass instance, checked (and coerced) in place."""
+    for s in settings_of(type(instance)):
+        value = check(s, getattr(instance, s.name))
+        object.__setattr__(instance, s.name, value)
 
 
 def type_table(owner: type, kind: str | None = SCIENCE) -> dict[str, str]:
     """{name: "int" | "float" | "bool" | "str"}: what the store records so that readers
     without this package (the reports) can decode params."""
-    return {f.name: TYPE_NAMES[base_type(f, owner)] for f in fields_of(owner, kind)}
-
-
-def decode(type_name: str, text: str | None) -> Any:
-    """A param's text back to its value ("None" is unset). Raises ValueError on text that
-    is not of the type."""
-    if text is None or text == "None":
-        return None
-    if type_name == "bool":
-        lowered = text.strip().lower()
-        if lowered in ("true", "1", "yes"):
-            return True
-        if lowered in ("false", "0", "no"):
-            return False
-        raise ValueError(f"{text!r} is not true or false")
-    if type_name == "int":
-        value = float(text)
-        if not value.is_integer():
-            raise ValueError(f"{text!r} is not a whole number")
-        return int(value)
-    if type_name == "float":
-        return float(text)
-    return text
-
-
-def default_of(f: Field) -> Any:
-    return None if f.default is MISSING else f.default
+    return {s.name: s.type_name for s in settings_of(owner, kind)}

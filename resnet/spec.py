@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from resnet.errors import SpecError
-from resnet.settings import setting
+from resnet.settings import check_all, setting
 
 SHORTCUTS = ("none", "A", "B", "C")
 STEMS = ("cifar", "imagenet")
@@ -43,12 +43,14 @@ def _cifar_valid_depths(layers_per_unit: int, limit: int = 2000) -> list[int]:
 class ModelFields:
     """The model settings a study can fix or vary (docs/paper.md §2, §3)."""
 
-    depth: int = setting(20, "weight layers: convs and the final linear layer (CIFAR: 6n+2)")
+    depth: int = setting(20, "weight layers: convs and the final linear layer (CIFAR: 6n+2)", ge=1)
     shortcut: str = setting(
         "A", "none (plain net), A, B or C (docs/paper.md §2)", choices=SHORTCUTS
     )
     skip_length: int | None = setting(
-        None, "weight layers one shortcut spans: 1, 2 or 3 (default 2; 3 for bottleneck)"
+        None,
+        "weight layers one shortcut spans: 1, 2 or 3 (default 2; 3 for bottleneck)",
+        choices=SKIP_LENGTHS,
     )
     bottleneck: bool | None = setting(
         None, "1x1-3x3-1x1 bottleneck units (default: the paper's choice for the depth)"
@@ -58,7 +60,7 @@ class ModelFields:
         "cifar", "cifar (3x3 conv, 32x32) or imagenet (7x7/2 + pool)", choices=STEMS
     )
     width: int | None = setting(
-        None, "base filters, a multiple of 4 (default 16 cifar, 64 imagenet)"
+        None, "base filters, a multiple of 4 (default 16 cifar, 64 imagenet)", ge=4
     )
 
 
@@ -73,27 +75,16 @@ class ModelSpec(ModelFields):
     `skip_length=None` resolves to 3 for bottleneck units and 2 for basic ones.
     """
 
-    num_classes: int = setting(10, "output classes (from the data set when training)")
-    in_channels: int = setting(3, "input channels (from the data set when training)")
+    num_classes: int = setting(10, "output classes (from the data set when training)", ge=1)
+    in_channels: int = setting(3, "input channels (from the data set when training)", ge=1)
     # Resolved: units per stage; not a constructor argument.
     units: tuple[int, ...] = field(default=(), init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        set_ = object.__setattr__
-        if self.shortcut not in SHORTCUTS:
-            raise SpecError(
-                "shortcut", f"{self.shortcut!r} is not one of none, A, B, C (none = plain net)"
-            )
-        if self.stem not in STEMS:
-            raise SpecError("stem", f"{self.stem!r} is not one of cifar, imagenet")
-        for name in ("num_classes", "in_channels"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise SpecError(name, f"must be a positive integer, got {getattr(self, name)!r}")
-        if not isinstance(self.depth, int) or isinstance(self.depth, bool) or self.depth < 1:
-            raise SpecError("depth", f"must be a positive integer, got {self.depth!r}")
+        check_all(self)
         if self.width is None:
-            set_(self, "width", 16 if self.stem == "cifar" else 64)
-        if not isinstance(self.width, int) or self.width < 4 or self.width % 4:
+            object.__setattr__(self, "width", 16 if self.stem == "cifar" else 64)
+        if self.width % 4:
             raise SpecError("width", f"must be a positive multiple of 4, got {self.width!r}")
         if self.stem == "imagenet":
             self._resolve_imagenet()
@@ -132,8 +123,6 @@ class ModelSpec(ModelFields):
             set_(self, "bottleneck", paper)
         if self.skip_length is None:
             set_(self, "skip_length", 3 if self.bottleneck else 2)
-        if self.skip_length not in SKIP_LENGTHS:
-            raise SpecError("skip_length", f"must be 1, 2 or 3, got {self.skip_length!r}")
         if self.bottleneck and self.skip_length != 3:
             raise SpecError(
                 "skip_length",
