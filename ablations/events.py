@@ -5,7 +5,6 @@ it to its listeners (the MLflow recorder, the progress view), which know nothing
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -20,11 +19,21 @@ class Start:
     train_size: int
     environment: dict[str, Any]  # ablations.manifest.environment()
     history: list[dict] = field(default_factory=list)  # evaluations the checkpoint holds
+    iterations: int = 0  # the trial's total
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Between evaluations, every few seconds: how far the trial is and how fast it goes
+    (shown live, never logged)."""
+
+    iteration: int
+    images_per_s: float
 
 
 @dataclass(frozen=True)
 class Evaluation:
-    record: dict[str, float]  # the metrics of docs/tracking.md at record["iteration"]
+    evaluation: dict[str, float]  # the metrics of docs/tracking.md at ["iteration"]
 
 
 @dataclass(frozen=True)
@@ -44,8 +53,8 @@ class Final:
     error: str = ""
 
 
-Event = Start | Evaluation | Saved | Final
-_KINDS = {"start": Start, "eval": Evaluation, "saved": Saved, "final": Final}
+Event = Start | Progress | Evaluation | Saved | Final
+_KINDS = {"start": Start, "progress": Progress, "eval": Evaluation, "saved": Saved, "final": Final}
 _NAMES = {cls: name for name, cls in _KINDS.items()}
 
 
@@ -53,7 +62,7 @@ def encode(event: Event) -> dict:
     """A Tune result: the event as JSON (Tune flattens nested dicts), and the metric."""
     val = float("nan")
     if isinstance(event, Evaluation):
-        val = event.record.get("val/error", val)
+        val = event.evaluation.get("val/error", val)
     elif isinstance(event, Final) and event.summary.get("val_error") is not None:
         val = event.summary["val_error"]
     return {"kind": _NAMES[type(event)], "event": json.dumps(asdict(event)), METRIC: val}
@@ -65,7 +74,3 @@ def decode(result: dict) -> Event | None:
     if cls is None or "event" not in result:
         return None
     return cls(**json.loads(result["event"]))
-
-
-def finite_or_nan(value: Any) -> float:
-    return float(value) if isinstance(value, int | float) and math.isfinite(value) else math.nan

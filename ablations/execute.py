@@ -6,21 +6,19 @@ alike; neither knows how Tune is driven.
 from __future__ import annotations
 
 import os
-import signal
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ray import tune
 
+from ablations.checkpoints import study_uri, trial_folder, tune_run_name
 from ablations.errors import AblateError
-from ablations.events import METRIC, Event, Final, Saved, decode
-from ablations.trainable import folder_key
+from ablations.events import METRIC, Event, Final, decode
+from ablations.job import TrialJob
+from ablations.signals import stop_on_sigterm
 
 RETRIES = 2  # Ray retries of a trial whose worker process died
-KEEP_CHECKPOINTS = 2  # the newest and one to fall back to
 
 
 class Listener(Protocol):
@@ -70,11 +68,9 @@ def init_ray(address: str | None = None) -> None:
         raise AblateError(
             f"cannot reach the Ray cluster at {address}: {type(cause).__name__}: {reason}"
         ) from None
-    # After ray.init, which installs a SIGTERM handler that aborts the process: SIGTERM (a
-    # scheduler, `kill`) stops like Ctrl-C instead. Ray Tune's SIGINT handling ends the
-    # trials, whose checkpoints are already kept, and the runs are marked interrupted.
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
+    # ray.init installs a SIGTERM handler that aborts the process: SIGTERM (a scheduler,
+    # `kill`) stops like Ctrl-C instead (ablations/signals.py).
+    stop_on_sigterm()
 
 
 def _token_available() -> bool:
@@ -86,18 +82,18 @@ def _token_available() -> bool:
 
 
 def fit(
-    name: str,
-    payloads: list[dict],
+    jobs: list[TrialJob],
+    phase: str,
     placement,
-    storage: str,
     listeners: list[Listener],
     search: Search | None = None,
     namer: Callable[[str], str] | None = None,
     address: str | None = None,
 ) -> bool:
-    """Run the trials (a grid over `payloads`, or `search.samples` draws around
-    `payloads[0]`) and relay their events. Returns when all ended (True) or when Ctrl-C or
-    SIGTERM stopped them (False; Tune ends the trials, whose checkpoints are kept)."""
+    """Run the jobs (a grid, or `search.samples` draws around `jobs[0]`) as one Tune run of
+    `phase` in the study's folder of Ray's storage, and relay their events. Returns when
+    all ended (True) or when Ctrl-C or SIGTERM stopped them (False; Tune ends the trials,
+    whose checkpoints are kept)."""
     from ray.tune.logger import JsonLoggerCallback
 
     from ablations.trainable import run_trial
@@ -113,6 +109,7 @@ def fit(
         "trial_name_creator": _trial_name,
         "trial_dirname_creator": _trial_name,
     }
+    payloads = [job.to_tune() for job in jobs]
     if search is None:
         space = {"trial": tune.grid_search(payloads)}
         tune_config = tune.TuneConfig(**common)
@@ -125,38 +122,36 @@ def fit(
             mode="min",
             **common,
         )
-    relay = _Relay(listeners, namer)
+    relay = EventRelay(listeners, namer)
     tuner = tune.Tuner(
         trainable,
         param_space=space,
         tune_config=tune_config,
         run_config=tune.RunConfig(
-            name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}",
-            storage_path=storage,
+            name=tune_run_name(phase),
+            storage_path=study_uri(jobs[0].storage, jobs[0].study),
             failure_config=tune.FailureConfig(max_failures=RETRIES),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
             # Tune's results as JSON lines per trial (no TensorBoard or CSV files).
             callbacks=[relay, JsonLoggerCallback()],
             verbose=0,
         ),
     )
     tuner.fit()
-    expected = search.samples if search is not None else len(payloads)
+    expected = search.samples if search is not None else len(jobs)
     return len(relay.ended) >= expected
 
 
 def _trial_name(trial) -> str:
-    """A trial's folder in the storage: its key, readable, and Tune's id for uniqueness."""
-    return f"{folder_key(trial.config['trial']['key'])}-{trial.trial_id}"
+    """A trial's folder in the Tune run: its key, readable, and Tune's id for uniqueness."""
+    return f"{trial_folder(trial.config['trial']['key'])}-{trial.trial_id}"
 
 
-class _Relay(tune.Callback):
-    """A Tune callback that decodes results into events for the listeners."""
+class EventRelay(tune.Callback):
+    """On the driver: decodes what trials report into events for the listeners."""
 
     def __init__(self, listeners: list[Listener], namer: Callable[[str], str] | None):
         self.listeners, self.namer = listeners, namer
         self.keys: dict[str, str] = {}
-        self.saving: dict[str, int] = {}  # the iteration of a checkpoint Tune is keeping
         self.ended: set[str] = set()  # trials that sent their Final event
 
     def __getstate__(self) -> dict:
@@ -184,14 +179,8 @@ class _Relay(tune.Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         event = decode(result)
-        if isinstance(event, Saved):  # Tune calls on_checkpoint next, with the path
-            self.saving[self._key(trial)] = event.iteration
-        elif event is not None:
+        if event is not None:
             self._send(self._key(trial), event)
-
-    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
-        key = self._key(trial)
-        self._send(key, Saved(self.saving.pop(key, -1), checkpoint.path))
 
     def on_trial_error(self, iteration, trials, trial, **info):
         try:

@@ -191,10 +191,11 @@ def status_count(db: Path, status: str) -> int:
         return 0
 
 
-def checkpoints_of(storage: Path) -> dict[str, list[tuple[int, Path]]]:
-    """Trial key -> its checkpoints in Ray's storage, oldest first: (iteration, folder)."""
+def checkpoints_of(storage: Path, study: str = "*") -> dict[str, list[tuple[int, Path]]]:
+    """Trial key -> its checkpoints in Ray's storage, oldest first: (iteration, folder)
+    (STORAGE/STUDY/checkpoints/TRIAL/RUN/iteration-N/meta.json)."""
     found: dict[str, list[tuple[int, Path]]] = {}
-    for meta in storage.glob("*/*/checkpoint_*/meta.json"):
+    for meta in storage.glob(f"{study}/checkpoints/*/*/iteration-*/meta.json"):
         try:
             info = json.loads(meta.read_text())
         except (OSError, ValueError):
@@ -204,13 +205,9 @@ def checkpoints_of(storage: Path) -> dict[str, list[tuple[int, Path]]]:
 
 
 def newest_checkpoints(storage: Path, experiment: str) -> dict[str, int]:
-    """Trial key -> iteration of its newest checkpoint (of the study's Tune runs)."""
-    prefix = f"{experiment}-"
-    return {
-        key: max(i for i, folder in kept if folder.parent.parent.name.startswith(prefix))
-        for key, kept in checkpoints_of(storage).items()
-        if any(folder.parent.parent.name.startswith(prefix) for _, folder in kept)
-    }
+    """Trial key -> iteration of its newest checkpoint (of the study's)."""
+    found = checkpoints_of(storage, experiment)
+    return {key: max(i for i, _ in kept) for key, kept in found.items()}
 
 
 def loads(path: Path) -> bool:
@@ -238,9 +235,9 @@ def assert_steps_once(client: MlflowClient, run, iterations: int, eval_every: in
 
 def attempts(storage: Path, key: str) -> list[dict]:
     """The 'start' results Ray Tune recorded for the trial: one per attempt, over every
-    `ablate run` (each Tuner has its own folder under storage/ray)."""
+    `ablate run` (each Tuner has its own folder in the study's folder of the storage)."""
     starts = []
-    for result in sorted(storage.glob("*/*/result.json")):
+    for result in sorted(storage.glob("*/*/*/result.json")):
         for line in result.read_text().splitlines():
             record = json.loads(line)
             if record.get("kind") == "start" and record["config"]["trial"]["key"] == key:

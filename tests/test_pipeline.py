@@ -110,7 +110,7 @@ def test_show_effect_plans_seeds_from_the_spread_measured_in_the_store(
     from reports import stats
     from reports.fetch import seed_spread
 
-    uri, _, plan, _ = smoke_store
+    uri, _, plan, _ = smoke_store  # the spread the report measures, from the same store
     monkeypatch.chdir(tmp_path)
     (tmp_path / "tiny.yaml").write_text(TINY_STUDY)
     args = ["show", "tiny.yaml", "--effect", "0.3", "--json"]
@@ -167,7 +167,7 @@ def test_a_deterministic_error_in_a_trial_fails_it_once_with_its_reason(
     # One attempt: the trial's results hold one ending, and no attempt came after it.
     results = [
         json.loads(line)
-        for path in (tmp_path / "res").glob("broken-*/*/result.json")
+        for path in (tmp_path / "res").glob("broken/seeds-*/*/result.json")
         for line in path.read_text().splitlines()
     ]
     assert [r["kind"] for r in results] == ["final"]

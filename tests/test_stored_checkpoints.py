@@ -1,72 +1,85 @@
-"""Finding a trial's checkpoints in the storage, not only through the store.
-
-The worker writes a checkpoint to the storage before the driver hears of it; a driver
-killed in between leaves a checkpoint the store never recorded. `stored_checkpoints`
-finds it from the meta file each checkpoint folder carries (real files, Ray's layout:
-<storage>/<study>-<time>/<trial>-<id>/checkpoint_N/). A worker killed in between leaves
-one Ray never registered; the retried trial finds it beside the checkpoint Ray restores.
-"""
+"""Where a trial's checkpoints live in Ray's storage and which one it resumes from
+(ablations/checkpoints.py), on real files: STORAGE/STUDY/checkpoints/TRIAL/RUN/iteration-N/.
+A folder counts only with a readable meta file of its own trial and run; the newest that
+loads wins; two are kept."""
 
 from __future__ import annotations
 
 import json
 
-import pyarrow.fs
-from ray import tune
+import pytest
+import torch
 
-from ablations.trainable import META_FILE, STATE_FILE, TuneCheckpoints, stored_checkpoints
-
-
-def _checkpoint(root, tune_run: str, trial: str, n: int, meta) -> str:
-    folder = root / tune_run / trial / f"checkpoint_{n:06d}"
-    folder.mkdir(parents=True)
-    (folder / STATE_FILE).write_bytes(b"weights")
-    text = meta if isinstance(meta, str) else json.dumps(meta)
-    (folder / META_FILE).write_text(text)
-    return str(folder)
+from ablations.checkpoints import (
+    META_FILE,
+    STATE_FILE,
+    CheckpointLost,
+    TrialCheckpoints,
+    remove_study,
+    study_uri,
+)
 
 
-def test_newest_first_per_run_of_this_study_only(tmp_path):
-    a = "runA"
-    older = _checkpoint(tmp_path, "s-20260101-000000", "k0-1", 1, {"run": a, "iteration": 20})
-    newer = _checkpoint(tmp_path, "s-20260102-000000", "k0-2", 0, {"run": a, "iteration": 60})
-    middle = _checkpoint(tmp_path, "s-20260102-000000", "k0-2", 1, {"run": a, "iteration": 40})
-    other = _checkpoint(tmp_path, "s-20260102-000000", "k1-3", 0, {"run": "runB", "iteration": 5})
-    # Another study in the same storage, a half-written meta, and one from before run ids.
-    _checkpoint(tmp_path, "t-20260102-000000", "k0-4", 0, {"run": a, "iteration": 80})
-    _checkpoint(tmp_path, "s-20260103-000000", "k0-5", 0, '{"run": "runA", "itera')
-    _checkpoint(tmp_path, "s-20260103-000000", "k0-6", 1, {"trial": "k0", "iteration": 100})
-    (tmp_path / "s-stray-file").write_text("not a Tune run")
-
-    found = stored_checkpoints(str(tmp_path), "s-", ["k0", "k1"])
-    assert found == {a: [newer, middle, older], "runB": [other]}
-    # Only the trials asked about are read.
-    assert stored_checkpoints(str(tmp_path), "s-", ["k1"]) == {"runB": [other]}
+def _state(iteration: int) -> dict:
+    return {"iteration": iteration, "weights": torch.full((3,), float(iteration))}
 
 
-def test_an_empty_or_missing_storage_finds_nothing(tmp_path):
-    assert stored_checkpoints(str(tmp_path), "s-", ["k0"]) == {}
-    assert stored_checkpoints(str(tmp_path / "never-made"), "s-", ["k0"]) == {}
+def test_saved_checkpoints_are_found_newest_first_and_two_are_kept(tmp_path):
+    mine = TrialCheckpoints(str(tmp_path), "s", "depth=8 seed=0", "runA")
+    for it in (10, 20, 30):
+        folder = mine.save(_state(it), it)
+        assert folder.endswith(f"s/checkpoints/depth=8_seed=0/runA/iteration-{it:09d}")
+    assert [i for i, _ in mine.found()] == [30, 20]  # the oldest was pruned
+    assert mine.load("cpu")["iteration"] == 30
+    meta = json.loads((tmp_path / mine.found()[0][1] / META_FILE).read_text())
+    assert meta == {"trial": "depth=8 seed=0", "run": "runA", "iteration": 30}
 
 
-def test_a_retry_finds_the_checkpoints_ray_never_registered(tmp_path):
-    """Ray restores checkpoint_000000 (iteration 20); the worker had also written 40 and 60
-    before it died. Those come first, newest first; other runs' and trials', older ones and
-    half-written metas do not."""
-    run = "s-20260101-000000"
-    at20 = _checkpoint(tmp_path, run, "k0-1", 0, {"trial": "k0", "run": "r", "iteration": 20})
-    at60 = _checkpoint(tmp_path, run, "k0-1", 2, {"trial": "k0", "run": "r", "iteration": 60})
-    at40 = _checkpoint(tmp_path, run, "k0-1", 1, {"trial": "k0", "run": "r", "iteration": 40})
-    _checkpoint(tmp_path, run, "k0-1", 3, {"trial": "k0", "run": "r", "iteration": 10})
-    _checkpoint(tmp_path, run, "k0-1", 4, {"trial": "k0", "run": "other", "iteration": 80})
-    _checkpoint(tmp_path, run, "k0-1", 5, {"trial": "k1", "run": "r", "iteration": 80})
-    _checkpoint(tmp_path, run, "k0-1", 6, '{"trial": "k0", "run": "r", "itera')
-    _checkpoint(tmp_path, run, "k1-2", 0, {"trial": "k0", "run": "r", "iteration": 100})
+def test_other_runs_trials_and_half_written_folders_are_not_candidates(tmp_path):
+    mine = TrialCheckpoints(str(tmp_path), "s", "k0", "runA")
+    mine.save(_state(10), 10)
+    # Another MLflow run of the same trial key, another trial, another study.
+    TrialCheckpoints(str(tmp_path), "s", "k0", "runB").save(_state(50), 50)
+    TrialCheckpoints(str(tmp_path), "s", "k1", "runA").save(_state(60), 60)
+    TrialCheckpoints(str(tmp_path), "t", "k0", "runA").save(_state(70), 70)
+    # A newer folder of this run killed before its meta file (written last), one whose
+    # meta names another trial, and one whose meta is junk.
+    folder = tmp_path / "s/checkpoints/k0/runA"
+    (folder / "iteration-000000040").mkdir()
+    torch.save(_state(40), folder / "iteration-000000040" / STATE_FILE)
+    for it, meta in ((30, json.dumps({"trial": "k9", "run": "runA", "iteration": 30})), (20, "{")):
+        (folder / f"iteration-{it:09d}").mkdir()
+        (folder / f"iteration-{it:09d}" / META_FILE).write_text(meta)
+    assert [i for i, _ in mine.found()] == [10]
+    assert mine.load("cpu")["iteration"] == 10
+    assert TrialCheckpoints(str(tmp_path / "never-made"), "s", "k0", "r").found() == []
 
-    fs = pyarrow.fs.LocalFileSystem()
-    store = TuneCheckpoints(str(tmp_path), [], key="k0", run="r")
-    current = tune.Checkpoint(path=at20, filesystem=fs)
-    assert [c.path for c in store._unregistered_after(current)] == [at60, at40]
-    # The newest registered: nothing newer.
-    newest = tune.Checkpoint(path=at60, filesystem=fs)
-    assert store._unregistered_after(newest) == []
+
+def test_an_unreadable_newest_state_falls_back_with_a_warning_then_fails_clearly(tmp_path):
+    mine = TrialCheckpoints(str(tmp_path), "s", "k0", "runA")
+    mine.save(_state(10), 10)
+    newest = mine.save(_state(20), 20)
+    state = tmp_path / newest / STATE_FILE
+    state.write_bytes(state.read_bytes()[:20])  # cut short
+    with pytest.warns(RuntimeWarning, match=f"checkpoint {newest} is unreadable"):
+        assert mine.load("cpu")["iteration"] == 10
+    older = mine.found()[1][1]
+    (tmp_path / older / STATE_FILE).write_bytes(b"junk")
+    with pytest.warns(RuntimeWarning), pytest.raises(CheckpointLost, match="no checkpoint of"):
+        mine.load("cpu")
+
+
+def test_a_study_folder_is_removed_whole_and_no_other(tmp_path):
+    TrialCheckpoints(str(tmp_path), "s", "k0", "runA").save(_state(10), 10)
+    TrialCheckpoints(str(tmp_path), "s@smoke", "k0", "runA").save(_state(10), 10)
+    assert remove_study(str(tmp_path), "s") == str(tmp_path / "s")
+    assert not (tmp_path / "s").exists() and (tmp_path / "s@smoke").is_dir()
+    assert remove_study(str(tmp_path), "s") is None
+
+
+def test_a_bucket_uri_keeps_its_query_after_the_study_folder():
+    uri = "s3://b/results?endpoint_override=127.0.0.1:9000&scheme=http"
+    assert study_uri(uri, "depth@demo") == (
+        "s3://b/results/depth@demo?endpoint_override=127.0.0.1:9000&scheme=http"
+    )
+    assert study_uri("/srv/res/", "depth") == "/srv/res/depth"
