@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from ablations import study as studies
+from ablations.ledger import Ledger
 from ablations.plan import Plan
 
 
@@ -40,30 +41,44 @@ def list_studies() -> list[dict]:
     return out
 
 
-def describe(plan: Plan) -> dict:
-    """Every trial with its settings, params and MACs, the placement, and the compute:
-    training costs about 3x the forward multiply-accumulates (forward + backward)."""
-    from resnet.complexity import complexity
+def stored(plan: Plan, tracking_uri: str | None, storage: str | None) -> Ledger:
+    """What the store already holds of the study (an empty ledger when nothing), read
+    only: a store that does not exist is not created. A store holding another study of
+    this name is refused, as `run` would refuse it."""
+    from ablations import ledger
+    from ablations.checkpoints import storage_uri
+    from ablations.store import Store, check_store, resolve_uri
 
-    cache: dict = {}
+    uri = resolve_uri(tracking_uri)
+    check_store(plan, uri)
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        return ledger.Ledger()
+    store = Store(uri)
+    found = store.find_study(plan.experiment)
+    return ledger.read(store, found, storage_uri(storage)) if found else ledger.Ledger()
+
+
+def describe(plan: Plan, ledger: Ledger) -> dict:
+    """Every trial with its settings, params and MACs, what the store holds of it, the
+    placement, and the compute: training costs about 3x the forward multiply-accumulates
+    (forward + backward)."""
     rows = []
     total_macs = 0.0
     for trial in plan.trials:
-        spec = trial.config.model_spec(plan.data["num_classes"], plan.data["in_channels"])
-        if spec not in cache:
-            cache[spec] = complexity(spec)
-        counts = cache[spec]
-        train_macs = 3 * counts["macs"] * trial.config.batch_size * trial.config.iterations
+        params = plan.params(trial)
+        train_macs = 3 * params["macs"] * trial.config.batch_size * trial.config.iterations
         total_macs += train_macs
         rows.append(
             {
                 "trial": trial.key,
                 "arm": trial.arm,
                 "seed": trial.seed,
-                **counts,
+                "params": params["params"],
+                "macs": params["macs"],
                 "iterations": trial.config.iterations,
                 "batch_size": trial.config.batch_size,
                 "training_macs": train_macs,
+                "stored": _stored_state(ledger.trials.get(trial.key)),
                 "settings": trial.config.to_dict(),
             }
         )
@@ -83,11 +98,20 @@ def describe(plan: Plan) -> dict:
     }
 
 
-def estimate(plan: Plan, view: dict, tracking_uri: str | None = None) -> dict:
+def _stored_state(state) -> str:
+    """What a rerun would do with a trial, from the store and the storage."""
+    if state is None:
+        return "new"
+    if state.done or not state.checkpoints:
+        return state.status
+    return f"{state.status}, resumes from {state.checkpoints[0]}"
+
+
+def estimate(plan: Plan, view: dict, ledger: Ledger) -> dict:
     """Seconds per trial and for the study, from past runs of its arms in the store when
     there are any, else from a two-step measurement on this machine scaled by each
     trial's multiply-accumulates. Training steps only: evaluations add a little."""
-    past = _past_seconds_per_iteration(plan.experiment, tracking_uri)
+    past = ledger.seconds_per_iteration()
     rate, basis = None, []
     per_trial = {}
     for row in view["trials"]:
@@ -112,20 +136,6 @@ def estimate(plan: Plan, view: dict, tracking_uri: str | None = None) -> dict:
     # less than its longest trial.
     total = max(sum(seconds) / view["at_once"], max(seconds, default=0.0))
     return {"basis": "; ".join(basis), "per_trial_s": per_trial, "total_s": total}
-
-
-def _past_seconds_per_iteration(experiment: str, tracking_uri: str | None) -> dict[str, float]:
-    """Mean seconds per iteration of each arm's finished trials in the store (reads only;
-    a store that does not exist is not created)."""
-    from ablations.store import Store, resolve_uri
-
-    uri = resolve_uri(tracking_uri)
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
-        return {}
-    try:
-        return Store(uri).seconds_per_iteration(experiment)
-    except Exception:  # noqa: BLE001 - an estimate is optional; a broken store is run's problem
-        return {}
 
 
 def _measure(plan: Plan, view: dict) -> dict | None:
@@ -180,6 +190,8 @@ def _measure(plan: Plan, view: dict) -> dict | None:
 
 def render(view: dict) -> str:
     """The plan as `ablate show` prints it."""
+    from ablations.progress import duration
+
     lines = [
         f"{view['experiment']}: {view['question']}",
         f"dataset {view['dataset']}; {view['arms']} arms x {len(view['seeds'])} seeds "
@@ -192,12 +204,15 @@ def render(view: dict) -> str:
             f"nuisance: {n['trials']} Optuna trials per arm over {n['search_space']} "
             f"({n['iterations'] or 'full'} iterations each), then the seeds at the best point"
         )
-    lines.append(f"{'trial':<40} {'params':>11} {'MACs':>9} {'iterations':>10} {'time':>9}")
+    lines.append(
+        f"{'trial':<36} {'params':>11} {'MACs':>9} {'iterations':>10} {'time':>9}  in the store"
+    )
     per_trial = view["estimate"].get("per_trial_s", {})
     for row in view["trials"]:
         lines.append(
-            f"{row['trial']:<40} {row['params']:>11,} {row['macs'] / 1e6:>8.1f}M "
-            f"{row['iterations']:>10,} {duration(per_trial.get(row['trial'])):>9}"
+            f"{row['trial']:<36} {row['params']:>11,} {row['macs'] / 1e6:>8.1f}M "
+            f"{row['iterations']:>10,} {duration(per_trial.get(row['trial'])):>9}  "
+            f"{row['stored']}"
         )
     total = view["total_training_macs"]
     lines.append(
@@ -210,48 +225,57 @@ def render(view: dict) -> str:
         lines.append(f"time: about {duration(est['total_s'])} ({est['basis']})")
     else:
         lines.append(f"time: no estimate ({est['basis']})")
-    if "seed_plan" in view:
-        lines.append(view["seed_plan"]["text"])
+    for key in ("seed_plan", "target_plan"):
+        if key in view:
+            lines.append(view[key]["text"])
     return "\n".join(lines)
 
 
-def seed_plan(plan: Plan, effect: float, tracking_uri: str | None) -> dict:
+def _spread(ledger: Ledger) -> tuple[float, str, bool]:
+    """The seed-to-seed SD to plan with: measured in the store, else the stated prior."""
+    from reports import stats
+
+    measured = stats.pooled_sd(ledger.errors())
+    if measured is not None:
+        sd, dof = measured
+        return sd, f"seed-to-seed SD {sd:.2f} points measured in the store ({dof} d.o.f.)", True
+    sd = stats.PRIOR_SEED_SD
+    return sd, f"prior seed-to-seed SD {sd:.2f} points ({stats.PRIOR_SEED_SD_SOURCE})", False
+
+
+def seed_plan(ledger: Ledger, effect: float) -> dict:
     """Seeds per arm to detect a difference of `effect` points (two-sided alpha 0.05,
     power 0.8), with the seed-to-seed spread measured in the store when the study has
     finished seeds there, else a stated prior."""
-    from ablations.store import resolve_uri
     from reports import stats
-    from reports.fetch import seed_spread
 
-    uri = resolve_uri(tracking_uri)
-    measured = None
-    if not (uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists()):
-        try:
-            measured = seed_spread(plan.experiment, uri)
-        except Exception:  # noqa: BLE001 - no readable study there: fall back on the prior
-            measured = None
-    if measured is not None:
-        sd, dof = measured
-        basis = f"seed-to-seed SD {sd:.2f} points measured in the store ({dof} d.o.f.)"
-    else:
-        sd = stats.PRIOR_SEED_SD
-        basis = f"prior seed-to-seed SD {sd:.2f} points ({stats.PRIOR_SEED_SD_SOURCE})"
+    sd, basis, measured = _spread(ledger)
     seeds = stats.seeds_needed(effect, sd)
     return {
         "effect": effect,
         "sd": sd,
-        "measured": measured is not None,
+        "measured": measured,
         "seeds_per_arm": seeds,
         "text": f"seeds: {seeds} per arm detect a {effect:g}-point difference "
         f"(two-sided alpha 0.05, power 0.8; {basis})",
     }
 
 
-def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds >= 3600:
-        return f"{seconds / 3600:.1f} h"
-    if seconds >= 60:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds:.0f} s"
+def target_plan(plan: Plan, ledger: Ledger, target: float) -> dict:
+    """Seeds each arm needs for a 95% CI half-width of at most `target` points: from the
+    arm's own spread when it has 2 finished seeds, else the pooled (or prior) one."""
+    from reports import stats
+
+    sd, basis, measured = _spread(ledger)
+    errors = ledger.errors()
+    per_arm, lines = {}, []
+    for arm in plan.arms:
+        values = errors.get(arm, [])
+        own = stats.summarize(values)
+        arm_sd = own.std if own.n >= 2 and own.std > 0 else sd
+        per_arm[arm] = stats.seeds_for_ci(arm_sd, target)
+        source = f"its {own.n} seeds" if arm_sd is own.std else "the study's spread"
+        lines.append(f"  {arm}: {per_arm[arm]} seeds (SD {arm_sd:.2f} from {source})")
+    text = f"seeds for a 95% CI of +-{target:g} points per arm ({basis}):"
+    return {"target": target, "measured": measured, "seeds_per_arm": per_arm,
+            "text": "\n".join([text, *lines])}  # fmt: skip

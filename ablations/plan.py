@@ -1,9 +1,8 @@
-"""A study file becomes a plan: every trial (arm x seed) with its full settings, the data
-set, the nuisance search space and the placement, checked whole before anything is
+"""A study file becomes a plan: every trial (arm x seed) with its resolved settings, the
+data set, the nuisance search space and the placement, checked whole before anything is
 written or started (docs/design.md §5b). `ablate show` prints a plan; `ablate run` runs
-one; both make it here, so they refuse exactly the same inputs. Every check that needs
-no training lives in this module (a little over 300 lines), so there is one place to look
-for what a plan guarantees.
+one; both make it here, so they refuse exactly the same inputs. What the user asks for
+(`Request`) is defined here once, flags and all.
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ import hashlib
 import itertools
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,8 @@ from ablations.errors import AblateError
 from ablations.study import Nuisance, Study, experiment_name, load
 from resnet.config import TrainConfig
 from resnet.errors import ResnetError
+from resnet.settings import SCIENCE, type_table
+from resnet.spec import ModelFields
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,8 @@ class Trial:
     arm: str  # "depth=20 shortcut=A"
     factors: dict[str, Any]
     seed: int
-    config: TrainConfig
+    config: TrainConfig  # resolved: exactly what it trains, on the placement's device
+    tuned_from: str = ""  # the tuning run whose values it trains with
 
 
 @dataclass(frozen=True)
@@ -49,21 +51,45 @@ class Replication:
         )
 
 
+def option(default: Any, help: str, type: Any = str, commands: tuple = ("show", "run")) -> Any:
+    """A field of `Request` with its command-line flag: `--name-with-dashes`, for the
+    commands listed (`type` None: a switch)."""
+    meta = {"help": help, "type": type, "commands": commands}
+    return field(default=default, metadata=meta)
+
+
 @dataclass(frozen=True)
 class Request:
-    """What the user asked for: the study and the flags that shape its plan."""
+    """What the user asked for: the study and the flags that shape its plan. The flags of
+    `ablate show` and `ablate run` are made from these fields (ablations/cli.py)."""
 
-    study: str  # a built-in name or a path
-    preset: str | None = None
-    seeds: int | None = None
-    dataset: str | None = None
-    data_dir: str | None = None
-    gpus_per_trial: str | float | None = None  # None or "auto": decided by placement
-    cpus_per_trial: float | None = None
-    max_concurrent: int | None = None
-    address: str | None = None
-    target_ci: float | None = None
-    max_seeds: int | None = None
+    study: str = option("", "a built-in study name (ablate list) or a study .yaml file")
+    preset: str | None = option(None, "a preset of the study, e.g. smoke")
+    seeds: int | None = option(None, "run seeds 0..N-1 instead", int)
+    dataset: str | None = option(None, "override the study's data set")
+    data_dir: str | None = option(None, "where data sets live (default ./data)")
+    gpus_per_trial: str | None = option(
+        "auto",
+        "auto (default: GPUs when the machine or cluster has them, small models 4 to a "
+        "GPU), 0 to force CPUs, a fraction to share a GPU, or a whole number",
+    )
+    cpus_per_trial: float | None = option(None, "CPUs per trial (default 1)", float)
+    max_concurrent: int | None = option(None, "trials at once, at most", int)
+    address: str | None = option(None, "a Ray cluster (default: RAY_ADDRESS)")
+    tracking_uri: str | None = option(
+        None, "MLflow store (default: MLFLOW_TRACKING_URI or ./mlflow.db)"
+    )
+    storage: str | None = option(
+        None,
+        "Ray's storage for checkpoints: a folder (default ./ablate-results) or a bucket "
+        "URI every node reaches (s3://..., gs://...)",
+    )
+    target_ci: float | None = option(
+        None,
+        "add seeds until every arm's 95% CI half-width of test error is at most this many points",
+        float,
+    )
+    max_seeds: int | None = option(None, "with --target-ci (default 10)", int)
 
 
 @dataclass(frozen=True)
@@ -85,10 +111,50 @@ class Plan:
     full: dict[str, Any]  # dataset and iterations of the study without its preset
     replication: Replication | None = None
     notes: list[str] = field(default_factory=list)
+    model: str = "resnet.model:resnet"  # the model builder, module:function
+    model_factors: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(ModelFields))
 
     @property
     def arms(self) -> list[str]:
         return list(dict.fromkeys(t.arm for t in self.trials))
+
+    def param_types(self) -> dict[str, str]:
+        """The type of every param a trial records (the store's `ablate.settings`)."""
+        counts = {"num_classes": "int", "in_channels": "int", "params": "int", "macs": "int"}
+        return {**type_table(TrainConfig, SCIENCE), **counts, "tuned_from": "str"}
+
+    def params(self, trial: Trial) -> dict[str, Any]:
+        """What a trial records as MLflow params: its resolved science settings, the data
+        set's classes and channels, its model's size, and where its tuned values came from."""
+        from resnet.complexity import complexity
+
+        spec = trial.config.model_spec(self.data["num_classes"], self.data["in_channels"])
+        extra = {"tuned_from": trial.tuned_from} if trial.tuned_from else {}
+        counts = {"num_classes": spec.num_classes, "in_channels": spec.in_channels}
+        return {**trial.config.science(), **counts, **complexity(spec), **extra}
+
+    def tuning_trial(self, arm: str) -> Trial:
+        """What an arm's tuning trials train before the searcher's values are applied."""
+        base = next(t for t in self.trials if t.arm == arm)
+        nuisance = self.nuisance
+        config = dataclasses.replace(
+            base.config,
+            seed=nuisance.seed,
+            iterations=nuisance.iterations or base.config.iterations,
+        )
+        return Trial(f"{arm} tune", arm, base.factors, nuisance.seed, config)
+
+    def with_tuned(self, best: dict[str, tuple[dict[str, Any], str]]) -> Plan:
+        """The plan with each arm's tuned values applied: {arm: (values, tuning run id)}."""
+        trials = [
+            dataclasses.replace(
+                t,
+                config=TrainConfig.from_dict({**t.config.to_dict(), **best[t.arm][0]}),
+                tuned_from=best[t.arm][1],
+            )
+            for t in self.trials
+        ]
+        return dataclasses.replace(self, trials=trials)
 
     def definition(self) -> dict:
         """What makes the study itself, without its seeds (adding seeds extends a study;
@@ -116,9 +182,11 @@ class Plan:
             first.setdefault(t.arm, t)
         extra = []
         for arm, seeds in seeds_by_arm.items():
-            base = first[arm]
-            for seed in seeds:
-                trial = _trial(arm, base.factors, seed, base.config.with_seed(seed))
+            base = first.get(arm)
+            for seed in seeds if base is not None else []:
+                trial = dataclasses.replace(
+                    base, key=f"{arm} seed={seed}", seed=seed, config=base.config.with_seed(seed)
+                )
                 if trial.key not in known:
                     extra.append(trial)
                     known.add(trial.key)
@@ -126,10 +194,6 @@ class Plan:
             return self
         trials = sorted([*self.trials, *extra], key=lambda t: (self.arms.index(t.arm), t.seed))
         return dataclasses.replace(self, trials=trials)
-
-
-def _trial(arm: str, factors: dict, seed: int, config: TrainConfig) -> Trial:
-    return Trial(f"{arm} seed={seed}", arm, factors, seed, config)
 
 
 def _absolute_dataset(name: str) -> str:
@@ -180,9 +244,10 @@ def _data_info(dataset: str, data_dir: str) -> dict:
         raise AblateError(str(err)) from None
 
 
-def _check_trial(config: TrainConfig, data: dict, where: str) -> None:
-    """What needs the data set: the model builds with its classes and channels, a batch
-    fits in its training split, the validation split fits."""
+def _resolved(config: TrainConfig, data: dict, where: str) -> TrainConfig:
+    """The config with what the data set decides filled in (the validation split, one
+    evaluation per pass), checked: the model builds with the data set's classes and
+    channels, a batch fits in the training split, the validation split fits."""
     try:
         config.model_spec(data["num_classes"], data["in_channels"])
     except ResnetError as err:
@@ -202,6 +267,8 @@ def _check_trial(config: TrainConfig, data: dict, where: str) -> None:
             f"{where}: batch_size {config.batch_size} exceeds the {n - val} training images "
             f"of {config.dataset} left after the validation split"
         )
+    every = config.eval_every or max(1, (n - val) // config.batch_size)
+    return dataclasses.replace(config, val_size=val, eval_every=every)
 
 
 def _check_space(nuisance: Nuisance, trials: list[Trial], source: str) -> dict:
@@ -246,7 +313,7 @@ def make_plan(request: Request, resources: places.Resources | None = None) -> Pl
     data_dir = str(Path(request.data_dir or "./data").expanduser().resolve())
     data = _data_info(dataset, data_dir)
     factors = list(chosen.scientific)
-    trials = []
+    arms = []
     for levels in itertools.product(*(chosen.scientific[f] for f in factors)):
         arm_factors = dict(zip(factors, levels, strict=True))
         arm = " ".join(f"{k}={v}" for k, v in arm_factors.items())
@@ -255,9 +322,7 @@ def make_plan(request: Request, resources: places.Resources | None = None) -> Pl
             config = TrainConfig.from_dict({**settings, "seed": seeds[0]})
         except ResnetError as err:
             raise AblateError(f"{source}: arm {arm}: {err}") from None
-        _check_trial(config, data, f"{source}: arm {arm}")
-        trials += [_trial(arm, arm_factors, s, config.with_seed(s)) for s in seeds]
-    space = _check_space(chosen.nuisance, trials, source) if chosen.nuisance else None
+        arms.append((arm, arm_factors, _resolved(config, data, f"{source}: arm {arm}")))
     replication = _replication(request, seeds)
     if resources is None:
         resources = (
@@ -266,13 +331,20 @@ def make_plan(request: Request, resources: places.Resources | None = None) -> Pl
             else places.local_resources()
         )
     placement = places.place(
-        {t.config.stem for t in trials},
-        len(trials),
+        {config.stem for _, _, config in arms},
+        len(arms) * len(seeds),
         resources,
         places.parse_gpus(request.gpus_per_trial),
         request.cpus_per_trial,
         request.max_concurrent,
     )
+    device = placement.device
+    trials = [
+        Trial(f"{arm} seed={s}", arm, arm_factors, s, replace(config, seed=s, device=device))
+        for arm, arm_factors, config in arms
+        for s in seeds
+    ]
+    space = _check_space(chosen.nuisance, trials, source) if chosen.nuisance else None
     notes = []
     if not data["present"]:
         notes.append(
@@ -283,7 +355,7 @@ def make_plan(request: Request, resources: places.Resources | None = None) -> Pl
         study=study,
         source=source,
         preset=request.preset,
-        experiment=experiment_name(study, request.preset),
+        experiment=experiment_name(study.name, request.preset),
         question=study.question,
         dataset=dataset,
         factors=factors,

@@ -1,29 +1,21 @@
-"""The study's MLflow store, as docs/tracking.md defines it. Every read and write of the
-study machinery goes through here, each with retries on a locked SQLite store.
-
-Only the driver writes (from the trial events Ray relays), so concurrent trials never
-contend for the store; the retries are for two studies sharing one SQLite file.
-
-One class over 300 lines on purpose: it is the whole of what ablate writes to MLflow, so
-the contract of docs/tracking.md can be read (and changed) in one place.
-"""
+"""What ablate writes to (and searches in) MLflow, as docs/tracking.md defines it: the
+study's experiment and parent run, one child run per trial, and what trials report. Every
+call retries on a locked SQLite store (two studies sharing one file); only the driver
+writes, so concurrent trials never contend for the store."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ablations.connect import creating_tables, probe, resolve_uri, retry
 from ablations.errors import AblateError
 from ablations.manifest import code_tags
 
-__all__ = ["Store", "StudyRecord", "check_store", "probe", "resolve_uri", "retry"]
-TERMINAL = ("finished", "diverged")
+__all__ = ["Store", "StudyIds", "check_store", "probe", "resolve_uri", "retry"]
 METRIC_KEYS = (
     "train/loss",
     "train/error",
@@ -53,7 +45,10 @@ def metric_arm(arm: str) -> str:
 
 
 @dataclass(frozen=True)
-class StudyRecord:
+class StudyIds:
+    """A study in the store: its MLflow experiment (named after the study) and parent run."""
+
+    name: str
     experiment_id: str
     parent_id: str
 
@@ -69,12 +64,12 @@ class Store:
             self.client = MlflowClient(tracking_uri=uri)
 
     # -- the study: experiment and parent run ---------------------------------------------
-    def find_study(self, name: str) -> StudyRecord | None:
+    def find_study(self, name: str) -> StudyIds | None:
         exp = retry(lambda: self.client.get_experiment_by_name(name))
         if exp is None:
             return None
         parent = self._parent(exp.experiment_id)
-        return StudyRecord(exp.experiment_id, parent.info.run_id) if parent else None
+        return StudyIds(name, exp.experiment_id, parent.info.run_id) if parent else None
 
     def _parent(self, exp_id: str):
         runs = retry(
@@ -117,7 +112,7 @@ class Store:
         with tempfile.TemporaryDirectory() as tmp:
             yield retry(lambda: self.client.download_artifacts(run_id, path, tmp))
 
-    def open_study(self, plan, code: dict) -> StudyRecord:
+    def open_study(self, plan, code: dict) -> StudyIds:
         """Get or create the study's experiment and parent run (the first write of a run)."""
         self.check_study(plan)
         exp = retry(lambda: self.client.get_experiment_by_name(plan.experiment))
@@ -143,27 +138,25 @@ class Store:
             parent_id = parent.info.run_id
         else:
             parent_id = self._create_parent(exp_id, plan, code)
-        self.set_tags(
-            parent_id,
-            {
-                "ablate.replication": plan.replication.describe()
-                if plan.replication
-                else "fixed seeds",
-                **code_tags(code, f"ablate run {plan.experiment}"),
-            },
-        )
-        return StudyRecord(exp_id, parent_id)
+        tags = {"ablate.replication": "fixed seeds"}
+        if plan.replication:
+            rule = plan.replication
+            tags = {
+                "ablate.replication": rule.describe(),
+                "ablate.target_ci": str(rule.target_ci),
+                "ablate.max_seeds": str(rule.max_seeds),
+            }
+        self.set_tags(parent_id, {**tags, **code_tags(code, f"ablate run {plan.experiment}")})
+        return StudyIds(plan.experiment, exp_id, parent_id)
 
     def _create_parent(self, exp_id: str, plan, code: dict) -> str:
-        from resnet.config import TrainConfig
-        from resnet.settings import SCIENCE, type_table
-
-        types = type_table(TrainConfig, SCIENCE)
         tags = {
             "ablate.role": "parent",
             "ablate.study": plan.experiment,
             "ablate.fingerprint": plan.fingerprint(),
-            "ablate.settings": json.dumps(types),
+            "ablate.settings": json.dumps(plan.param_types()),
+            "ablate.model": plan.model,
+            "ablate.model_factors": json.dumps(plan.model_factors),
             "mlflow.note.content": plan.question,
         }
         run = retry(lambda: self.client.create_run(exp_id, run_name=plan.experiment, tags=tags))
@@ -183,50 +176,44 @@ class Store:
         retry(lambda: self.client.log_dict(run.info.run_id, plan.definition(), "study.json"))
         return run.info.run_id
 
-    def setting_types(self, record: StudyRecord) -> dict[str, str]:
-        """The parent's `ablate.settings`: how to decode the params of this study."""
-        parent = retry(lambda: self.client.get_run(record.parent_id))
-        return json.loads(parent.data.tags["ablate.settings"])
-
-    def set_plan_size(self, record: StudyRecord, plan) -> None:
+    def set_plan_size(self, study: StudyIds, plan) -> None:
         """The planned seeds and trials as they stand (they grow when seeds are added)."""
-        seeds = sorted({t.seed for t in plan.trials})
+        planned: dict[str, list[int]] = {}
+        for t in plan.trials:
+            planned.setdefault(t.arm, []).append(t.seed)
         self.set_tags(
-            record.parent_id,
-            {"ablate.seeds": json.dumps(seeds), "ablate.expected_trials": str(len(plan.trials))},
+            study.parent_id,
+            {
+                "ablate.seeds": json.dumps(sorted({t.seed for t in plan.trials})),
+                "ablate.planned": json.dumps(planned),
+                "ablate.expected_trials": str(len(plan.trials)),
+            },
         )
 
     # -- child runs -----------------------------------------------------------------------
-    def trial_runs(self, exp_id: str, role: str = "trial") -> dict[str, Any]:
-        """Existing child runs by trial key."""
-        runs = retry(
+    def trial_runs(self, study: StudyIds) -> list:
+        """Every child run of the study (trials and tuning trials), in one search: what
+        ablations/ledger.py reads once per round."""
+        return retry(
             lambda: self.client.search_runs(
-                [exp_id], f"tags.`ablate.role` = '{role}'", max_results=50_000
+                [study.experiment_id], "tags.`ablate.role` != 'parent'", max_results=50_000
             )
         )
-        return {r.data.tags["ablate.trial_key"]: r for r in runs}
 
     def create_trial(
-        self,
-        record: StudyRecord,
-        study: str,
-        key: str,
-        arm: str,
-        params: dict,
-        code: dict,
-        role: str = "trial",
+        self, study: StudyIds, key: str, arm: str, params: dict, code: dict, role: str = "trial"
     ) -> str:
         """A child run, pending until its trial starts (MLflow status SCHEDULED)."""
         tags = {
-            "mlflow.parentRunId": record.parent_id,
+            "mlflow.parentRunId": study.parent_id,
             "ablate.role": role,
-            "ablate.study": study,
+            "ablate.study": study.name,
             "ablate.trial_key": key,
             "ablate.arm": arm,
             "ablate.status": "pending",
-            **code_tags(code, f"ablate run {study}"),
+            **code_tags(code, f"ablate run {study.name}"),
         }
-        run = retry(lambda: self.client.create_run(record.experiment_id, run_name=key, tags=tags))
+        run = retry(lambda: self.client.create_run(study.experiment_id, run_name=key, tags=tags))
         run_id = run.info.run_id
         retry(lambda: self.client.update_run(run_id, status="SCHEDULED"))
         self._log_params(run_id, params)
@@ -238,7 +225,7 @@ class Store:
         retry(lambda: self.client.update_run(run_id, status="RUNNING"))
         self.set_tags(run_id, {"ablate.status": "running"})
 
-    def record_start(self, run_id: str, start) -> None:
+    def log_start(self, run_id: str, start) -> None:
         """What the worker says when training starts: where it resumed from, the split,
         and the manifest of the process that trains (docs/tracking.md)."""
         from mlflow.entities import Dataset, DatasetInput, InputTag
@@ -269,15 +256,19 @@ class Store:
         history = retry(lambda: self.client.get_metric_history(run_id, "train/error"))
         return max((m.step for m in history), default=-1)
 
-    def record_eval(self, run_id: str, record: dict) -> None:
+    def log_evaluation(self, run_id: str, evaluation: dict) -> None:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        step = int(record["iteration"])
-        metrics = [Metric(k, float(record[k]), now, step) for k in METRIC_KEYS if k in record]
+        step = int(evaluation["iteration"])
+        metrics = [
+            Metric(k, float(evaluation[k]), now, step) for k in METRIC_KEYS if k in evaluation
+        ]
         retry(lambda: self.client.log_batch(run_id, metrics=metrics))
 
-    def record_checkpoint(self, run_id: str, path: str, previous: str | None) -> None:
+    def log_checkpoint(self, run_id: str, path: str, previous: str | None) -> None:
+        """Where the trial's newest checkpoints are, for a person looking (resuming reads
+        the storage itself: ablations/checkpoints.py)."""
         tags = {"ablate.checkpoint": path}
         if previous:
             tags["ablate.checkpoint_previous"] = previous
@@ -313,62 +304,35 @@ class Store:
         retry(lambda: self.client.set_terminated(run_id, "KILLED"))
 
     # -- the end of a study ---------------------------------------------------------------
-    def final_test_errors(self, exp_id: str) -> dict[str, list[float]]:
-        """Per arm, the final test error (points) of each finished trial."""
-        out: dict[str, list[float]] = {}
-        for run in self.trial_runs(exp_id).values():
-            tags = run.data.tags
-            value = run.data.metrics.get("test/error")
-            out.setdefault(tags["ablate.arm"], [])
-            if tags.get("ablate.status") == "finished" and value is not None:
-                if math.isfinite(value):
-                    out[tags["ablate.arm"]].append(100 * value)
-        return out
-
-    def seconds_per_iteration(self, experiment: str) -> dict[str, float]:
-        """Per arm, the mean wall seconds per iteration of its finished trials (for time
-        estimates); empty when the study is not in the store."""
-        found = self.find_study(experiment)
-        if found is None:
-            return {}
-        per_arm: dict[str, list[float]] = {}
-        for run in self.trial_runs(found.experiment_id).values():
-            wall = run.data.metrics.get("wall_time_s")
-            iterations = float(run.data.params.get("iterations", "nan"))
-            if run.data.tags.get("ablate.status") == "finished" and wall and iterations > 0:
-                per_arm.setdefault(run.data.tags["ablate.arm"], []).append(wall / iterations)
-        return {arm: sum(v) / len(v) for arm, v in per_arm.items()}
-
-    def summarize(self, record: StudyRecord) -> None:
+    def summarize(self, study: StudyIds, ledger) -> None:
         """Per-arm means on the parent run, so the MLflow UI's chart view of the study is
         not empty (step = finished seeds)."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        sums: dict[str, dict[str, list[float]]] = {}
-        for run in self.trial_runs(record.experiment_id).values():
-            if run.data.tags.get("ablate.status") != "finished":
-                continue
-            arm = sums.setdefault(run.data.tags["ablate.arm"], {"test": [], "train": []})
-            for kind in ("test", "train"):
-                value = run.data.metrics.get(f"{kind}/error")
-                if value is not None and math.isfinite(value):
-                    arm[kind].append(value)
         metrics = [
-            Metric(f"mean_{kind}_error/{metric_arm(arm)}", sum(v) / len(v), now, len(v))
-            for arm, kinds in sums.items()
-            for kind, v in kinds.items()
+            Metric(f"mean_{split}_error/{metric_arm(arm)}", sum(v) / len(v) / 100, now, len(v))
+            for split in ("test", "train")
+            for arm, v in ledger.errors(split).items()
             if v
         ]
         for i in range(0, len(metrics), 500):
             chunk = metrics[i : i + 500]
-            retry(lambda chunk=chunk: self.client.log_batch(record.parent_id, metrics=chunk))
+            retry(lambda chunk=chunk: self.client.log_batch(study.parent_id, metrics=chunk))
 
-    def end(self, record: StudyRecord, outcome: str) -> None:
-        retry(lambda: self.client.set_terminated(record.parent_id, outcome))
+    def delete_study(self, study: StudyIds) -> None:
+        """Delete the study's experiment. MLflow keeps a deleted experiment (and its name)
+        until `mlflow gc`; it is renamed first, so the name is free for a new study."""
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        new_name = f"{study.name} (removed {stamp})"
+        retry(lambda: self.client.rename_experiment(study.experiment_id, new_name))
+        retry(lambda: self.client.delete_experiment(study.experiment_id))
 
-    def running(self, record: StudyRecord) -> None:
-        retry(lambda: self.client.update_run(record.parent_id, status="RUNNING"))
+    def end(self, study: StudyIds, outcome: str) -> None:
+        retry(lambda: self.client.set_terminated(study.parent_id, outcome))
+
+    def running(self, study: StudyIds) -> None:
+        retry(lambda: self.client.update_run(study.parent_id, status="RUNNING"))
 
     # -- helpers --------------------------------------------------------------------------
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None:

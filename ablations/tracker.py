@@ -6,18 +6,19 @@ resumed trial replays from its checkpoint never repeats. Knows the store, not Ra
 
 from __future__ import annotations
 
+import math
+
 from ablations.events import Evaluation, Event, Final, Saved, Start
-from ablations.store import Store, StudyRecord
+from ablations.store import Store, StudyIds
 
 
-class Recorder:
+class Tracker:
     """Writes the events of trials whose child runs exist (`runs`: key -> run id)."""
 
     def __init__(self, store: Store, runs: dict[str, str], logged: dict[str, int]):
         self.store, self.runs, self.logged = store, dict(runs), dict(logged)
         self.statuses: dict[str, str] = {}  # key -> how the trial ended in this run
         self.started: set[str] = set()
-        self.resumed: dict[str, int] = {}  # key -> iteration it continued from
         self._newest: dict[str, str] = {}  # key -> newest checkpoint path
 
     def trial_started(self, key: str, sampled: dict) -> None:
@@ -27,14 +28,13 @@ class Recorder:
     def trial_event(self, key: str, event: Event) -> None:
         run_id = self.runs[key]
         if isinstance(event, Start):
-            self.resumed[key] = event.resumed_from
-            self.store.record_start(run_id, event)
-            for record in event.history:
-                self._log(key, record)
+            self.store.log_start(run_id, event)
+            for evaluation in event.history:
+                self._log(key, evaluation)
         elif isinstance(event, Evaluation):
-            self._log(key, event.record)
+            self._log(key, event.evaluation)
         elif isinstance(event, Saved):
-            self.store.record_checkpoint(run_id, event.path, self._newest.get(key))
+            self.store.log_checkpoint(run_id, event.path, self._newest.get(key))
             self._newest[key] = event.path
         elif isinstance(event, Final):
             if event.status in ("finished", "diverged"):
@@ -45,10 +45,10 @@ class Recorder:
                 self.store.interrupt(run_id)
             self.statuses[key] = {"stopped": "interrupted"}.get(event.status, event.status)
 
-    def _log(self, key: str, record: dict) -> None:
-        if record["iteration"] > self.logged.get(key, -1):
-            self.store.record_eval(self.runs[key], record)
-            self.logged[key] = record["iteration"]
+    def _log(self, key: str, evaluation: dict) -> None:
+        if evaluation["iteration"] > self.logged.get(key, -1):
+            self.store.log_evaluation(self.runs[key], evaluation)
+            self.logged[key] = evaluation["iteration"]
 
     def close(self) -> None:
         """After Tune returns: a trial that started and did not end was interrupted
@@ -61,15 +61,16 @@ class Recorder:
         return sorted(set(self.runs) - self.started - set(self.statuses))
 
 
-class TuningRecorder(Recorder):
+class TuningTracker(Tracker):
     """The tuning phase's writer: a child run (role `tune`) is made when Tune starts a
-    trial, since only then are its sampled values known."""
+    trial, since only then are its sampled values known. Keeps, per tuning trial that
+    ended training, its sampled values, validation error and run id."""
 
-    def __init__(
-        self, store: Store, record: StudyRecord, study: str, arm: str, first: int, base: dict
-    ):
+    def __init__(self, store: Store, study: StudyIds, arm: str, first: int, base: dict):
         super().__init__(store, {}, {})
-        self.record, self.study, self.arm, self.next, self.base = record, study, arm, first, base
+        self.study, self.arm, self.next, self.base = study, arm, first, base
+        self.sampled: dict[str, dict] = {}
+        self.ended: list[tuple[dict, float, str]] = []  # (values, val error, run id)
 
     def name(self, hint: str) -> str:
         key = f"{self.arm} tune={self.next}"
@@ -81,8 +82,14 @@ class TuningRecorder(Recorder):
 
         params = {**self.base, **sampled}
         run_id = self.store.create_trial(
-            self.record, self.study, key, self.arm, params, code_version(), role="tune"
+            self.study, key, self.arm, params, code_version(), role="tune"
         )
-        self.runs[key] = run_id
-        self.logged[key] = -1
+        self.runs[key], self.logged[key], self.sampled[key] = run_id, -1, dict(sampled)
         super().trial_started(key, sampled)
+
+    def trial_event(self, key: str, event: Event) -> None:
+        super().trial_event(key, event)
+        if isinstance(event, Final) and event.status in ("finished", "diverged"):
+            value = event.summary.get("val_error")
+            error = value if isinstance(value, float) and math.isfinite(value) else math.inf
+            self.ended.append((self.sampled[key], error, self.runs[key]))

@@ -1,102 +1,95 @@
-"""The nuisance phase: per arm, Optuna (through Ray Tune's OptunaSearch) tunes the named
-search space on a short budget; the seeds then run at each arm's best point.
+"""The tuning phase: per arm, Optuna (through Ray Tune's OptunaSearch) tunes the study's
+search space on a short budget; the seeds then train at each arm's best point.
 
-Resumable like the seed phase: finished tuning runs in MLflow are fed back to Optuna as
-evaluated points, and only the remaining number of trials runs. A tuning trial that was
-interrupted is marked failed ("interrupted") and not counted; it is cheap to redo.
+Resumable like the seed phase: tuning trials that ended in an earlier run are fed back to
+Optuna as evaluated points, and only the remaining number of trials runs. A tuning trial
+that was interrupted is marked failed ("interrupted") and not counted; it is cheap to redo.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
+from typing import Any
 
 import search_spaces
 from ablations.errors import AblateError
 from ablations.events import METRIC
 from ablations.execute import Search, fit
-from ablations.recorder import TuningRecorder
-from ablations.store import TERMINAL, Store, StudyRecord
-from resnet.settings import decode
+from ablations.job import TrialJob
+from ablations.ledger import Ledger
+from ablations.store import Store, StudyIds
+from ablations.tracker import TuningTracker
+from reports.data import decode
+
+Point = tuple[dict[str, Any], float, str]  # (tuned values, validation error, run id)
 
 
 def tune_arms(
-    plan, store: Store, record: StudyRecord, storage: str, view=None, address: str | None = None
-) -> dict[str, dict] | None:
-    """{arm: {"values": {setting: best value}, "run_id": best tuning run}} for every arm,
-    or None when the phase was interrupted."""
+    plan, store: Store, study: StudyIds, ledger: Ledger, storage: str, options
+) -> dict[str, tuple[dict[str, Any], str]] | None:
+    """{arm: (best values, the tuning run that found them)} for every arm, or None when
+    the phase was interrupted."""
     import optuna
-    from ray.tune.search.optuna import OptunaSearch
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    nuisance, space = plan.nuisance, plan.space
-    types = store.setting_types(record)
-    for run in store.trial_runs(record.experiment_id, role="tune").values():
-        if run.data.tags.get("ablate.status") not in (*TERMINAL, "failed"):
-            store.fail(run.info.run_id, "interrupted; its tuning trial was redone")
-    best: dict[str, dict] = {}
+    for state in ledger.tuning:
+        if not state.done and state.status != "failed":
+            store.fail(state.run_id, "interrupted; its tuning trial was redone")
+    types, count, best = plan.param_types(), len(ledger.tuning), {}
     for arm in plan.arms:
-        trial = next(t for t in plan.trials if t.arm == arm)
-        config = dataclasses.replace(
-            trial.config,
-            seed=nuisance.seed,
-            iterations=nuisance.iterations or trial.config.iterations,
-        )
-        done = _finished(store, record, arm)
-        left = nuisance.trials - len(done)
+        points = [_point(state, plan.space, types) for state in ledger.tuned(arm)]
+        left = plan.nuisance.trials - len(points)
         if left > 0:
-            points = [{p: decode(types[p], r.data.params[p]) for p in space} for r in done]
-            rewards = [_val_error(r) for r in done]
-            searcher = OptunaSearch(
-                search_spaces.to_optuna(space),
-                metric=METRIC,
-                mode="min",
-                seed=nuisance.seed,
-                points_to_evaluate=points or None,
-                evaluated_rewards=rewards or None,
-            )
-            count = len(store.trial_runs(record.experiment_id, role="tune"))
-            recorder = TuningRecorder(store, record, plan.experiment, arm, count, config.science())
-            payload = {
-                "key": f"{arm} tune",
-                "arm": arm,
-                "config": {**config.to_dict(), "device": plan.placement.device},
-                "threads": plan.placement.threads,
-                "storage": storage,
-                "checkpoints": False,  # short runs: an interrupted one is redone
-            }
-            complete = fit(
-                f"{plan.experiment}-tune",
-                [payload],
-                plan.placement,
-                storage,
-                [recorder, *([view] if view else [])],
-                search=Search(searcher, left),
-                namer=recorder.name,
-                address=address,
-            )
-            recorder.close()
-            if not complete:
+            tracker = _tune(plan, arm, points, left, store, study, storage, count, options)
+            if tracker is None:
                 return None
-            done = _finished(store, record, arm)
-        if not done:
+            count = tracker.next
+            points += tracker.ended
+        if not points:
             raise AblateError(f"no tuning trial of arm {arm} finished; see the MLflow runs")
-        winner = min(done, key=_val_error)
-        best[arm] = {
-            "values": {p: decode(types[p], winner.data.params[p]) for p in space},
-            "run_id": winner.info.run_id,
-        }
+        values, _, run_id = min(points, key=lambda p: p[1])
+        best[arm] = (values, run_id)
     return best
 
 
-def _finished(store: Store, record: StudyRecord, arm: str) -> list:
-    return [
-        r
-        for r in store.trial_runs(record.experiment_id, role="tune").values()
-        if r.data.tags.get("ablate.arm") == arm and r.data.tags.get("ablate.status") in TERMINAL
-    ]
+def _tune(plan, arm, points, left, store, study, storage, count, options) -> TuningTracker | None:
+    """`left` more tuning trials of one arm; the tracker that saw them, or None when
+    interrupted."""
+    from ray.tune.search.optuna import OptunaSearch
+
+    trial = plan.tuning_trial(arm)
+    searcher = OptunaSearch(
+        search_spaces.to_optuna(plan.space),
+        metric=METRIC,
+        mode="min",
+        seed=plan.nuisance.seed,
+        points_to_evaluate=[values for values, _, _ in points] or None,
+        evaluated_rewards=[error for _, error, _ in points] or None,
+    )
+    tracker = TuningTracker(store, study, arm, count, plan.params(trial))
+    listeners = [tracker]
+    view = None
+    if options.progress:
+        from ablations.progress import StudyView
+
+        view = StudyView(f"{plan.experiment}: tuning {arm}", {}, 0, left)
+        listeners.append(view)
+    job = TrialJob.of(plan, trial, "", storage, checkpoints=False)
+    try:
+        if view is not None:
+            view.__enter__()
+        search = Search(searcher, left)
+        complete = fit(
+            [job], "tuning", plan.placement, listeners, search, tracker.name, options.address
+        )
+    finally:
+        tracker.close()
+        if view is not None:
+            view.finish(tracker.statuses)
+    return tracker if complete else None
 
 
-def _val_error(run) -> float:
-    value = run.data.metrics.get("val/error")
-    return math.inf if value is None or math.isnan(value) else value
+def _point(state, space: dict, types: dict[str, str]) -> Point:
+    values = {p: decode(types[p], state.params[p]) for p in space}
+    error = state.metrics.get("val/error")
+    return values, math.inf if error is None or math.isnan(error) else error, state.run_id

@@ -265,3 +265,24 @@ def setting_names(info: StudyInfo, trials: pd.DataFrame) -> list[str]:
     if info.settings:
         return list(info.settings)
     return [name for name in KNOWN_SETTINGS if name in trials.columns]
+
+
+def decode(type_name: str, text: str | None) -> Any:
+    """A param's text back to its value ("None" is unset); ValueError on junk."""
+    if text is None or text == "None":
+        return None
+    if type_name == "bool":
+        lowered = text.strip().lower()
+        if lowered in ("true", "1", "yes"):
+            return True
+        if lowered in ("false", "0", "no"):
+            return False
+        raise ValueError(f"{text!r} is not true or false")
+    if type_name == "int":
+        value = float(text)
+        if not value.is_integer():
+            raise ValueError(f"{text!r} is not a whole number")
+        return int(value)
+    if type_name == "float":
+        return float(text)
+    return text

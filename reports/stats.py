@@ -237,3 +237,23 @@ def seed_spread_of(trials: pd.DataFrame) -> tuple[float, int] | None:
     if df == 0:
         return None
     return math.sqrt(squares / df), df
+
+
+def pooled_sd(groups) -> tuple[float, int] | None:
+    """Pooled within-group SD of the finite values and its degrees of freedom; None when
+    no group has 2 values."""
+    squares, df = 0.0, 0
+    for values in groups.values():
+        x = finite(values)
+        if x.size >= 2:
+            squares += float(((x - x.mean()) ** 2).sum())
+            df += x.size - 1
+    return (math.sqrt(squares / df), df) if df else None
+
+
+def seeds_for_ci(sd: float, half_width: float, confidence: float = 0.95) -> int:
+    """The smallest n >= 2 whose t interval of the mean has at most this half-width."""
+    n = 2
+    while stats.t.ppf(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n) > half_width:
+        n += 1
+    return n

@@ -4,6 +4,7 @@ image on the CPU."""
 from __future__ import annotations
 
 import copy
+import functools
 
 import torch
 from torch import nn
@@ -63,6 +64,7 @@ def count_macs(model: nn.Module, size: int, in_channels: int = 3) -> int:
         model.train(was_training)
 
 
+@functools.lru_cache(maxsize=256)
 def complexity(spec: ModelSpec) -> dict[str, int]:
     """`{"params": ..., "macs": ...}` for a spec. Built on the CPU with PyTorch's default
     init (the paper's init costs a second to set up and changes no count)."""

@@ -6,8 +6,7 @@ checkpoints where it likes through the `Checkpoints` protocol (resnet/checkpoint
 
 `train` is three steps: `_setup` (model, optimizer, schedule, the batches and evaluation
 sets of the data), `_restore` (a checkpoint, if any) and `_loop` (steps, evaluations,
-checkpoints, stop and divergence). They stay in this one module, a little over 300
-lines, because each only makes sense beside the function that sequences them.
+checkpoints, stop and divergence).
 """
 
 from __future__ import annotations
@@ -49,11 +48,11 @@ class Callback:
     def on_step(self, iteration: int) -> None:
         """After every optimizer step (cheap: no device sync happens for it)."""
 
-    def on_eval(self, record: dict) -> None:
+    def on_eval(self, evaluation: dict) -> None:
         """At each evaluation point, with the metrics of docs/tracking.md."""
 
     def on_checkpoint(self, iteration: int, where: str) -> None:
-        """After a checkpoint is safely kept."""
+        """After a checkpoint is safely kept, with where it is."""
 
     def should_stop(self) -> bool:
         """Polled every step: True checkpoints and returns with status `stopped`."""
@@ -126,16 +125,17 @@ def train(
     """Train one model with `config`; resume from `checkpoints` (a `Checkpoints`, or a
     folder) when they hold a state of the same settings."""
     cb = callback or Callback()
-    store = checkpoints if checkpoints is not None else checkpoint_dir
-    if isinstance(store, str | Path):
-        store = FolderCheckpoints(store)
+    if checkpoints is None:
+        checkpoints = checkpoint_dir
+    if isinstance(checkpoints, str | Path):
+        checkpoints = FolderCheckpoints(checkpoints)
     device = resolve_device(config.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     data = data or load_dataset(config.dataset, config.data_dir, config.val_size)
     setup = _setup(config, data, device)
     state = _State()
-    saved = store.load(device) if store is not None else None
+    saved = checkpoints.load(device) if checkpoints is not None else None
     if saved is not None:
         state = _restore(config, setup, saved)
     step = Step(
@@ -160,7 +160,7 @@ def train(
             "val_digest": data.val_digest,
         }
     )
-    status, diverged_at = _loop(config, setup, step, state, cb, store, device)
+    status, diverged_at = _loop(config, setup, step, state, cb, checkpoints, device)
     responses = layer_responses(setup.model, setup.probe) if status == "finished" else None
     return TrainResult(
         status=status,
@@ -297,7 +297,7 @@ def _loop(
     step: Step,
     state: _State,
     cb: Callback,
-    store: Checkpoints | None,
+    checkpoints: Checkpoints | None,
     device: torch.device,
 ) -> tuple[str, int | None]:
     """Train from state.iteration to config.iterations; returns (status, diverged_at)."""
@@ -321,25 +321,25 @@ def _loop(
         at_eval = it % setup.eval_every == 0 or it == config.iterations
         if at_eval:
             train_seconds = clock.lap()
-            record = _record(it, lr, step, window_images / max(train_seconds, 1e-9))
-            if math.isfinite(record["train/loss"]):
-                _evaluate(record, setup, device, config.precision)
-            state.history.append(record)
-            if "val/error" in record:
-                schedule.observe_val_error(record["val/error"])
+            evaluation = _window(it, lr, step, window_images / max(train_seconds, 1e-9))
+            if math.isfinite(evaluation["train/loss"]):
+                _evaluate(evaluation, setup, device, config.precision)
+            state.history.append(evaluation)
+            if "val/error" in evaluation:
+                schedule.observe_val_error(evaluation["val/error"])
             bad = int(step.first_bad.item())
             if bad >= 0:
                 status, diverged_at = "diverged", bad
-            cb.on_eval(record)
+            cb.on_eval(evaluation)
             window_images = 0
         if status == "diverged":
             break
-        if store is not None and (
+        if checkpoints is not None and (
             stop or it % setup.checkpoint_every == 0 or it == config.iterations
         ):
             state.iteration = it
             state.wall_time_s += clock.total()
-            where = store.save(_checkpoint_blob(config, setup, step, state), it)
+            where = checkpoints.save(_checkpoint_blob(config, setup, step, state), it)
             cb.on_checkpoint(it, where)
         if stop:
             status = "stopped"
@@ -351,7 +351,8 @@ def _loop(
     return status, diverged_at
 
 
-def _record(it: int, lr: float, step: Step, images_per_s: float) -> dict:
+def _window(it: int, lr: float, step: Step, images_per_s: float) -> dict:
+    """The training side of an evaluation: the window's loss and error since the last."""
     loss, err, _ = step.window()
     return {
         "iteration": it,
@@ -362,9 +363,9 @@ def _record(it: int, lr: float, step: Step, images_per_s: float) -> dict:
     }
 
 
-def _evaluate(record: dict, setup: _Setup, device: torch.device, precision: str) -> None:
+def _evaluate(evaluation: dict, setup: _Setup, device: torch.device, precision: str) -> None:
     val, test = setup.eval_sets()
     for prefix, batches in (("val", val), ("test", test)):
         result = evaluate(setup.model, batches, precision)
         if result is not None:
-            record[f"{prefix}/loss"], record[f"{prefix}/error"] = result
+            evaluation[f"{prefix}/loss"], evaluation[f"{prefix}/error"] = result

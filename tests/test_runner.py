@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 from ablations import study as studies
 from ablations.describe import describe
 from ablations.errors import AblateError
+from ablations.ledger import Ledger
 from ablations.runner import RunOptions, run_study
 
 METRICS = {
@@ -39,7 +40,7 @@ def test_every_builtin_study_validates_and_plans(name, tmp_path, monkeypatch):
                 plan_of(name, preset=preset)
             continue
         plan = plan_of(name, preset=preset)
-        view = describe(plan)
+        view = describe(plan, Ledger())
         assert len(view["trials"]) == len(plan.arms) * len(plan.seeds)
         assert all(row["params"] > 0 and row["macs"] > 0 for row in view["trials"])
         assert len({t.key for t in plan.trials}) == len(plan.trials)
@@ -89,8 +90,13 @@ def test_smoke_study_records_one_run_per_trial_and_reruns_nothing(smoke_store, t
         assert tags["ablate.device"] == "cpu (1 thread)" and params["precision"] == "fp32"
         assert len(tags["ablate.data_digest"]) == 16
         assert [d.dataset.digest for d in run.inputs.dataset_inputs] == [tags["ablate.data_digest"]]
-        assert tags["ablate.checkpoint"].endswith("checkpoint_000002")
+        assert tags["ablate.checkpoint"].endswith("iteration-000000012")
         assert params["shortcut"] in ("none", "A") and params["seed"] in ("0", "1")
+        # Resolved: what trained, never "None" for a setting left to its default.
+        assert "None" not in params.values(), params
+        model = (params["bottleneck"], params["skip_length"], params["width"])
+        assert model == ("False", "2", "16")
+        assert (params["val_size"], params["eval_every"]) == ("150", "4")
         assert params["depth"] == "8" and params["lr_policy"] == "step"
         assert int(params["params"]) > 0 and int(params["macs"]) > 0
         assert METRICS <= set(run.data.metrics)
@@ -207,3 +213,14 @@ def test_published_json_schema_is_current_and_checks_files():
     fixed = json_schema()["properties"]["fixed"]["properties"]
     assert "weight layers" in fixed["depth"]["description"]
     assert "one of none, A, B, C" in fixed["shortcut"]["description"]
+    # Closed sets are enumerated, bounds stated, both from the settings' one definition.
+    assert fixed["shortcut"]["enum"] == ["none", "A", "B", "C", None]
+    assert fixed["lr_policy"]["enum"][:4] == ["step", "plateau", "cosine", "constant"]
+    assert fixed["precision"]["enum"] == ["fp32", "bf16", None]
+    assert fixed["stem"]["enum"] == ["cifar", "imagenet", None]
+    assert fixed["lr"]["exclusiveMinimum"] == 0 and fixed["iterations"]["minimum"] == 1
+    factors = json_schema()["properties"]["scientific"]["properties"]
+    assert factors["shortcut"]["items"]["enum"] == ["none", "A", "B", "C"]
+    for bad in ({**good, "fixed": {"shortcut": "D"}}, {**good, "fixed": {"lr": 0}}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, json_schema())

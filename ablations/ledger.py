@@ -1,0 +1,114 @@
+"""The study as the store holds it, read once per round into typed trial states: which trials
+exist, how each ended, how far its evaluations are logged, and, given Ray's storage, which
+checkpoints an unfinished one would resume from. The runner, tuning, the seed rounds, the
+summary and `ablate show` all read this instead of searching the store again."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+from ablations.checkpoints import TrialCheckpoints
+
+DONE = ("finished", "diverged")  # ended training: never run again
+
+
+@dataclass(frozen=True)
+class TrialState:
+    key: str
+    arm: str
+    role: str  # trial | tune
+    run_id: str
+    status: str  # pending | running | interrupted | finished | diverged | failed
+    params: dict[str, str]  # as recorded: text
+    metrics: dict[str, float]  # final values
+    logged_upto: int = -1  # the last iteration whose evaluation is stored
+    checkpoints: tuple[int, ...] = ()  # iterations of whole checkpoints, newest first
+
+    @property
+    def done(self) -> bool:
+        return self.status in DONE
+
+    @property
+    def seed(self) -> int | None:
+        text = self.params.get("seed")
+        return int(text) if text is not None else None
+
+    def error_pct(self, split: str = "test") -> float | None:
+        """The final error of a finished trial, in points; None otherwise."""
+        value = self.metrics.get(f"{split}/error")
+        if self.status != "finished" or value is None or not math.isfinite(value):
+            return None
+        return 100 * value
+
+
+@dataclass(frozen=True)
+class Ledger:
+    trials: dict[str, TrialState] = field(default_factory=dict)  # role trial, by key
+    tuning: tuple[TrialState, ...] = ()  # role tune
+
+    def done(self, key: str) -> bool:
+        state = self.trials.get(key)
+        return state is not None and state.done
+
+    def seeds(self) -> dict[str, list[int]]:
+        """Per arm, the seeds it has runs for."""
+        out: dict[str, list[int]] = {}
+        for state in self.trials.values():
+            if state.seed is not None:
+                out.setdefault(state.arm, []).append(state.seed)
+        return {arm: sorted(seeds) for arm, seeds in out.items()}
+
+    def errors(self, split: str = "test") -> dict[str, list[float]]:
+        """Per arm, the final error (points) of each finished trial."""
+        out: dict[str, list[float]] = {}
+        for state in self.trials.values():
+            value = state.error_pct(split)
+            out.setdefault(state.arm, [])
+            if value is not None:
+                out[state.arm].append(value)
+        return out
+
+    def seconds_per_iteration(self) -> dict[str, float]:
+        """Per arm, the mean wall seconds per iteration of its finished trials."""
+        per_arm: dict[str, list[float]] = {}
+        for state in self.trials.values():
+            wall = state.metrics.get("wall_time_s")
+            iterations = float(state.params.get("iterations", "nan"))
+            if state.status == "finished" and wall and iterations > 0:
+                per_arm.setdefault(state.arm, []).append(wall / iterations)
+        return {arm: sum(v) / len(v) for arm, v in per_arm.items()}
+
+    def tuned(self, arm: str) -> list[TrialState]:
+        """The tuning trials of an arm that ended training."""
+        return [s for s in self.tuning if s.arm == arm and s.done]
+
+
+def read(store, study, storage: str | None = None) -> Ledger:
+    """The ledger of a study (`store.StudyIds`) in one search of the store; with
+    `storage`, the checkpoints each unfinished trial has there too."""
+    trials, tuning = {}, []
+    for run in store.trial_runs(study):
+        tags = run.data.tags
+        status = tags.get("ablate.status", "pending")
+        state = TrialState(
+            key=tags["ablate.trial_key"],
+            arm=tags.get("ablate.arm", ""),
+            role=tags["ablate.role"],
+            run_id=run.info.run_id,
+            status=status,
+            params=dict(run.data.params),
+            metrics=dict(run.data.metrics),
+        )
+        if state.role == "tune":
+            tuning.append(state)
+            continue
+        if not state.done:
+            found = ()
+            if storage is not None:
+                kept = TrialCheckpoints(storage, study.name, state.key, state.run_id).found()
+                found = tuple(i for i, _ in kept)
+            logged = store.logged_upto(state.run_id) if status != "pending" else -1
+            state = replace(state, logged_upto=logged, checkpoints=found)
+        trials[state.key] = state
+    return Ledger(trials, tuple(tuning))
