@@ -1,24 +1,32 @@
-"""The `ablate` command: parses, calls one library function, and turns the library's typed
-errors into one line and a documented exit code (docs/design.md §5).
+"""ablate: architecture and hyperparameter ablation studies of residual networks, with
+seeds as replicates and a test of whether each difference is real.
 
-Exit codes: 0 success; 1 a study ran but some trials failed; 2 bad input (nothing was
-run, nothing was written); 130 interrupted (resumable: run the same command again).
+  ablate list                   the built-in studies
+  ablate show STUDY             the plan: trials, compute, placement, time, what is stored
+  ablate run STUDY              run it (Ray Tune; MLflow records every trial; resumable)
+  ablate report STUDY           its HTML report
+  ablate ui STUDY               browse it in the MLflow UI
+  ablate rm STUDY               remove it from the store and the storage
+  ablate train / ablate model   one model, no study
 
-Flags that set a training or model setting are made from the settings' one definition
-(resnet/config.py, resnet/spec.py): same name, type, default and meaning. Heavy libraries
-load inside the commands, so `--help`, `--version` and `list` answer at once. A little
-over 300 lines: the whole user-facing surface in one file, each command a short function.
+STUDY is a built-in name or a study .yaml file. `ablate COMMAND --help` lists a command's
+flags; README.md explains studies, reports and clusters.
+
+Exit codes: 0 done; 1 some trials failed (or `rm` not confirmed); 2 bad input (one line on
+stderr, nothing ran or was written); 3 done, but an arm missed the --target-ci precision;
+130 interrupted (run the same command again to resume).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
 import sys
 
-EXIT_BAD_INPUT = 2
+EXIT_FAILED, EXIT_BAD_INPUT, EXIT_TARGET_MISSED, EXIT_INTERRUPTED = 1, 2, 3, 130
 
 
 class UsageError(Exception):
@@ -40,35 +48,73 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
-# -- flags from the settings ------------------------------------------------------------
+def _help(text: str) -> str:
+    return text.replace("%", "%%")  # argparse formats help with %
 
 
-def _setting_flags(p: argparse.ArgumentParser, owner: type, skip: tuple[str, ...] = ()) -> None:
+# -- flags from their one definition ----------------------------------------------------
+
+
+def _setting_flags(p: argparse.ArgumentParser, owner: type) -> None:
     """One flag per setting of `owner`, named, typed and explained by its definition."""
-    from resnet.settings import base_type, default_of, fields_of
+    from resnet.settings import settings_of
 
-    for f in fields_of(owner):
-        if f.name in skip or not f.metadata.get("flag", True):
+    for s in settings_of(owner):
+        if not s.flag:
             continue
-        kind = base_type(f, owner)
-        flag = "--" + f.name.replace("_", "-")
-        default = default_of(f)
-        help_text = f.metadata["help"] + ("" if default is None else f" (default {default})")
-        if kind is bool:
+        flag = "--" + s.name.replace("_", "-")
+        default = "" if s.default is None else f" (default {s.default})"
+        help_text = _help(s.describe() + default)
+        if s.type is bool:
             p.add_argument(
                 flag, action=argparse.BooleanOptionalAction, default=None, help=help_text
             )
         else:
-            p.add_argument(flag, type=kind, default=None, help=help_text)
+            p.add_argument(flag, type=s.type, default=None, help=help_text)
 
 
 def _settings_from(owner: type, args: argparse.Namespace, **overrides):
     """The settings dataclass from the flags given (absent flags keep its defaults)."""
-    from resnet.settings import fields_of
+    from resnet.settings import settings_of
 
-    values = {f.name: getattr(args, f.name, None) for f in fields_of(owner)}
-    values = {k: v for k, v in values.items() if v is not None}
-    return owner(**{**values, **overrides})
+    values = {s.name: getattr(args, s.name, None) for s in settings_of(owner)}
+    return owner(**{k: v for k, v in values.items() if v is not None}, **overrides)
+
+
+def _request_flags(p: argparse.ArgumentParser, command: str) -> None:
+    """The flags of `show` or `run`, from the fields of ablations.plan.Request."""
+    from ablations.plan import Request
+
+    for f in dataclasses.fields(Request):
+        meta = f.metadata
+        if command not in meta["commands"]:
+            continue
+        if f.name == "study":
+            p.add_argument("study", help=meta["help"])
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        p.add_argument(flag, type=meta["type"], default=f.default, help=_help(meta["help"]))
+
+
+def _request(args: argparse.Namespace):
+    from ablations.plan import Request
+
+    return Request(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Request)
+                      if hasattr(args, f.name)})  # fmt: skip
+
+
+def _study_flags(p: argparse.ArgumentParser, study_help: str, optional: bool = False) -> None:
+    """The study and where its records are, for report, ui and rm."""
+    if optional:
+        p.add_argument("study", nargs="?", default=None, help=study_help)
+    else:
+        p.add_argument("study", help=study_help)
+    p.add_argument("--preset", default=None, help="a preset of the study, e.g. smoke")
+    p.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow store (default: MLFLOW_TRACKING_URI or ./mlflow.db)",
+    )
 
 
 # -- commands ---------------------------------------------------------------------------
@@ -133,52 +179,35 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _request(args: argparse.Namespace):
-    from ablations.plan import Request
-
-    return Request(
-        study=args.study,
-        preset=args.preset,
-        seeds=args.seeds,
-        dataset=args.dataset,
-        data_dir=args.data_dir,
-        gpus_per_trial=args.gpus_per_trial,
-        cpus_per_trial=args.cpus_per_trial,
-        max_concurrent=args.max_concurrent,
-        address=args.address,
-        target_ci=getattr(args, "target_ci", None),
-        max_seeds=getattr(args, "max_seeds", None),
-    )
-
-
-def _plan(args: argparse.Namespace):
+def cmd_show(args: argparse.Namespace) -> int:
+    from ablations import describe as d
     from ablations.plan import make_plan
 
-    return make_plan(_request(args))
-
-
-def cmd_show(args: argparse.Namespace) -> int:
-    from ablations.describe import describe, estimate, render, seed_plan
-    from ablations.store import check_store, resolve_uri
-
-    plan = _plan(args)
-    check_store(plan, resolve_uri(args.tracking_uri))  # what `run` would refuse, show refuses
-    view = describe(plan)
-    view["estimate"] = estimate(plan, view, args.tracking_uri)
+    request = _request(args)
+    plan = make_plan(request)
+    ledger = d.stored(plan, request.tracking_uri, request.storage)
+    if plan.replication:
+        plan = plan.with_seeds(ledger.seeds())  # the seeds earlier rounds added
+    view = d.describe(plan, ledger)
+    view["estimate"] = d.estimate(plan, view, ledger)
     if args.effect is not None:
         if not args.effect > 0:
             raise UsageError(f"--effect {args.effect:g}: must be a positive number of points")
-        view["seed_plan"] = seed_plan(plan, args.effect, args.tracking_uri)
-    print(json.dumps(view, default=str) if args.json else render(view))
+        view["seed_plan"] = d.seed_plan(ledger, args.effect)
+    if plan.replication:
+        view["target_plan"] = d.target_plan(plan, ledger, plan.replication.target_ci)
+    print(json.dumps(view, default=str) if args.json else d.render(view))
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from ablations.plan import make_plan
     from ablations.runner import RunOptions, run_study
 
-    plan = _plan(args)
-    options = RunOptions(args.tracking_uri, args.storage, progress=not args.quiet)
-    summary = run_study(plan, options, address=args.address)
+    request = _request(args)
+    plan = make_plan(request)
+    options = RunOptions(request.tracking_uri, request.storage, not args.quiet, request.address)
+    summary = run_study(plan, options)
     counts: dict[str, int] = {}
     for status in summary.statuses.values():
         counts[status] = counts.get(status, 0) + 1
@@ -193,19 +222,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"  added seeds {', '.join(map(str, seeds))} to {arm} (95% CI still too wide)")
     if summary.interrupted:
         print("interrupted: run the same command again to resume")
-        return 130
+        return EXIT_INTERRUPTED
+    for arm, t in summary.missed.items():
+        needed = f"; about {t.needed} seeds would meet it" if t.needed else ""
+        print(
+            f"  target not met: {arm}: 95% CI +-{t.half_width:.2f} points with {t.seeds} "
+            f"seeds (target +-{summary.target_ci:g}, --max-seeds reached){needed}"
+        )
     if args.report:
-        _report(summary.experiment, args.tracking_uri, None, None)
-    return 1 if summary.failed else 0
-
-
-def _experiment(study: str, preset: str | None) -> str:
-    """The experiment a study name or study file records into."""
-    from ablations.study import experiment_name, is_file_ref, load
-
-    if is_file_ref(study):
-        return experiment_name(load(study)[0], preset)
-    return study if not preset else f"{study}@{preset}"
+        _report(summary.experiment, request.tracking_uri, None, None)
+    if summary.failed:
+        return EXIT_FAILED
+    return EXIT_TARGET_MISSED if summary.missed else 0
 
 
 def _report(name: str, tracking_uri: str | None, out: str | None, ui_url: str | None) -> None:
@@ -219,95 +247,92 @@ def _report(name: str, tracking_uri: str | None, out: str | None, ui_url: str | 
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    _report(_experiment(args.study, args.preset), args.tracking_uri, args.out, args.mlflow_ui_url)
+    from ablations.study import experiment_name
+
+    name = experiment_name(args.study, args.preset)
+    _report(name, args.tracking_uri, args.out, args.mlflow_ui_url)
     return 0
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
     from ablations.store import resolve_uri
+    from ablations.study import experiment_name
     from ablations.ui import serve
 
-    experiment = _experiment(args.study, args.preset) if args.study else None
+    experiment = experiment_name(args.study, args.preset) if args.study else None
     return serve(resolve_uri(args.tracking_uri), args.port, experiment)
 
 
+def cmd_rm(args: argparse.Namespace) -> int:
+    from ablations.remove import plan_removal
+
+    removal = plan_removal(args.study, args.preset, args.tracking_uri, args.storage)
+    print(removal.describe())
+    if not args.yes:
+        try:
+            answer = input("remove? [y/N] ")
+        except EOFError:
+            answer = ""
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing removed (confirm with y, or pass --yes)")
+            return EXIT_FAILED
+    print(removal.run())
+    return 0
+
+
 # -- the parser -------------------------------------------------------------------------
-
-
-def _study_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("study", help="a built-in study name (ablate list) or a study .yaml file")
-    p.add_argument("--preset", default=None, help="a preset of the study, e.g. smoke")
-    p.add_argument("--seeds", type=int, default=None, help="run seeds 0..N-1 instead")
-    p.add_argument("--dataset", default=None, help="override the study's data set")
-    p.add_argument("--data-dir", default=None, help="where data sets live (default ./data)")
-    p.add_argument(
-        "--gpus-per-trial",
-        default="auto",
-        help="auto (default: GPUs when the machine or cluster has them, small models 4 "
-        "to a GPU), 0 to force CPUs, a fraction to share a GPU, or a whole number",
-    )
-    p.add_argument("--cpus-per-trial", type=float, default=None, help="default 1")
-    p.add_argument("--max-concurrent", type=int, default=None, help="trials at once, at most")
-    p.add_argument("--address", default=None, help="a Ray cluster (default: RAY_ADDRESS)")
-    p.add_argument(
-        "--tracking-uri",
-        default=None,
-        help="MLflow store (default: MLFLOW_TRACKING_URI or ./mlflow.db)",
-    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     from resnet.config import TrainConfig
     from resnet.spec import ModelSpec
 
-    parser = _Parser(prog="ablate", description=__doc__.split("\n\n")[0])
+    parser = _Parser(
+        prog="ablate",
+        description=__doc__.split("\n\nExit codes")[0],
+        epilog=__doc__[__doc__.index("Exit codes") :],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"ablate {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("list", help="the built-in studies, their presets and trial counts")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="one JSON list")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("show", help="a study's resolved plan, placement and time, unrun")
-    _study_args(p)
+    _request_flags(p, "show")
     p.add_argument(
         "--effect",
         type=float,
         default=None,
         help="seeds per arm needed to detect a difference of this many points",
     )
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="one JSON object")
     p.set_defaults(func=cmd_show)
 
     p = sub.add_parser("run", help="run a study (resumes: finished trials are skipped)")
-    _study_args(p)
-    p.add_argument(
-        "--storage",
-        default=None,
-        help="Ray's storage for checkpoints: a folder (default ./ablate-results) or a "
-        "bucket URI every node reaches (s3://..., gs://...)",
-    )
-    p.add_argument("--target-ci", type=float, default=None, help="add seeds until every arm's "
-                   "95%% CI half-width of test error is at most this many points")  # fmt: skip
-    p.add_argument("--max-seeds", type=int, default=None, help="with --target-ci (default 10)")
+    _request_flags(p, "run")
     p.add_argument("--quiet", action="store_true", help="no live progress view")
     p.add_argument("--report", action="store_true", help="write the report when done")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("report", help="write a study's HTML report from MLflow")
-    p.add_argument("study", help="a study name or study .yaml file")
-    p.add_argument("--preset", default=None)
-    p.add_argument("--tracking-uri", default=None)
+    _study_flags(p, "a study name or study .yaml file")
     p.add_argument("--out", default=None, help="default ./ablate-reports/NAME")
     p.add_argument("--mlflow-ui-url", default=None, help="link table rows to this MLflow UI")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("ui", help="the MLflow UI on the study store, on 127.0.0.1")
-    p.add_argument("study", nargs="?", default=None, help="open this study (name or file)")
-    p.add_argument("--preset", default=None)
-    p.add_argument("--tracking-uri", default=None)
-    p.add_argument("--port", type=int, default=5000)
+    _study_flags(p, "open this study (name or file)", optional=True)
+    p.add_argument("--port", type=int, default=5000, help="default 5000")
     p.set_defaults(func=cmd_ui)
+
+    p = sub.add_parser("rm", help="remove a study: its MLflow experiment and checkpoints")
+    _study_flags(p, "a study name or study .yaml file")
+    p.add_argument("--storage", default=None, help="Ray's storage (default ./ablate-results)")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.set_defaults(func=cmd_rm)
 
     p = sub.add_parser("train", help="train one model with the paper's recipe (no Ray, no MLflow)")
     _setting_flags(p, TrainConfig)
@@ -340,6 +365,12 @@ def _is_user_error(err: BaseException) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
+    import signal
+
+    from ablations.signals import stop_on_sigterm
+
+    previous = signal.getsignal(signal.SIGTERM)
+    stop_on_sigterm()
     # MLflow and alembic announce schema work at INFO; the progress view says enough.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     # A progress bar per artifact read would bury the one line an error promises.
@@ -350,11 +381,14 @@ def main(argv: list[str] | None = None) -> int:
         code = args.func(args)
     except KeyboardInterrupt:
         print("ablate: interrupted; run the same command again to resume", file=sys.stderr)
-        code = 130
+        code = EXIT_INTERRUPTED
     except Exception as err:
         if not _is_user_error(err):
             raise
         print(f"ablate: error: {' '.join(str(err).split())}", file=sys.stderr)
         code = EXIT_BAD_INPUT
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     sys.stdout.flush()
     return code

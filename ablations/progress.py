@@ -6,12 +6,12 @@ from __future__ import annotations
 import sys
 import time
 
+from rich import progress as bars
 from rich.console import Console
 from rich.live import Live
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ablations.events import Evaluation, Event, Final, Start
+from ablations.events import Evaluation, Event, Final, Progress, Start
 from resnet.train import Callback
 
 
@@ -20,12 +20,12 @@ class TrainProgress(Callback):
 
     def __init__(self, total: int):
         self.total = total
-        self.progress = Progress(
-            TextColumn("[bold]train"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[metrics]}"),
-            TimeRemainingColumn(),
+        self.progress = bars.Progress(
+            bars.TextColumn("[bold]train"),
+            bars.BarColumn(),
+            bars.MofNCompleteColumn(),
+            bars.TextColumn("{task.fields[metrics]}"),
+            bars.TimeRemainingColumn(),
             console=Console(file=sys.stderr),
         )
         self.task = None
@@ -46,16 +46,21 @@ class TrainProgress(Callback):
     def on_step(self, iteration: int) -> None:
         self.progress.update(self.task, completed=iteration)
 
-    def on_eval(self, record: dict) -> None:
-        val = record.get("val/error")
-        text = f"train err {record['train/error']:.3f}"
+    def on_eval(self, evaluation: dict) -> None:
+        val = evaluation.get("val/error")
+        text = f"train err {evaluation['train/error']:.3f}"
         text += f"  val err {val:.3f}" if val is not None else ""
-        text += f"  {record['images_per_s']:.0f} img/s"
+        text += f"  {evaluation['images_per_s']:.0f} img/s"
         self.progress.update(self.task, metrics=text)
 
 
 class StudyView:
-    """Per trial: status, iteration/total, train and val error, images/s; the study's ETA."""
+    """Per trial: status, iteration/total, train and val error at the last evaluation,
+    images/s and time left (from the trial's progress between evaluations); the study's
+    ETA. On a terminal a live table, otherwise one line per trial that starts, resumes or
+    ends."""
+
+    COLUMNS = ("trial", "status", "iteration", "train err", "val err", "img/s", "left", "note")
 
     def __init__(self, title: str, todo: dict[str, int], skipped: int, total: int):
         self.title, self.skipped, self.total_trials = title, skipped, total
@@ -63,12 +68,11 @@ class StudyView:
         self.console = Console(file=sys.stderr)
         self.live: Live | None = None
         self.start = time.monotonic()
-        self.start_its: dict[str, int] = {}
 
     @staticmethod
     def _row(iterations: int) -> dict:
         return {"status": "pending", "it": 0, "total": iterations, "train": None, "val": None,
-                "ips": None, "note": ""}  # fmt: skip
+                "ips": None, "note": "", "since": None}  # fmt: skip
 
     def __enter__(self) -> StudyView:
         if self.console.is_terminal:
@@ -80,7 +84,13 @@ class StudyView:
             )
         return self
 
-    def __exit__(self, *exc) -> None:
+    def finish(self, statuses: dict[str, str]) -> None:
+        """The final table, with how each trial ended in this run (interrupted ones too)."""
+        for key, status in statuses.items():
+            row = self.rows.setdefault(key, self._row(0))
+            if status == "interrupted" and row["status"] != status:
+                self._say(f"  {key}: interrupted at {row['it']}")
+            row["status"] = status
         if self.live:
             self.live.update(self._table())
             self.live.stop()
@@ -90,23 +100,22 @@ class StudyView:
             self.console.print(text)
 
     def trial_started(self, key: str, sampled: dict) -> None:
-        total = self.rows[key]["total"] if key in self.rows else 0
-        self.rows.setdefault(key, self._row(total))["status"] = "running"
+        self.rows.setdefault(key, self._row(0))["status"] = "running"
         self._refresh()
 
     def trial_event(self, key: str, event: Event) -> None:
         row = self.rows.setdefault(key, self._row(0))
         if isinstance(event, Start):
-            row["it"] = event.resumed_from
-            self.start_its[key] = event.resumed_from
+            row.update(it=event.resumed_from, total=event.iterations or row["total"])
+            row["since"] = (time.monotonic(), event.resumed_from)
             if event.resumed_from:
                 row["note"] = f"resumed from {event.resumed_from}"
                 self._say(f"  {key}: resumed from iteration {event.resumed_from}")
+        elif isinstance(event, Progress):
+            row.update(it=event.iteration, ips=event.images_per_s)
         elif isinstance(event, Evaluation):
-            rec = event.record
-            self.start_its.setdefault(key, rec["iteration"])
-            row.update(it=rec["iteration"], train=rec.get("train/error"),
-                       val=rec.get("val/error"), ips=rec.get("images_per_s"))  # fmt: skip
+            ev = event.evaluation
+            row.update(it=ev["iteration"], train=ev.get("train/error"), val=ev.get("val/error"))
         elif isinstance(event, Final):
             row["status"] = event.status
             test = event.summary.get("test_error")
@@ -120,17 +129,28 @@ class StudyView:
         if self.live:
             self.live.update(self._table())
 
+    def _left(self, row: dict) -> float | None:
+        """Seconds left for a running trial, at its pace since it (re)started."""
+        if row["status"] != "running" or row["since"] is None:
+            return None
+        started, first = row["since"]
+        done, elapsed = row["it"] - first, time.monotonic() - started
+        return (row["total"] - row["it"]) * elapsed / done if done > 0 else None
+
     def _eta(self) -> str:
-        done_its = sum(r["it"] - self.start_its.get(k, r["it"]) for k, r in self.rows.items())
+        rates = [
+            (r["it"] - r["since"][1]) / (time.monotonic() - r["since"][0])
+            for r in self.rows.values()
+            if r["since"] is not None and r["it"] > r["since"][1]
+        ]
         left = sum(
             r["total"] - r["it"]
             for r in self.rows.values()
             if r["status"] in ("pending", "running")
         )
-        elapsed = time.monotonic() - self.start
-        if done_its <= 0:
+        if not rates:
             return "ETA: measuring"
-        return f"ETA {left * elapsed / done_its / 60:.1f} min"
+        return f"ETA {duration(left / sum(rates))}"
 
     def _table(self) -> Table:
         done = sum(r["status"] not in ("pending", "running") for r in self.rows.values())
@@ -139,10 +159,11 @@ class StudyView:
             f"done  {self._eta()}",
             title_justify="left",
         )
-        for col in ("trial", "status", "iteration", "train err", "val err", "img/s", ""):
-            table.add_column(col, justify="left" if col in ("trial", "status", "") else "right")
+        for col in self.COLUMNS:
+            table.add_column(col, justify="left" if col in ("trial", "status", "note") else "right")
         fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
         for key, r in self.rows.items():
+            left = self._left(r)
             table.add_row(
                 key,
                 r["status"],
@@ -150,6 +171,17 @@ class StudyView:
                 fmt(r["train"], ".3f"),
                 fmt(r["val"], ".3f"),
                 fmt(r["ips"], ".0f"),
+                "-" if left is None else duration(left),
                 r["note"],
             )
         return table
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds:.0f} s"

@@ -1,6 +1,7 @@
 """`ablate ui`: the MLflow UI on the study store, on 127.0.0.1, for as long as the command
 runs. The server (MLflow starts several worker processes) runs in its own process group,
-so Ctrl-C or SIGTERM stops all of it; a busy port is an error before anything starts."""
+so Ctrl-C or SIGTERM (ablations/signals.py) stops all of it; a store that does not exist
+or a busy port is an error before anything starts."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from ablations.errors import AblateError
 from reports.html import MODEL_TRAINING, experiment_url
@@ -30,6 +32,15 @@ def serve(uri: str, port: int, experiment: str | None = None) -> int:
     """Run the MLflow UI until interrupted; returns the exit code. The URL printed opens
     the study (or the list of studies) in MLflow's model-training view: MLflow 3 opens
     experiments in its GenAI view (traces, token costs) unless the link asks otherwise."""
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise AblateError(
+            f"no MLflow store at {uri.removeprefix('sqlite:///')}; run a study in this "
+            "folder first, or give the store with --tracking-uri"
+        )
+    studies = _studies(uri)
+    if experiment is not None and experiment not in studies:
+        there = ", ".join(studies) or "none"
+        raise AblateError(f"no study {experiment} in the store {uri}; studies there: {there}")
     if not 0 < port < 65536:
         raise AblateError(f"--port {port}: use a TCP port number, 1-65535")
     if not port_free(port):
@@ -42,26 +53,37 @@ def serve(uri: str, port: int, experiment: str | None = None) -> int:
     address = f"http://{HOST}:{port}"
     where = f"{address}/#/experiments?{MODEL_TRAINING}"
     if experiment is not None:
-        where = experiment_url(address, _experiment_id(uri, experiment)) or where
-    print(f"MLflow UI for {uri}: {where} (Ctrl-C stops it)", flush=True)
+        where = experiment_url(address, studies[experiment]) or where
+        print(f"MLflow UI for {uri}: {where} (Ctrl-C stops it)", flush=True)
+    else:
+        names = ", ".join(studies) or "none yet"
+        print(
+            f"MLflow UI for {uri}, which holds {len(studies)} studies ({names}): {where} "
+            "(Ctrl-C stops it)",
+            flush=True,
+        )
     proc = subprocess.Popen(cmd, start_new_session=True)
-    previous = signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
     try:
         return proc.wait()
     except KeyboardInterrupt:
         return 130
     finally:
-        signal.signal(signal.SIGTERM, previous)
         stop(proc)
 
 
-def _experiment_id(uri: str, name: str) -> str:
-    from ablations.store import Store
+def _studies(uri: str) -> dict[str, str]:
+    """The ablate studies in the store: name -> experiment id."""
+    from ablations.store import Store, retry
 
-    found = Store(uri).find_study(name)
-    if found is None:
-        raise AblateError(f"no study {name} in the store {uri}; run it first, or omit the name")
-    return found.experiment_id
+    client = Store(uri).client
+    runs = retry(
+        lambda: client.search_runs(
+            [e.experiment_id for e in client.search_experiments()] or ["0"],
+            "tags.`ablate.role` = 'parent'",
+            max_results=1000,
+        )
+    )
+    return {r.data.tags["ablate.study"]: r.info.experiment_id for r in runs}
 
 
 def stop(proc: subprocess.Popen, grace: float = 10.0) -> None:
