@@ -55,11 +55,9 @@ def _help(text: str) -> str:
 # -- flags from their one definition ----------------------------------------------------
 
 
-def _setting_flags(p: argparse.ArgumentParser, owner: type) -> None:
-    """One flag per setting of `owner`, named, typed and explained by its definition."""
-    from resnet.settings import settings_of
-
-    for s in settings_of(owner):
+def _setting_flags(p: argparse.ArgumentParser, settings: list) -> None:
+    """One flag per setting, named, typed and explained by its definition."""
+    for s in settings:
         if not s.flag:
             continue
         flag = "--" + s.name.replace("_", "-")
@@ -73,12 +71,29 @@ def _setting_flags(p: argparse.ArgumentParser, owner: type) -> None:
             p.add_argument(flag, type=s.type, default=None, help=help_text)
 
 
-def _settings_from(owner: type, args: argparse.Namespace, **overrides):
+def _settings_from(owner: type, args: argparse.Namespace, settings: list, **overrides):
     """The settings dataclass from the flags given (absent flags keep its defaults)."""
+    values = {s.name: getattr(args, s.name, None) for s in settings}
+    return owner(**{k: v for k, v in values.items() if v is not None}, **overrides)
+
+
+def _train_settings(model: str) -> list:
+    """The flags of `ablate train`: the model builder's factors, then the recipe."""
+    from resnet.builders import load_builder
+    from resnet.config import TrainConfig
     from resnet.settings import settings_of
 
-    values = {s.name: getattr(args, s.name, None) for s in settings_of(owner)}
-    return owner(**{k: v for k, v in values.items() if v is not None}, **overrides)
+    return [*load_builder(model).factors, *settings_of(TrainConfig)]
+
+
+def _model_in(argv: list[str]) -> str | None:
+    """The --model an `ablate train` command line names (its flags depend on it)."""
+    for i, arg in enumerate(argv):
+        if arg == "--model" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--model="):
+            return arg.split("=", 1)[1]
+    return None
 
 
 def _request_flags(p: argparse.ArgumentParser, command: str) -> None:
@@ -122,10 +137,12 @@ def _study_flags(p: argparse.ArgumentParser, study_help: str, optional: bool = F
 
 def cmd_model(args: argparse.Namespace) -> int:
     from resnet.complexity import complexity, layout
+    from resnet.settings import settings_of
     from resnet.spec import ModelSpec
 
     classes = args.num_classes or (1000 if args.stem == "imagenet" else None)
-    spec = _settings_from(ModelSpec, args, **({"num_classes": classes} if classes else {}))
+    extra = {"num_classes": classes} if classes else {}
+    spec = _settings_from(ModelSpec, args, settings_of(ModelSpec), **extra)
     counts = complexity(spec)
     if args.json:
         print(json.dumps({**counts, "spec": spec.to_dict(), "layout": layout(spec)}))
@@ -147,11 +164,14 @@ def cmd_model(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from ablations.progress import TrainProgress
+    from resnet.builders import BUILTIN
     from resnet.config import TrainConfig
     from resnet.data import ensure_available, load_dataset
     from resnet.train import train
 
-    config = _settings_from(TrainConfig, args)
+    config = _settings_from(TrainConfig, args, _train_settings(args.model or BUILTIN))
+    if config.replicas > 1:
+        raise UsageError("--replicas: ablate train trains in one process; a study runs replicas")
     # Bad data input fails here, in one line, before the progress bar or any compute.
     ensure_available(config.dataset, config.data_dir)
     data = load_dataset(config.dataset, config.data_dir, config.val_size)
@@ -283,8 +303,10 @@ def cmd_rm(args: argparse.Namespace) -> int:
 # -- the parser -------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from resnet.config import TrainConfig
+def build_parser(model: str | None = None) -> argparse.ArgumentParser:
+    """The parser; `model`: the builder whose factors `ablate train` takes as flags."""
+    from resnet.builders import BUILTIN
+    from resnet.settings import settings_of
     from resnet.spec import ModelSpec
 
     parser = _Parser(
@@ -335,13 +357,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_rm)
 
     p = sub.add_parser("train", help="train one model with the paper's recipe (no Ray, no MLflow)")
-    _setting_flags(p, TrainConfig)
+    _setting_flags(p, _train_settings(model or BUILTIN))
     p.add_argument("--checkpoint-dir", default=None, help="resume from / save to here")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout at the end")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("model", help="print a network's layout, parameters and MACs")
-    _setting_flags(p, ModelSpec)
+    _setting_flags(p, settings_of(ModelSpec))
     p.add_argument("--json", action="store_true", help="one JSON object")
     p.set_defaults(func=cmd_model)
     return parser
@@ -377,7 +399,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
-        args = build_parser().parse_args(argv)
+        argv = sys.argv[1:] if argv is None else argv
+        args = build_parser(_model_in(argv)).parse_args(argv)
         code = args.func(args)
     except KeyboardInterrupt:
         print("ablate: interrupted; run the same command again to resume", file=sys.stderr)

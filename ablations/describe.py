@@ -146,23 +146,23 @@ def _measure(plan: Plan, view: dict) -> dict | None:
     import torch
     from torch import nn
 
-    from resnet.model import build
-
     placement = plan.placement
     if placement.device == "cuda" and placement.resources.where != "this machine":
         return None
     device = torch.device(placement.device)
     smallest = min(view["trials"], key=lambda r: r["macs"])
     trial = next(t for t in plan.trials if t.key == smallest["trial"])
-    spec = trial.config.model_spec(plan.data["num_classes"], plan.data["in_channels"])
+    classes, channels = plan.data["num_classes"], plan.data["in_channels"]
     batch = min(trial.config.batch_size, 32)
-    size = plan.data["image_size"] if isinstance(plan.data["image_size"], int) else 224
+    size = plan.data["image_size"]
+    h, w = (size, size) if isinstance(size, int) else size
     threads = torch.get_num_threads()
     torch.set_num_threads(placement.threads)
     try:
-        model = build(spec).to(device, memory_format=torch.channels_last)
-        x = torch.randn(batch, spec.in_channels, size, size, device=device)
-        y = torch.randint(0, spec.num_classes, (batch,), device=device)
+        model = trial.config.build_model(classes, channels)
+        model = model.to(device, memory_format=torch.channels_last)
+        x = torch.randn(batch, channels, h, w, device=device)
+        y = torch.randint(0, classes, (batch,), device=device)
 
         def step() -> None:
             model.zero_grad(set_to_none=True)

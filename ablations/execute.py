@@ -35,12 +35,20 @@ class Search:
     samples: int
 
 
-def init_ray(address: str | None = None) -> None:
-    """Join the cluster at `address` (or RAY_ADDRESS), or start a local Ray."""
+_shipped: tuple[str, ...] | None = None  # what our Ray job ships; None: not started here
+
+
+def init_ray(address: str | None = None, ship: tuple[str, ...] = ()) -> None:
+    """Join the cluster at `address` (or RAY_ADDRESS), or start a local Ray. `ship`: code
+    (a model builder's package folder or module file) every node must import; Ray
+    uploads it (runtime_env py_modules), so nodes need no copy of their own."""
     import ray
 
+    global _shipped
     if ray.is_initialized():
-        return
+        if _shipped is None or set(ship) <= set(_shipped):
+            return  # another's Ray (e.g. a caller's own ray.init), or ours as needed
+        ray.shutdown()  # ours, joined without the code to ship (to count resources)
     address = address or os.environ.get("RAY_ADDRESS")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     if address and "RAY_AUTH_MODE" not in os.environ and _token_available():
@@ -61,7 +69,9 @@ def init_ray(address: str | None = None) -> None:
             log_to_driver=False,
             logging_level="ERROR",
             configure_logging=True,
+            runtime_env={"py_modules": list(ship)} if ship else None,
         )
+        _shipped = tuple(ship)
     except (ConnectionError, RuntimeError) as err:
         cause = err.__cause__ or err
         reason = " ".join(str(cause).split())[:300]
@@ -98,7 +108,8 @@ def fit(
 
     from ablations.trainable import run_trial
 
-    init_ray(address)
+    shipped = jobs[0].config.builder.shipped()
+    init_ray(address, (shipped,) if shipped else ())
     # Tune's own loggers: JSON lines only (added below), no CSV or TensorBoard files.
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     trainable = tune.with_resources(

@@ -5,6 +5,7 @@ and the data it trained on (a digest of the data set)."""
 from __future__ import annotations
 
 import functools
+import json
 import platform
 import subprocess
 from importlib.metadata import PackageNotFoundError, version
@@ -18,10 +19,11 @@ def _version(package: str) -> str:
         return "not installed"
 
 
-@functools.lru_cache(maxsize=1)
-def code_version() -> dict:
+@functools.lru_cache(maxsize=8)
+def code_version(model: str | None = None) -> dict:
     """{"version", "commit", "dirty"}: the ablate version and, in a git checkout, its
-    commit and whether it had uncommitted changes (commit "" outside a checkout)."""
+    commit and whether it had uncommitted changes (commit "" outside a checkout); with a
+    model builder, also where its code is ("model_source", resnet/builders.py)."""
     here = Path(__file__).resolve().parent
 
     def git(*args: str) -> str:
@@ -30,6 +32,10 @@ def code_version() -> dict:
         ).stdout.strip()
 
     out = {"version": _version("ablate"), "commit": "", "dirty": False}
+    if model is not None:
+        from resnet.builders import load_builder
+
+        out["model_source"] = load_builder(model).source()
     try:
         out["commit"] = git("rev-parse", "HEAD")
         out["dirty"] = bool(git("status", "--porcelain", "--untracked-files=no"))
@@ -84,4 +90,6 @@ def code_tags(code: dict, source: str) -> dict[str, str]:
     if code.get("commit"):
         tags["mlflow.source.git.commit"] = code["commit"]
         tags["ablate.git_dirty"] = "true" if code["dirty"] else "false"
+    if code.get("model_source"):
+        tags["ablate.model_source"] = json.dumps(code["model_source"], sort_keys=True)
     return tags

@@ -2,9 +2,10 @@
 cluster) and the models, before anything starts.
 
 `--gpus-per-trial auto` (the default): no GPU -> CPU trials; GPUs -> every trial on a GPU,
-small CIFAR-size models packed several to a GPU (four concurrent ResNet-20 trainings on
-one H200 ran 4.27x the images/s of one alone: a small net's step is bound by launches,
-not by the GPU), ImageNet-size models one to a GPU.
+small models (under a billion multiply-accumulates per image, CIFAR-size) packed several
+to a GPU (four concurrent ResNet-20 trainings on one H200 ran 4.27x the images/s of one
+alone: a small net's step is bound by launches, not by the GPU), larger (ImageNet-size)
+models one to a GPU. A trial of several replicas takes their resources together.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from dataclasses import dataclass
 
 from ablations.errors import AblateError
 
-CIFAR_PER_GPU = 4  # small models packed per GPU
-IMAGENET_PER_GPU = 1
+SMALL_PER_GPU = 4  # small models packed per GPU
+SMALL_MACS = 1e9  # multiply-accumulates per image below which a model is small
 
 
 @dataclass(frozen=True)
@@ -80,14 +81,15 @@ def parse_gpus(text: str | float | None) -> float | None:
 
 
 def place(
-    stems: set[str],
+    macs: float,
     trials: int,
     resources: Resources,
     gpus_per_trial: float | None = None,
     cpus_per_trial: float | None = None,
     max_concurrent: int | None = None,
 ) -> Placement:
-    """The placement of `trials` trials of models with these stems (cifar, imagenet)."""
+    """The placement of `trials` trials whose largest model has `macs` multiply-accumulates
+    per image."""
     if cpus_per_trial is not None and cpus_per_trial <= 0:
         raise AblateError(f"--cpus-per-trial {cpus_per_trial:g}: must be positive")
     if max_concurrent is not None and max_concurrent < 1:
@@ -96,8 +98,7 @@ def place(
         if resources.gpus <= 0:
             gpus = 0.0
         else:
-            per_gpu = IMAGENET_PER_GPU if "imagenet" in stems else CIFAR_PER_GPU
-            gpus = 1.0 / per_gpu
+            gpus = 1.0 / SMALL_PER_GPU if macs < SMALL_MACS else 1.0
     else:
         gpus = gpus_per_trial
         if gpus > 0 and resources.gpus <= 0:

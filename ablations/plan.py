@@ -20,10 +20,10 @@ import search_spaces
 from ablations import placement as places
 from ablations.errors import AblateError
 from ablations.study import Nuisance, Study, experiment_name, load
+from resnet.builders import BUILTIN, load_builder
 from resnet.config import TrainConfig
 from resnet.errors import ResnetError
 from resnet.settings import SCIENCE, type_table
-from resnet.spec import ModelFields
 
 
 @dataclass(frozen=True)
@@ -111,8 +111,11 @@ class Plan:
     full: dict[str, Any]  # dataset and iterations of the study without its preset
     replication: Replication | None = None
     notes: list[str] = field(default_factory=list)
-    model: str = "resnet.model:resnet"  # the model builder, module:function
-    model_factors: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(ModelFields))
+    model: str = BUILTIN  # the model builder, module:function
+
+    @property
+    def model_factors(self) -> tuple[str, ...]:
+        return load_builder(self.model).names
 
     @property
     def arms(self) -> list[str]:
@@ -120,18 +123,17 @@ class Plan:
 
     def param_types(self) -> dict[str, str]:
         """The type of every param a trial records (the store's `ablate.settings`)."""
+        factors = {s.name: s.type_name for s in load_builder(self.model).factors}
         counts = {"num_classes": "int", "in_channels": "int", "params": "int", "macs": "int"}
-        return {**type_table(TrainConfig, SCIENCE), **counts, "tuned_from": "str"}
+        recipe = type_table(TrainConfig, SCIENCE)
+        return {**factors, **recipe, **counts, "tuned_from": "str"}
 
     def params(self, trial: Trial) -> dict[str, Any]:
         """What a trial records as MLflow params: its resolved science settings, the data
         set's classes and channels, its model's size, and where its tuned values came from."""
-        from resnet.complexity import complexity
-
-        spec = trial.config.model_spec(self.data["num_classes"], self.data["in_channels"])
         extra = {"tuned_from": trial.tuned_from} if trial.tuned_from else {}
-        counts = {"num_classes": spec.num_classes, "in_channels": spec.in_channels}
-        return {**trial.config.science(), **counts, **complexity(spec), **extra}
+        data = {"num_classes": self.data["num_classes"], "in_channels": self.data["in_channels"]}
+        return {**trial.config.science(), **data, **_complexity(trial.config, self.data), **extra}
 
     def tuning_trial(self, arm: str) -> Trial:
         """What an arm's tuning trials train before the searcher's values are applied."""
@@ -244,12 +246,19 @@ def _data_info(dataset: str, data_dir: str) -> dict:
         raise AblateError(str(err)) from None
 
 
+def _complexity(config: TrainConfig, data: dict) -> dict[str, int]:
+    """Parameters and multiply-accumulates per image of a trial's model, on its data."""
+    from resnet.complexity import of_config
+
+    return of_config(config, data["num_classes"], data["in_channels"], data["image_size"])
+
+
 def _resolved(config: TrainConfig, data: dict, where: str) -> TrainConfig:
     """The config with what the data set decides filled in (the validation split, one
     evaluation per pass), checked: the model builds with the data set's classes and
     channels, a batch fits in the training split, the validation split fits."""
     try:
-        config.model_spec(data["num_classes"], data["in_channels"])
+        _complexity(config, data)
     except ResnetError as err:
         raise AblateError(f"{where}: {err}") from None
     n = data["train_images"]
@@ -278,13 +287,14 @@ def _check_space(nuisance: Nuisance, trials: list[Trial], source: str) -> dict:
         space = search_spaces.load(nuisance.search_space)
     except search_spaces.SearchSpaceError as err:
         raise AblateError(f"{source}: nuisance.search_space: {err}") from None
-    from ablations.study import SETTINGS
+    from ablations.study import settings_for
 
+    known = settings_for(trials[0].config.model)
     for param, dist in space.items():
-        if param not in SETTINGS:
+        if param not in known:
             raise AblateError(
                 f"search space {nuisance.search_space}: {param} is not a setting; "
-                f"allowed: {', '.join(SETTINGS)}"
+                f"allowed: {', '.join(known)}"
             )
         kind, args = next(iter(dist.items()))
         for value in args:
@@ -319,7 +329,7 @@ def make_plan(request: Request, resources: places.Resources | None = None) -> Pl
         arm = " ".join(f"{k}={v}" for k, v in arm_factors.items())
         settings = _settings(chosen, arm_factors, dataset, data_dir)
         try:
-            config = TrainConfig.from_dict({**settings, "seed": seeds[0]})
+            config = TrainConfig.from_dict({**settings, "model": study.model, "seed": seeds[0]})
         except ResnetError as err:
             raise AblateError(f"{source}: arm {arm}: {err}") from None
         arms.append((arm, arm_factors, _resolved(config, data, f"{source}: arm {arm}")))
@@ -331,7 +341,7 @@ def make_plan(request: Request, resources: places.Resources | None = None) -> Pl
             else places.local_resources()
         )
     placement = places.place(
-        {config.stem for _, _, config in arms},
+        max(_complexity(config, data)["macs"] for _, _, config in arms),
         len(arms) * len(seeds),
         resources,
         places.parse_gpus(request.gpus_per_trial),
@@ -369,6 +379,7 @@ def make_plan(request: Request, resources: places.Resources | None = None) -> Pl
         full=_full_study(study),
         replication=replication,
         notes=notes,
+        model=study.model,
     )
 
 

@@ -91,7 +91,7 @@ def run_study(plan: Plan, options: RunOptions) -> RunSummary:
     store = Store(uri)
     store.check_study(plan)
     # Everything above only read; from here on the store is written.
-    study = store.open_study(plan, code_version())
+    study = store.open_study(plan, code_version(plan.model))
     summary = RunSummary(plan.experiment, uri)
     ledger = ledgers.read(store, study)
     if plan.nuisance is not None:
@@ -170,7 +170,7 @@ def _jobs(
 ) -> list[TrialJob]:
     """A job per trial that is not done, with a run for each new one; longest first, so
     that with fewer slots than trials the study ends about when its longest trial does."""
-    code = code_version()
+    code = code_version(plan.model)
     jobs, cost = [], {}
     for trial in plan.trials:
         if ledger.done(trial.key):

@@ -12,6 +12,7 @@ needs the data set, the search spaces or the machine is checked when the plan is
 
 from __future__ import annotations
 
+import sys
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,13 +21,25 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, model_validator
 
 from ablations.errors import AblateError
+from resnet.builders import BUILTIN, load_builder
 from resnet.config import TrainConfig
-from resnet.errors import SpecError
+from resnet.errors import ResnetError, SpecError
 from resnet.settings import SCIENCE, Setting, check, settings_of
 
-# Settings a study may fix or vary: the science settings; seeds have their own key.
-_SETTINGS = {s.name: s for s in settings_of(TrainConfig, SCIENCE) if s.name != "seed"}
-SETTINGS = tuple(_SETTINGS)
+# The recipe settings a study may fix or vary (seeds and the model have keys of their own);
+# the model builder's factors join them (`settings_for`).
+_RECIPE = {s.name: s for s in settings_of(TrainConfig, SCIENCE) if s.name not in ("seed", "model")}
+
+
+def settings_for(model: str) -> dict[str, Setting]:
+    """The settings a study of `model` may fix or vary: its factors, then the recipe."""
+    try:
+        factors = load_builder(model).factors
+    except ResnetError as err:
+        raise ValueError(str(err)) from None
+    return {**{s.name: s for s in factors}, **_RECIPE}
+
+
 _JSON_TYPES = {int: "integer", float: "number", bool: "boolean", str: ["string", "number"]}
 
 
@@ -47,7 +60,7 @@ def _value_schema(s: Setting, unset: bool) -> dict:
 
 def _settings_schema(title: str, as_list: bool) -> dict:
     properties = {}
-    for name, s in _SETTINGS.items():
+    for name, s in settings_for(BUILTIN).items():
         value = _value_schema(s, unset=not as_list)
         if as_list:
             value = {"type": "array", "items": value, "minItems": 1}
@@ -99,6 +112,11 @@ class Study(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     question: str = Field(min_length=10, description="the question the study answers")
     dataset: str = Field(description="cifar10 | cifar100 | digits | imagefolder:<path>")
+    model: str = Field(
+        BUILTIN,
+        description="the model builder, module:function; its keyword parameters are the "
+        "model's factors (default: the paper's ResNets, whose factors are listed here)",
+    )
     scientific: Factors = Field(
         description="factors the study measures; every combination is an arm"
     )
@@ -115,17 +133,18 @@ class Study(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> Study:
-        self.scientific = _typed(self.scientific, "scientific", as_list=True)
-        self.fixed = _typed(self.fixed, "fixed")
-        self.reference = _typed(self.reference, "reference")
+        known = settings_for(self.model)
+        self.scientific = _typed(known, self.scientific, "scientific", as_list=True)
+        self.fixed = _typed(known, self.fixed, "fixed")
+        self.reference = _typed(known, self.reference, "reference")
         for i, rule in enumerate(self.rules):
-            rule.when = _typed(rule.when, f"rules.{i}.when")
-            rule.set = _typed(rule.set, f"rules.{i}.set")
-        for name, preset in self.presets.items():
-            if preset.scientific is not None:
-                preset.scientific = _typed(preset.scientific, f"presets.{name}.scientific", True)
-            if preset.fixed is not None:
-                preset.fixed = _typed(preset.fixed, f"presets.{name}.fixed")
+            rule.when = _typed(known, rule.when, f"rules.{i}.when")
+            rule.set = _typed(known, rule.set, f"rules.{i}.set")
+        for name, p in self.presets.items():
+            if p.scientific is not None:
+                p.scientific = _typed(known, p.scientific, f"presets.{name}.scientific", True)
+            if p.fixed is not None:
+                p.fixed = _typed(known, p.fixed, f"presets.{name}.fixed")
         for key, levels in self.scientific.items():
             if not levels:
                 raise ValueError(f"scientific.{key}: empty list of levels; give at least one")
@@ -143,20 +162,22 @@ class Study(Strict):
         return self
 
 
-def _typed(values: dict[str, Any], where: str, as_list: bool = False) -> dict[str, Any]:
+def _typed(
+    known: dict[str, Setting], values: dict[str, Any], where: str, as_list: bool = False
+) -> dict[str, Any]:
     """`values` checked by the settings' one check (resnet/settings.py), in the file's
     order, each read as its setting's type (YAML's `400` for a text setting is "400")."""
     out = {}
     for key, value in values.items():
-        if key not in _SETTINGS:
-            raise ValueError(f"{where}.{key}: unknown setting; allowed: {', '.join(SETTINGS)}")
+        if key not in known:
+            raise ValueError(f"{where}.{key}: unknown setting; allowed: {', '.join(known)}")
         if as_list and not isinstance(value, list):
             raise ValueError(f"{where}.{key}: must be a list of levels, got {value!r}")
         try:
             if as_list:
-                out[key] = [check(_SETTINGS[key], v) for v in value]
+                out[key] = [check(known[key], v) for v in value]
             else:  # None: the setting's default (a preset undoing what the study fixed)
-                out[key] = None if value is None else check(_SETTINGS[key], value)
+                out[key] = None if value is None else check(known[key], value)
         except SpecError as err:
             raise ValueError(f"{where}.{err}") from None
     return out
@@ -176,6 +197,9 @@ def load(name_or_path: str) -> tuple[Study, str]:
     if is_file_ref(name_or_path):
         path = Path(name_or_path)
         source = str(path)
+        folder = str(path.resolve().parent)
+        if folder not in sys.path:
+            sys.path.append(folder)  # a model builder beside the study file imports
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as err:

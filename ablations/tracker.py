@@ -66,9 +66,9 @@ class TuningTracker(Tracker):
     trial, since only then are its sampled values known. Keeps, per tuning trial that
     ended training, its sampled values, validation error and run id."""
 
-    def __init__(self, store: Store, study: StudyIds, arm: str, first: int, base: dict):
+    def __init__(self, store: Store, study: StudyIds, arm: str, first: int, base: dict, code: dict):
         super().__init__(store, {}, {})
-        self.study, self.arm, self.next, self.base = study, arm, first, base
+        self.study, self.arm, self.next, self.base, self.code = study, arm, first, base, code
         self.sampled: dict[str, dict] = {}
         self.ended: list[tuple[dict, float, str]] = []  # (values, val error, run id)
 
@@ -78,12 +78,8 @@ class TuningTracker(Tracker):
         return key
 
     def trial_started(self, key: str, sampled: dict) -> None:
-        from ablations.manifest import code_version
-
         params = {**self.base, **sampled}
-        run_id = self.store.create_trial(
-            self.study, key, self.arm, params, code_version(), role="tune"
-        )
+        run_id = self.store.create_trial(self.study, key, self.arm, params, self.code, role="tune")
         self.runs[key], self.logged[key], self.sampled[key] = run_id, -1, dict(sampled)
         super().trial_started(key, sampled)
 

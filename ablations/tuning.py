@@ -17,6 +17,7 @@ from ablations.events import METRIC
 from ablations.execute import Search, fit
 from ablations.job import TrialJob
 from ablations.ledger import Ledger
+from ablations.manifest import code_version
 from ablations.store import Store, StudyIds
 from ablations.tracker import TuningTracker
 from reports.data import decode
@@ -66,7 +67,8 @@ def _tune(plan, arm, points, left, store, study, storage, count, options) -> Tun
         points_to_evaluate=[values for values, _, _ in points] or None,
         evaluated_rewards=[error for _, error, _ in points] or None,
     )
-    tracker = TuningTracker(store, study, arm, count, plan.params(trial))
+    code = code_version(plan.model)
+    tracker = TuningTracker(store, study, arm, count, plan.params(trial), code)
     listeners = [tracker]
     view = None
     if options.progress:

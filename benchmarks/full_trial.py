@@ -26,7 +26,6 @@ from resnet.augment import eval_batches
 from resnet.config import TrainConfig
 from resnet.data import ImageSplits
 from resnet.measure import evaluate
-from resnet.model import build
 from resnet.splits import default_val_size
 from resnet.train import train
 
@@ -37,9 +36,10 @@ def eval_seconds(data: ImageSplits, depth: int, precision: str, args, device) ->
     """Seconds of one of the engine's evaluations in a full trial: the validation split
     (as large as a default split would make it) and the whole test set, through the
     engine's own `evaluate` and evaluation batches. The fastest of two after a warm-up."""
-    spec = TrainConfig(depth=depth).model_spec(data.num_classes, data.train_x.shape[1])
+    config = TrainConfig(depth=depth)
     with torch.random.fork_rng(devices=[]):
-        model = build(spec).to(device, memory_format=torch.channels_last)
+        model = config.build_model(data.num_classes, data.train_x.shape[1])
+        model = model.to(device, memory_format=torch.channels_last)
     n_val = default_val_size(args.data, len(data.train_x))
     sets = [
         (data.train_x[:n_val].to(device), data.train_y[:n_val].to(device)),

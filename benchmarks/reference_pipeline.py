@@ -22,7 +22,6 @@ from torchvision import datasets, transforms
 from benchmarks.bench_engine import timed
 from resnet.config import TrainConfig
 from resnet.data import DataError, ImageSplits
-from resnet.model import build
 
 
 class TensorImages(torch.utils.data.Dataset):
@@ -92,10 +91,10 @@ def reference_train_rate(ds, data: ImageSplits, depth: int, args, device) -> flo
     """The popular training loop, fp32, default memory format, `.item()` every step."""
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # as those scripts set it on CUDA
-    spec = TrainConfig(depth=depth).model_spec(data.num_classes, data.train_x.shape[1])
+    config = TrainConfig(depth=depth)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)  # the engine's initialization (seed 0)
-        net = build(spec)
+        net = config.build_model(data.num_classes, data.train_x.shape[1])
     net = net.to(device)
     net.train()
     criterion = nn.CrossEntropyLoss()

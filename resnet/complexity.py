@@ -1,5 +1,6 @@
 """Parameter and multiply-accumulate counts of a model, from one forward pass of a single
-image on the CPU."""
+image on the CPU: of any trial's model (`of_config`), or of a ResNet spec at the size the
+paper counts it (`complexity`)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def count_macs(model: nn.Module, size: int, in_channels: int = 3) -> int:
+def count_macs(model: nn.Module, size: int | tuple[int, int], in_channels: int = 3) -> int:
     """Forward multiply-accumulates for one image: every conv (output elements x input
     channels per group x kernel area) and linear layer (inputs x outputs), from the shapes
     one forward pass of a single image gives. BN, ReLU, pooling and additions are not
@@ -54,14 +55,31 @@ def count_macs(model: nn.Module, size: int, in_channels: int = 3) -> int:
     torch.set_num_threads(1)
     model.eval()
     try:
+        h, w = (size, size) if isinstance(size, int) else size
         with torch.inference_mode():
-            model(torch.zeros(1, in_channels, size, size))
+            model(torch.zeros(1, in_channels, h, w))
         return total
     finally:
         for hook in hooks:
             hook.remove()
         torch.set_num_threads(threads)
         model.train(was_training)
+
+
+def of_config(config, num_classes: int, in_channels: int, size) -> dict[str, int]:
+    """`{"params": ..., "macs": ...}` of a trial's model at the data set's image size."""
+    factors = tuple(sorted(config.factors.items()))
+    size = size if isinstance(size, int) else tuple(size)
+    return dict(_counted(config.model, factors, num_classes, in_channels, size))
+
+
+@functools.lru_cache(maxsize=256)
+def _counted(model: str, factors: tuple, num_classes: int, in_channels: int, size) -> tuple:
+    from resnet.builders import load_builder
+
+    with torch.random.fork_rng(devices=[]):
+        net = load_builder(model).build(num_classes, in_channels, dict(factors))
+    return (("params", count_params(net)), ("macs", count_macs(net, size, in_channels)))
 
 
 @functools.lru_cache(maxsize=256)

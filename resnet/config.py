@@ -1,24 +1,32 @@
-"""One trial's settings, flat, each defined once with its meaning (resnet/settings.py), with
-the paper's CIFAR-10 recipe as defaults (docs/paper.md §4)."""
+"""One trial's settings, flat: the model builder and its factors (resnet/builders.py), and
+the recipe, each setting defined once with its meaning (resnet/settings.py), with the
+paper's CIFAR-10 recipe as defaults (docs/paper.md §4)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from typing import Any
 
+from resnet.builders import BUILTIN, Builder, load_builder
 from resnet.errors import SpecError
 from resnet.schedule import POLICIES, parse_warmup
 from resnet.settings import EXECUTION, SCIENCE, check_all, setting, settings_of
-from resnet.spec import ModelFields, ModelSpec
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")
 STEPS = ("eager", "graph")
 
 
-@dataclass(frozen=True)
-class TrainConfig(ModelFields):
+@dataclass(frozen=True, init=False)
+class TrainConfig:
+    """Built from flat settings, `TrainConfig(depth=56, lr=0.1)`: names that are not recipe
+    settings are the model's factors, kept resolved in `factors`."""
+
+    # The model.
+    model: str = setting(BUILTIN, "the model builder, module:function (default: the ResNets)")
+    factors: dict[str, Any] = field(default_factory=dict)
     # The data.
     dataset: str = setting("cifar10", "cifar10 | cifar100 | digits | imagefolder:PATH")
     data_dir: str = setting(
@@ -46,11 +54,20 @@ class TrainConfig(ModelFields):
         "fp32", "fp32, or bf16 autocast for the forward passes", choices=PRECISIONS
     )
     seed: int = setting(0, "seed of initialization, shuffling and augmentation", ge=0)
+    bn_batch: int | None = setting(
+        None,
+        "images each BatchNorm normalizes over in training (default: a replica's whole "
+        "batch; smaller: ghost batches, as the paper's 2 or 8 GPUs normalized)",
+        ge=1,
+    )
     # Execution: where and how fast, not what (left out of the fingerprint).
     checkpoint_every: int | None = setting(
         None, "iterations between checkpoints (default: at every evaluation)", EXECUTION, ge=1
     )
     device: str = setting("auto", "auto, cpu, cuda or cuda:N", EXECUTION)
+    replicas: int = setting(
+        1, "data-parallel processes training the trial (on GPUs, one GPU each)", EXECUTION, ge=1
+    )
     compile: bool = setting(False, "torch.compile the model", EXECUTION)
     step: str = setting(
         "eager",
@@ -59,13 +76,42 @@ class TrainConfig(ModelFields):
         choices=STEPS,
     )
 
-    def __post_init__(self) -> None:
+    def __init__(self, factors: dict[str, Any] | None = None, **values: Any) -> None:
+        builder = load_builder(values.get("model", BUILTIN))
+        given = dict(factors or {})
+        for f in fields(self):
+            if f.name == "factors":
+                continue
+            default = f.default_factory() if f.default is MISSING else f.default
+            object.__setattr__(self, f.name, values.pop(f.name, default))
+        for name in list(values):
+            if name not in builder.names:
+                allowed = [f.name for f in fields(self) if f.name != "factors"]
+                raise SpecError(
+                    name, f"unknown setting; allowed: {', '.join([*builder.names, *allowed])}"
+                )
+            given[name] = values.pop(name)
         check_all(self)
-        # Model settings left open are resolved now (the paper's choice for the depth), so
-        # what is recorded is what trains.
-        spec = self.model_spec()
-        for f in fields(ModelFields):
-            object.__setattr__(self, f.name, getattr(spec, f.name))
+        # Factors left open are resolved now (for ResNets the paper's choice for the
+        # depth), so what is recorded is what trains.
+        object.__setattr__(self, "factors", builder.resolve(given))
+        self._check_rules()
+
+    def _check_rules(self) -> None:
+        """Rules that tie settings together."""
+        per_replica, rest = divmod(self.batch_size, self.replicas)
+        if rest:
+            raise SpecError(
+                "replicas", f"batch_size {self.batch_size} does not split over {self.replicas}"
+            )
+        if self.bn_batch is None:
+            object.__setattr__(self, "bn_batch", per_replica)
+        if per_replica % self.bn_batch:
+            raise SpecError(
+                "bn_batch",
+                f"{self.bn_batch} does not divide a replica's batch of {per_replica} images "
+                f"(batch_size {self.batch_size} over {self.replicas} replica(s))",
+            )
         try:
             object.__setattr__(self, "warmup", str(parse_warmup(str(self.warmup))))
         except ValueError as err:
@@ -77,25 +123,28 @@ class TrainConfig(ModelFields):
         if self.lr_policy == "plateau" and self.val_size == 0:
             raise SpecError("val_size", "the plateau policy reads validation error; val_size 0")
 
-    def model_spec(self, num_classes: int = 10, in_channels: int = 3) -> ModelSpec:
-        model = {f.name: getattr(self, f.name) for f in fields(ModelFields)}
-        return ModelSpec(**model, num_classes=num_classes, in_channels=in_channels)
+    @property
+    def builder(self) -> Builder:
+        return load_builder(self.model)
+
+    def build_model(self, num_classes: int, in_channels: int):
+        """The model this config trains, for a data set's classes and channels."""
+        return self.builder.build(num_classes, in_channels, self.factors)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Every setting by name, flat (factors beside the recipe)."""
+        values = asdict(self)
+        return {**values.pop("factors"), **values}
 
     def science(self) -> dict:
         """The settings that change the result, by name (the MLflow params)."""
-        return {s.name: getattr(self, s.name) for s in settings_of(TrainConfig, SCIENCE)}
+        recipe = {s.name: getattr(self, s.name) for s in settings_of(TrainConfig, SCIENCE)}
+        return {**self.factors, **recipe}
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
-        """From study-file or job values: unknown names are an error naming the allowed
-        ones; the rest is checked by the settings' one check (resnet/settings.py)."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise SpecError(unknown[0], f"unknown setting; allowed: {', '.join(sorted(known))}")
+        """From study-file or job values, flat: unknown names are an error naming the
+        allowed ones; the rest is checked by the settings' one check."""
         return cls(**values)
 
     def fingerprint(self) -> str:

@@ -37,13 +37,17 @@ def evaluate(
 
 
 @torch.no_grad()
-def layer_responses(model: nn.Module, x: Tensor) -> dict[str, list]:
+def layer_responses(model: nn.Module, x: Tensor) -> dict[str, list] | None:
     """Std of each weight layer's response (BN output before the addition / ReLU) over a
     fixed batch of test images, in layer order (docs/paper.md §5, Fig. 7).
 
     Per layer: the standard deviation of each channel over images and positions, averaged
-    over channels, in eval mode and fp32.
+    over channels, in eval mode and fp32. None for a model without the paper's weight
+    layers (another builder's).
     """
+    modules = response_modules(model)
+    if not modules:
+        return None
     was_training = model.training
     model.eval()
     names, stds = [], []
@@ -56,7 +60,7 @@ def layer_responses(model: nn.Module, x: Tensor) -> dict[str, list]:
 
         return record
 
-    handles = [m.register_forward_hook(hook(n)) for n, m in response_modules(model)]
+    handles = [m.register_forward_hook(hook(n)) for n, m in modules]
     try:
         model(x)
     finally:

@@ -6,7 +6,8 @@ decides (classes, channels) and `TrainConfig` adds the recipe (resnet/config.py)
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 from resnet.errors import SpecError
 from resnet.settings import check_all, setting
@@ -163,3 +164,21 @@ class ModelSpec(ModelFields):
     def label(self) -> str:
         kind = "plain" if self.shortcut == "none" else f"ResNet-{self.shortcut}"
         return f"{kind}-{self.depth}"
+
+
+def resnet(num_classes: int = 10, in_channels: int = 3, **factors: Any):
+    """The paper's residual nets and their plain twins, from the model settings of
+    `ModelFields`: the built-in model builder (`resnet.spec:resnet`, resnet/builders.py)."""
+    from resnet.model import build
+
+    return build(ModelSpec(**factors, num_classes=num_classes, in_channels=in_channels))
+
+
+def _resolve(**factors: Any) -> dict[str, Any]:
+    """The model settings as built: those left open take the paper's choice for the depth."""
+    spec = ModelSpec(**factors)
+    return {f.name: getattr(spec, f.name) for f in fields(ModelFields)}
+
+
+resnet.settings = ModelFields
+resnet.resolve = _resolve

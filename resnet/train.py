@@ -21,13 +21,12 @@ from torch import nn
 
 from resnet.augment import ResidentBatches, eval_batches
 from resnet.checkpoint import Checkpoints, FolderCheckpoints
-from resnet.complexity import count_macs, count_params, input_size
+from resnet.complexity import count_macs, count_params
 from resnet.config import TrainConfig
 from resnet.data import load_dataset
 from resnet.device import Clock, compile_mode, resolve_device
 from resnet.errors import CheckpointMismatch, DataError
 from resnet.measure import evaluate, layer_responses
-from resnet.model import build
 from resnet.schedule import LRSchedule
 from resnet.splits import ImageSplits, StreamingSplits
 from resnet.step import Step, make_optimizer
@@ -179,7 +178,6 @@ def train(
 def _setup(
     config: TrainConfig, data: ImageSplits | StreamingSplits, device: torch.device
 ) -> _Setup:
-    spec = config.model_spec(data.num_classes, data.in_channels)
     if config.batch_size > data.train_size:
         raise DataError(
             f"batch_size {config.batch_size} exceeds the {data.train_size} training images"
@@ -187,8 +185,9 @@ def _setup(
     # Initialization draws from the trial's seed only (no global state leaks in or out).
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        model = build(spec)
-    params, macs = count_params(model), count_macs(model, input_size(spec), spec.in_channels)
+        model = config.build_model(data.num_classes, data.in_channels)
+    size = tuple(data.train_x.shape[-2:]) if isinstance(data, ImageSplits) else 224
+    params, macs = count_params(model), count_macs(model, size, data.in_channels)
     model = model.to(device, memory_format=torch.channels_last)
     # The training forward (and, through AOTAutograd, backward) compiled; evaluation and
     # layer responses use the eager module, which shares its weights.

@@ -231,7 +231,7 @@ def test_layer_responses_reachable_by_name_with_hooks():
         ({"depth": 32, "skip_length": 3}, "depth", "depth 32 has 10 layers per stage"),
         ({"bottleneck": True, "skip_length": 2}, "skip_length", "bottleneck units"),
         ({"shortcut": "X"}, "shortcut", "none, A, B, C"),
-        ({"skip_length": 4}, "skip_length", "1, 2 or 3"),
+        ({"skip_length": 4}, "skip_length", "4 is not one of 1, 2, 3"),
         ({"depth": 20, "stem": "imagenet"}, "depth", "18, 34, 50, 101, 152"),
         ({"depth": 50, "stem": "imagenet", "bottleneck": False}, "bottleneck", "bottleneck"),
         ({"stem": "mnist"}, "stem", "cifar, imagenet"),

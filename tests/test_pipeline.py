@@ -23,31 +23,31 @@ from ablations.placement import Resources, place
 
 
 def test_auto_placement_without_gpus_runs_on_cpus():
-    p = place({"cifar"}, trials=8, resources=Resources(2, 0, "this machine"))
+    p = place(4e7, trials=8, resources=Resources(2, 0, "this machine"))
     assert (p.device, p.gpus_per_trial, p.cpus_per_trial, p.at_once) == ("cpu", 0.0, 1.0, 2)
 
 
 def test_auto_placement_packs_cifar_models_and_gives_imagenet_a_whole_gpu():
     cluster = Resources(cpus=32, gpus=4, where="the Ray cluster at x:6379", gpu_name="H200")
-    cifar = place({"cifar"}, trials=24, resources=cluster)
+    cifar = place(4e7, trials=24, resources=cluster)
     assert (cifar.device, cifar.gpus_per_trial, cifar.at_once) == ("cuda", 0.25, 16)
     assert "4 trials share each GPU, 16 trial(s) at once" in cifar.describe()
-    imagenet = place({"imagenet"}, trials=4, resources=cluster)
+    imagenet = place(3.6e9, trials=4, resources=cluster)
     assert (imagenet.gpus_per_trial, imagenet.at_once) == (1.0, 4)
     # CPUs bound it too, and so does --max-concurrent.
     few_cpus = Resources(cpus=6, gpus=4, where="here")
-    assert place({"cifar"}, 24, few_cpus).at_once == 6
-    assert place({"cifar"}, 24, cluster, max_concurrent=3).at_once == 3
+    assert place(4e7, 24, few_cpus).at_once == 6
+    assert place(4e7, 24, cluster, max_concurrent=3).at_once == 3
     # 0 forces the CPU even where GPUs are.
-    forced = place({"cifar"}, 24, cluster, gpus_per_trial=0.0)
+    forced = place(4e7, 24, cluster, gpus_per_trial=0.0)
     assert (forced.device, forced.at_once) == ("cpu", 24)
 
 
 def test_placement_refuses_what_the_machine_lacks():
     with pytest.raises(AblateError, match="--gpus-per-trial 2 asked for, but here has 1 GPU"):
-        place({"cifar"}, 4, Resources(8, 1, "here"), gpus_per_trial=2.0)
+        place(4e7, 4, Resources(8, 1, "here"), gpus_per_trial=2.0)
     with pytest.raises(AblateError, match="--cpus-per-trial 16 asked for, but here has 8 CPUs"):
-        place({"cifar"}, 4, Resources(8, 1, "here"), cpus_per_trial=16)
+        place(4e7, 4, Resources(8, 1, "here"), cpus_per_trial=16)
 
 
 @pytest.mark.slow

@@ -275,10 +275,9 @@ def test_graph_step_keeps_state_in_place_and_resumes_exactly(digits, tmp_path):
     """What a captured graph relies on: the step writes into the same tensors every time
     (no rebinding of weights, grads, momentum or sums), and a graph-form run stopped and
     resumed from its checkpoint ends where a straight one does."""
-    from resnet.model import build
     from resnet.step import Step, make_optimizer
 
-    model = build(TrainConfig(**TINY).model_spec())
+    model = TrainConfig(**TINY).build_model(10, 3)
     opt = make_optimizer(model, 0.1, 0.9, 1e-4)
     step = Step(model, opt, torch.device("cpu"), graph=True)
     x, y = digits.train_x[:32].float() / 255, digits.train_y[:32]
@@ -293,7 +292,7 @@ def test_graph_step_keeps_state_in_place_and_resumes_exactly(digits, tmp_path):
     # The warm-up before a capture leaves no trace: after it (a fresh optimizer, then a
     # resumed one), the next step gives what an untouched eager step gives.
     for resumed in (False, True):
-        model = build(TrainConfig(**TINY).model_spec())
+        model = TrainConfig(**TINY).build_model(10, 3)
         opt = make_optimizer(model, 0.1, 0.9, 1e-4)
         if resumed:
             Step(model, opt, torch.device("cpu"))(x, y, 0.1, 0)
