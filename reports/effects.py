@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -31,11 +31,13 @@ from scipy import stats as sps
 
 from reports.effect_words import (
     SHORTCUT_DEPTH,
+    interaction_caveat,
     interaction_sentence,
     main_sentence,
     reduced_suffix,
     shortcut_depth_sentence,
 )
+from reports.stats import ALPHA
 from reports.tables import level_key
 
 CONFIDENCE = 0.95
@@ -64,9 +66,10 @@ class Effects:
     notes: list[str] = field(default_factory=list)
     # Why no model was fitted ("" when one was).
     absent: str = ""
-    # The paper's finding (the benefit of shortcuts grows with depth), when the study
-    # varies both; "" otherwise.
+    # The paper's finding (the benefit of shortcuts grows with depth), when a ResNet
+    # study varies both; "" otherwise.
     shortcut_depth: str = ""
+    evidence: bool = True  # False in a reduced run: the sentences are no evidence
 
     def frame(self) -> pd.DataFrame:
         columns = ["term", "contrast", "estimate_pct", "ci_low_pct", "ci_high_pct", "p", "F"]
@@ -74,7 +77,7 @@ class Effects:
         return pd.DataFrame(
             [
                 [e.term, e.contrast, e.estimate, e.ci_low, e.ci_high, e.p, e.f]
-                + [e.df_num, e.df_den, e.sentence]
+                + [e.df_num, e.df_den, e.sentence + reduced_suffix(self.evidence)]
                 for e in self.rows
             ],
             columns=columns,
@@ -101,15 +104,22 @@ def _one_blas_thread() -> contextlib.AbstractContextManager:
     return threadpool_limits(limits=1, user_api="blas")
 
 
-def factorial_effects(trials: pd.DataFrame, factors: list[str], evidence: bool = True) -> Effects:
+def factorial_effects(
+    trials: pd.DataFrame, factors: list[str], evidence: bool = True, paper: bool = False
+) -> Effects:
     """The effects of `factors` on the final test error of the finished trials of `trials`
     (select_trials() rows). With `evidence` False (a reduced run) the sentences say that
-    what they describe is no evidence."""
+    what they describe is no evidence; with `paper` (the built-in ResNets) the paper's
+    shortcut × depth finding is judged too."""
     with _one_blas_thread():
-        return _effects(trials, factors, evidence)
+        out = _effects(trials, factors)
+    out.evidence = evidence
+    if paper and not out.absent:
+        out.shortcut_depth = _shortcut_depth(out, trials, factors)
+    return out
 
 
-def _effects(trials: pd.DataFrame, factors: list[str], evidence: bool) -> Effects:
+def _effects(trials: pd.DataFrame, factors: list[str]) -> Effects:
     out = Effects()
     design = _design(trials, factors, out)
     if design is None:
@@ -129,7 +139,6 @@ def _effects(trials: pd.DataFrame, factors: list[str], evidence: bool) -> Effect
         ci = _interval(est, se, t_crit)
         row = anova.loc[design.codes[factor]]
         contrast, sentence = _main(design, factor, est, ci, row, df)
-        sentence += reduced_suffix(evidence)
         out.rows.append(_effect(factor, (factor,), design, contrast, est, ci, row, df, sentence))
     for pair in pairs:
         a, b = pair
@@ -138,10 +147,28 @@ def _effects(trials: pd.DataFrame, factors: list[str], evidence: bool) -> Effect
         ci = _interval(est, se, t_crit)
         row = anova.loc[f"{design.codes[a]}:{design.codes[b]}"]
         contrast, sentence = _interaction(design, pair, est, ci, row)
-        sentence += reduced_suffix(evidence)
         out.rows.append(_effect(f"{a} × {b}", pair, design, contrast, est, ci, row, df, sentence))
-    out.shortcut_depth = _shortcut_depth(design, full, pairs, scale, t_crit)
+    _add_caveats(out)
     return out
+
+
+def _add_caveats(out: Effects) -> None:
+    """A main effect is an average over the other factors; where its factor takes part in
+    a significant interaction that average hides how the effect differs, so it says so."""
+    significant = [e for e in out.rows if len(e.factors) == 2 and e.p < ALPHA]
+    for i, main in enumerate(out.rows):
+        if len(main.factors) != 1:
+            continue
+        factor = main.factors[0]
+        partners = [
+            (e.factors[1 - e.factors.index(factor)], e.p)
+            for e in significant
+            if factor in e.factors
+        ]
+        if partners:
+            out.rows[i] = replace(
+                main, sentence=main.sentence + interaction_caveat(factor, partners)
+            )
 
 
 def _design(trials: pd.DataFrame, factors: list[str], out: Effects) -> _Design | None:
@@ -338,40 +365,37 @@ def _interaction(
     return contrast, interaction_sentence(pair, levels, est, ci, float(row["PR(>F)"]))
 
 
-def _shortcut_depth(
-    design: _Design, full, pairs: list[tuple[str, str]], scale: float, t_crit: float
-) -> str:
-    """Does the benefit of shortcuts (error without them minus with them) grow with depth,
-    as the paper finds? From the shallowest to the deepest depth, for the first residual
-    level of `shortcut` against `none` (the reference level: none sorts first)."""
-    if not {"shortcut", "depth"} <= set(design.factors):
+def _shortcut_depth(out: Effects, trials: pd.DataFrame, factors: list[str]) -> str:
+    """Does the benefit of shortcuts grow with depth, as the paper finds? Read from the
+    shortcut × depth interaction row (its contrast, CI and p) with the effect of shortcuts
+    at the shallowest and the deepest depth from the cell means; plain nets (`none`) are
+    the first level of `shortcut`."""
+    if not {"shortcut", "depth"} <= set(factors):
         return ""
-    levels = [str(v) for v in design.levels["shortcut"]]
-    if levels[0] != "none":
+    row = next((e for e in out.rows if set(e.factors) == {"shortcut", "depth"}), None)
+    done = trials[trials["status"] == "finished"]
+    levels = sorted(done["shortcut"].dropna().unique(), key=level_key)
+    if not levels or levels[0] != "none":
         return ""
-    if ("shortcut", "depth") not in pairs and ("depth", "shortcut") not in pairs:
-        return SHORTCUT_DEPTH + (
-            "cannot be judged here: the shortcut × depth interaction is not estimable."
+    if row is None:
+        return (
+            SHORTCUT_DEPTH
+            + "cannot be judged here: the shortcut × depth interaction is not estimable."
         )
-    s = levels[1]
-    shallow, deep = design.levels["depth"][0], design.levels["depth"][-1]
-    coef, se = _estimate(
-        full, [_coef(design, "shortcut", s) + ":" + _coef(design, "depth", deep)], scale
+    depths = sorted(done["depth"].dropna().unique(), key=level_key)
+    means = (
+        (100 * pd.to_numeric(done["test/error"])).groupby([done["shortcut"], done["depth"]]).mean()
     )
-    growth = -coef  # benefit = none - s; coef = (s - none) at deep - (s - none) at shallow
-    p = float(2 * sps.t.sf(abs(growth / se), full.df_resid)) if se > 0 else math.nan
-    means = design.data.groupby([design.codes["shortcut"], design.codes["depth"]])["y"].mean()
-    plain, residual = _code(design, "shortcut", "none"), _code(design, "shortcut", s)
 
-    def benefit(depth: Any) -> float:
-        d = _code(design, "depth", depth)
-        return float(means[(plain, d)] - means[(residual, d)])
+    def effect(depth: Any) -> float:
+        return float(means[(levels[-1], depth)] - means[("none", depth)])
 
+    ends = (depths[0], depths[-1])
     return shortcut_depth_sentence(
-        s,
-        (shallow, deep),
-        (benefit(shallow), benefit(deep)),
-        growth,
-        _interval(growth, se, t_crit),
-        p,
+        levels[-1],
+        ends,
+        (effect(ends[0]), effect(ends[1])),
+        row.estimate,
+        (row.ci_low, row.ci_high),
+        row.p,
     )
