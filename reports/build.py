@@ -39,20 +39,18 @@ def build_report(
     tracking_uri: str | None = None,
     out_dir: str | Path | None = None,
     mlflow_ui_url: str | None = None,
-    expected_trials: int | None = None,
     log_to_mlflow: bool = True,
     generated_at: datetime | None = None,
 ) -> Path:
     """Build the report of study `experiment_name` (the MLflow experiment, e.g.
     `shortcut_types@smoke`) and return the path of its index.html.
 
-    Reads MLflow only. `expected_trials` overrides the parent run's `expected_trials`
-    param when counting missing trials. With `log_to_mlflow`, the written files are
-    also logged to the parent run under `report/` (replacing an earlier report there).
+    Reads MLflow only. With `log_to_mlflow`, the written files are also logged to the
+    parent run under `report/` (replacing an earlier report there).
     Raises ReportError with a one-line message for problems the user can fix.
     """
     data = fetch_study(experiment_name, tracking_uri)
-    report = render_report(data, mlflow_ui_url, expected_trials, generated_at)
+    report = render_report(data, mlflow_ui_url, generated_at)
     target = Path(out_dir) if out_dir is not None else default_out_dir(experiment_name)
     try:
         index = write_report(report, target)
