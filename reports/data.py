@@ -18,37 +18,15 @@ import pandas as pd
 
 # Final values taken from each run's latest metrics (MLflow keeps the value at the
 # highest step, which is the end of training).
-FINAL_METRICS = (
-    "train/error",
-    "val/error",
-    "test/error",
-    "train/loss",
-    "test/loss",
-    "images_per_s",
-    "wall_time_s",
-)
+FINAL_METRICS = ("train/error", "val/error", "test/error", "train/loss", "test/loss",
+                 "images_per_s", "wall_time_s")  # fmt: skip
 # Histories the report plots (Fig. 6); fetching fewer keys keeps big studies fast.
 HISTORY_METRICS = ("train/error", "test/error")
-
-# Columns that come from tags and run info rather than params.
-TAG_COLUMNS = (
-    "run_id",
-    "role",
-    "arm",
-    "trial_key",
-    "status",
-    "mlflow_status",
-    "diverged_at",
-    "reason",
-    "start_time",
-    # Reproducibility, per trial (docs/tracking.md, child-run tags).
-    "git_commit",
-    "git_dirty",
-    "versions",
-    "device",
-    "data_digest",
-)
-# Where each reproducibility column comes from.
+# Columns that come from tags and run info rather than params, the last five the
+# reproducibility tags of docs/tracking.md (REPRO_TAGS says which).
+TAG_COLUMNS = ("run_id", "role", "arm", "trial_key", "status", "mlflow_status", "diverged_at",
+               "reason", "start_time", "git_commit", "git_dirty", "versions", "device",
+               "data_digest")  # fmt: skip
 REPRO_TAGS = {
     "git_commit": "mlflow.source.git.commit",
     "git_dirty": "ablate.git_dirty",

@@ -105,8 +105,7 @@ def shortcut_depth_sentence(
     """Whether the data show shortcuts lowering the test error more at the deepest depth
     than at the shallowest: `effects` are shortcut minus none at each, `change` the
     shortcut × depth interaction (deep minus shallow; negative is a growing benefit). No
-    reduced-run caveat here: the page renders this sentence as a finding, greyed and
-    captioned in a reduced run."""
+    reduced-run caveat here: the answer that states it says whether it is evidence."""
     numbers = (
         f"shortcut {shortcut} changes the test error by {signed(effects[0])} points against "
         f"none at depth {depths[0]} and by {signed(effects[1])} at depth {depths[1]}, an "

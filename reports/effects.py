@@ -13,8 +13,7 @@ interval and the p-value of a two-level term agree (t squared is the F statistic
   factors (how much the effect of one changes from the lowest to the highest level of
   the other).
 Three-factor and higher interactions are not modelled: ablation studies rarely have the
-seeds to estimate them. Over 300 lines: the model, its contrasts and the handling of
-unbalanced designs belong together (the words about them are in effect_words.py).
+seeds to estimate them. The words about the effects are in effect_words.py.
 """
 
 from __future__ import annotations
@@ -22,7 +21,9 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -47,7 +48,6 @@ CONFIDENCE = 0.95
 class Effect:
     term: str  # "shortcut" or "depth × shortcut"
     factors: tuple[str, ...]
-    levels: tuple[int, ...]  # number of levels of each factor
     contrast: str  # what `estimate` is, in words
     estimate: float  # points
     ci_low: float
@@ -124,30 +124,39 @@ def _effects(trials: pd.DataFrame, factors: list[str]) -> Effects:
     design = _design(trials, factors, out)
     if design is None:
         return out
-    pairs = _estimable_pairs(design, trials, out)
-    fitted = _fit(design, pairs, out)
+    fitted = _fit(design, _estimable_pairs(design, trials, out), out)
     if fitted is None:
         return out
     full, anova, pairs = fitted
-    scale, df = float(full.scale), int(full.df_resid)
-    t_crit = float(sps.t.ppf(0.5 + CONFIDENCE / 2, df))
+    t_crit = float(sps.t.ppf(0.5 + CONFIDENCE / 2, full.df_resid))
+
+    def effect(term: tuple[str, ...], model, contrast: str, words: Callable) -> Effect:
+        # The coefficient of the extreme levels, its SE with the full model's residual
+        # variance (the variance anova_lm's F tests divide by).
+        name = ":".join(f"{design.codes[f]}[T.L{len(design.levels[f]) - 1:02d}]" for f in term)
+        est = float(model.params[name])
+        se = math.sqrt(float(model.normalized_cov_params.loc[name, name]) * full.scale)
+        ci = (est - t_crit * se, est + t_crit * se)
+        row = anova.loc[":".join(design.codes[f] for f in term)]
+        p = float(row["PR(>F)"])
+        return Effect(
+            " × ".join(term), term, contrast, est, *ci, p, float(row["F"]), int(row["df"]),
+            int(full.df_resid), words(est, ci, p),
+        )  # fmt: skip
+
     for factor in design.factors:
-        others = [p for p in pairs if factor not in p]
-        model = full if len(others) == len(pairs) else _ols(design, others, [factor])
-        name = _coef(design, factor, design.levels[factor][-1])
-        est, se = _estimate(model, [name], scale)
-        ci = _interval(est, se, t_crit)
-        row = anova.loc[design.codes[factor]]
-        contrast, sentence = _main(design, factor, est, ci, row, df)
-        out.rows.append(_effect(factor, (factor,), design, contrast, est, ci, row, df, sentence))
-    for pair in pairs:
-        a, b = pair
-        name = _coef(design, a, design.levels[a][-1]) + ":" + _coef(design, b, design.levels[b][-1])
-        est, se = _estimate(full, [name], scale)
-        ci = _interval(est, se, t_crit)
-        row = anova.loc[f"{design.codes[a]}:{design.codes[b]}"]
-        contrast, sentence = _interaction(design, pair, est, ci, row)
-        out.rows.append(_effect(f"{a} × {b}", pair, design, contrast, est, ci, row, df, sentence))
+        levels, others = design.levels[factor], [f for f in design.factors if f != factor]
+        # Type II: the main effect in the model without the interactions that contain it.
+        kept = [p for p in pairs if factor not in p]
+        model = full if len(kept) == len(pairs) else _ols(design, kept, [factor])
+        contrast = f"{factor}={levels[-1]} − {factor}={levels[0]}"
+        words = partial(main_sentence, factor, levels, others)
+        out.rows.append(effect((factor,), model, contrast, words))
+    for a, b in pairs:
+        la, lb = design.levels[a], design.levels[b]
+        contrast = f"({a}={la[-1]} − {a}={la[0]}) at {b}={lb[-1]} − at {b}={lb[0]}"
+        words = partial(interaction_sentence, (a, b), (la, lb))
+        out.rows.append(effect((a, b), full, contrast, words))
     _add_caveats(out)
     return out
 
@@ -208,12 +217,6 @@ def _design(trials: pd.DataFrame, factors: list[str], out: Effects) -> _Design |
     return _Design(data, used, codes, levels)
 
 
-def _cell_label(design: _Design, factors: tuple[str, ...], key: tuple[str, ...]) -> str:
-    return " ".join(
-        f"{f}={design.levels[f][int(k[1:])]}" for f, k in zip(factors, key, strict=True)
-    )
-
-
 def _estimable_pairs(design: _Design, trials: pd.DataFrame, out: Effects) -> list[tuple[str, str]]:
     """Two-factor interactions whose every cell holds a finished seed; the others cannot
     be estimated and are said so. Also states how unbalanced the cells are."""
@@ -233,37 +236,35 @@ def _estimable_pairs(design: _Design, trials: pd.DataFrame, out: Effects) -> lis
         )
     pairs = []
     for a, b in itertools.combinations(design.factors, 2):
-        cells = design.data.groupby([design.codes[a], design.codes[b]]).size()
-        wanted = list(itertools.product(
-            [f"L{i:02d}" for i in range(len(design.levels[a]))],
-            [f"L{i:02d}" for i in range(len(design.levels[b]))],
-        ))  # fmt: skip
-        missing = [k for k in wanted if k not in cells.index]
-        if missing:
-            names = "; ".join(_cell_label(design, (a, b), k) for k in missing)
-            out.notes.append(
-                f"The {a} × {b} interaction cannot be estimated: no finished seed in "
-                f"{names}. It is left out of the model; the main effects are estimated "
-                "without it."
-            )
-        else:
+        seen = set(zip(design.data[design.codes[a]], design.data[design.codes[b]], strict=True))
+        missing = [
+            f"{a}={x} {b}={y}"
+            for i, x in enumerate(design.levels[a])
+            for j, y in enumerate(design.levels[b])
+            if (f"L{i:02d}", f"L{j:02d}") not in seen
+        ]
+        if not missing:
             pairs.append((a, b))
+            continue
+        out.notes.append(
+            f"The {a} × {b} interaction cannot be estimated: no finished seed in "
+            f"{'; '.join(missing)}. It is left out of the model; the main effects are "
+            "estimated without it."
+        )
     return pairs
 
 
-def _formula(design: _Design, pairs: list[tuple[str, str]], mains: list[str]) -> str:
-    terms = [design.codes[f] for f in mains]
-    terms += [f"{design.codes[a]}:{design.codes[b]}" for a, b in pairs]
-    return "y ~ " + " + ".join(terms)
-
-
-def _ols(design: _Design, pairs: list[tuple[str, str]], extra: list[str] | None = None):
+def _ols(design: _Design, pairs: list[tuple[str, str]], last: list[str] | None = None):
+    """OLS of y on the main effects (those in `last` at the end) and the `pairs`."""
     # Imported here: statsmodels takes about 2 s to import, which every `ablate`
     # command that touches reports/ would otherwise pay.
     import statsmodels.formula.api as smf
 
-    mains = [f for f in design.factors if f not in (extra or [])] + (extra or [])
-    return smf.ols(_formula(design, pairs, mains), design.data).fit()
+    mains = [f for f in design.factors if f not in (last or [])] + (last or [])
+    terms = [design.codes[f] for f in mains] + [
+        f"{design.codes[a]}:{design.codes[b]}" for a, b in pairs
+    ]
+    return smf.ols("y ~ " + " + ".join(terms), design.data).fit()
 
 
 def _fit(design: _Design, pairs: list[tuple[str, str]], out: Effects):
@@ -284,85 +285,6 @@ def _fit(design: _Design, pairs: list[tuple[str, str]], out: Effects):
         out.absent = "No factorial model: the finished cells do not separate the factors."
         return None
     return full, anova_lm(full, typ=2), pairs
-
-
-def _code(design: _Design, factor: str, level: Any) -> str:
-    """The coded level (L00 is the first, the reference of treatment coding)."""
-    return f"L{[str(v) for v in design.levels[factor]].index(str(level)):02d}"
-
-
-def _coef(design: _Design, factor: str, level: Any) -> str:
-    """The patsy name of a level's treatment-coded coefficient."""
-    return f"{design.codes[factor]}[T.{_code(design, factor, level)}]"
-
-
-def _estimate(model, names: list[str], scale: float) -> tuple[float, float]:
-    """A coefficient of `model` and its standard error with the full model's residual
-    variance `scale` (the variance anova_lm's F tests divide by)."""
-    params = model.params
-    cov = model.normalized_cov_params
-    name = next((n for n in _spellings(names[0]) if n in params.index), None)
-    if name is None:
-        return math.nan, math.nan
-    return float(params[name]), math.sqrt(float(cov.loc[name, name]) * scale)
-
-
-def _spellings(name: str) -> list[str]:
-    parts = name.split(":")
-    return [":".join(p) for p in itertools.permutations(parts)]
-
-
-def _interval(est: float, se: float, t_crit: float) -> tuple[float, float]:
-    return est - t_crit * se, est + t_crit * se
-
-
-def _effect(
-    term: str,
-    factors: tuple[str, ...],
-    design: _Design,
-    contrast: str,
-    est: float,
-    ci: tuple[float, float],
-    row: pd.Series,
-    df: int,
-    sentence: str,
-) -> Effect:
-    return Effect(
-        term=term,
-        factors=factors,
-        levels=tuple(len(design.levels[f]) for f in factors),
-        contrast=contrast,
-        estimate=est,
-        ci_low=ci[0],
-        ci_high=ci[1],
-        p=float(row["PR(>F)"]),
-        f=float(row["F"]),
-        df_num=int(row["df"]),
-        df_den=df,
-        sentence=sentence,
-    )
-
-
-def _main(
-    design: _Design, factor: str, est: float, ci: tuple[float, float], row: pd.Series, df: int
-) -> tuple[str, str]:
-    """(contrast, sentence) of a main effect."""
-    levels = design.levels[factor]
-    others = [f for f in design.factors if f != factor]
-    sentence = main_sentence(factor, levels, others, est, ci, float(row["PR(>F)"]))
-    return f"{factor}={levels[-1]} − {factor}={levels[0]}", sentence
-
-
-def _interaction(
-    design: _Design, pair: tuple[str, str], est: float, ci: tuple[float, float], row: pd.Series
-) -> tuple[str, str]:
-    """(contrast, sentence) of a two-factor interaction."""
-    a, b = pair
-    levels = (design.levels[a], design.levels[b])
-    contrast = (
-        f"({a}={levels[0][-1]} − {a}={levels[0][0]}) at {b}={levels[1][-1]} − at {b}={levels[1][0]}"
-    )
-    return contrast, interaction_sentence(pair, levels, est, ci, float(row["PR(>F)"]))
 
 
 def _shortcut_depth(out: Effects, trials: pd.DataFrame, factors: list[str]) -> str:

@@ -18,23 +18,11 @@ ERROR_COLUMNS = (
 )
 PAPER_COLUMN = ("paper test error %", "paper_test_error_pct")
 
-LATEX_SPECIAL = {
-    "\\": r"\textbackslash{}",
-    "&": r"\&",
-    "%": r"\%",
-    "$": r"\$",
-    "#": r"\#",
-    "_": r"\_",
-    "{": r"\{",
-    "}": r"\}",
-    "~": r"\textasciitilde{}",
-    "^": r"\textasciicircum{}",
-    # Plain ASCII LaTeX for the few non-ASCII signs the tables use.
-    "±": r"$\pm$",
-    "–": "--",
-    "×": r"$\times$",
-    "−": "$-$",
-}
+# Plain ASCII LaTeX for the few non-ASCII signs the tables use, after the special characters.
+LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+                 "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
+                 "^": r"\textasciicircum{}", "±": r"$\pm$", "–": "--", "×": r"$\times$",
+                 "−": "$-$"}  # fmt: skip
 
 
 def _finite(value: Any) -> bool:

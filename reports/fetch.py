@@ -181,14 +181,8 @@ def _search_all(client: MlflowClient, experiment_id: str) -> list[Run]:
 
 # Parent tags the report cannot do without (docs/tracking.md); a store that lacks one was
 # written before them and is refused rather than guessed at.
-REQUIRED_TAGS = (
-    "ablate.settings",
-    "ablate.model",
-    "ablate.model_factors",
-    "ablate.seeds",
-    "ablate.expected_trials",
-    "ablate.planned",
-)
+REQUIRED_TAGS = ("ablate.settings", "ablate.model", "ablate.model_factors", "ablate.seeds",
+                 "ablate.expected_trials", "ablate.planned")  # fmt: skip
 
 
 def _study_info(name: str, experiment_id: str, parent: Run) -> StudyInfo:
@@ -229,12 +223,8 @@ def _study_info(name: str, experiment_id: str, parent: Run) -> StudyInfo:
 
 
 # docs/tracking.md's MLflow run statuses, for a run without a valid `ablate.status`.
-_FROM_MLFLOW = {
-    "FAILED": "failed",
-    "FINISHED": "finished",
-    "SCHEDULED": "pending",
-    "KILLED": "interrupted",
-}
+_FROM_MLFLOW = {"FAILED": "failed", "FINISHED": "finished", "SCHEDULED": "pending",
+                "KILLED": "interrupted"}  # fmt: skip
 
 
 def _runs_frame(runs: list[Run], types: dict[str, str], notes: list[str]) -> pd.DataFrame:
