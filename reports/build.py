@@ -12,6 +12,7 @@ from mlflow.exceptions import MlflowException
 from reports.errors import ReportError
 from reports.fetch import connect, fetch_study, redact
 from reports.page import Report, render_report
+from reports.runfiles import first_line
 
 DEFAULT_ROOT = Path("ablate-reports")
 ARTIFACT_PATH = "report"
@@ -65,6 +66,6 @@ def build_report(
             uri = redact(tracking_uri or mlflow.get_tracking_uri())
             raise ReportError(
                 f"wrote {index} but could not log it to the parent run in {uri}: "
-                f"{str(error).strip().splitlines()[0] if str(error).strip() else error}"
+                f"{first_line(error)}"
             ) from error
     return index

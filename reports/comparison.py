@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from reports import stats
-from reports.html import count, duration, esc, is_missing, link, num, run_url, table
+from reports.html import count, duration, esc, is_missing, legend, link, num, run_url, table
 from reports.study import Analysis
 from reports.tables import plural
 
@@ -142,15 +142,12 @@ def _columns(a: Analysis, links: dict[str, Any], sources: list[str]) -> list[Col
     return columns
 
 
-def _render(columns: list[Column], arms: pd.DataFrame, table_id: str, classes=None) -> str:
+def _render(columns: list[Column], arms: pd.DataFrame, ident: str, classes=None) -> str:
+    """The table `ident` and, under it, its legend `ident`-legend."""
     rows = [[c.cell(row) for c in columns] for _, row in arms.iterrows()]
     numeric = [c.numeric for c in columns]
-    return table([c.header for c in columns], rows, numeric, classes, table_id=table_id)
-
-
-def _legend(columns: list[Column], legend_id: str) -> str:
-    rows = "".join(f"<dt>{esc(c.header)}</dt><dd>{esc(c.legend)}</dd>" for c in columns)
-    return f'<dl class="legend" id="{esc(legend_id)}">{rows}</dl>'
+    body = table([c.header for c in columns], rows, numeric, classes, table_id=ident)
+    return body + legend([(c.header, c.legend) for c in columns], f"{ident}-legend")
 
 
 def comparison_table(a: Analysis, links: dict[str, Any]) -> str:
@@ -158,7 +155,7 @@ def comparison_table(a: Analysis, links: dict[str, Any]) -> str:
     sources: list[str] = []
     columns = _columns(a, links, sources)
     classes = ["reference" if v == "reference" else "" for v in a.arms["verdict"]]
-    body = _render(columns, a.arms, "comparison", classes) + _legend(columns, "comparison-legend")
+    body = _render(columns, a.arms, "comparison", classes)
     if sources:
         notes = "".join(f"<li>{esc(s)}</li>" for s in sources)
         body += f'<ol class="muted paper-sources">{notes}</ol>'
@@ -181,4 +178,4 @@ COST_COLUMNS = [
 
 
 def cost_table(a: Analysis) -> str:
-    return _render(COST_COLUMNS, a.arms, "arm-costs") + _legend(COST_COLUMNS, "costs-legend")
+    return _render(COST_COLUMNS, a.arms, "arm-costs")

@@ -132,16 +132,14 @@ class StudyData:
 
     info: StudyInfo
     runs: pd.DataFrame
-    history: pd.DataFrame = field(
-        default_factory=lambda: pd.DataFrame(columns=["run_id", "key", "step", "value"])
-    )
-    lr_traces: pd.DataFrame = field(
-        default_factory=lambda: pd.DataFrame(columns=["run_id", "iteration", "lr"])
-    )
-    layer_responses: pd.DataFrame = field(
-        default_factory=lambda: pd.DataFrame(columns=["run_id", "layer", "name", "std"])
-    )
+    history: pd.DataFrame = field(default_factory=lambda: _frame("run_id key step value"))
+    lr_traces: pd.DataFrame = field(default_factory=lambda: _frame("run_id iteration lr"))
+    layer_responses: pd.DataFrame = field(default_factory=lambda: _frame("run_id layer name std"))
     notes: list[str] = field(default_factory=list)
+
+
+def _frame(columns: str) -> pd.DataFrame:
+    return pd.DataFrame(columns=columns.split())
 
 
 def empty_runs() -> pd.DataFrame:

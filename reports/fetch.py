@@ -82,11 +82,6 @@ def connect(tracking_uri: str | None) -> MlflowClient:
     return MlflowClient(tracking_uri=tracking_uri)
 
 
-def study_names(client: MlflowClient) -> list[str]:
-    names = [e.name for e in client.search_experiments(max_results=1000)]
-    return sorted(n for n in names if n != "Default")
-
-
 @dataclass
 class _Read:
     client: MlflowClient
@@ -104,8 +99,8 @@ def _read(experiment_name: str, tracking_uri: str | None) -> _Read:
         client = connect(tracking_uri)
         experiment = client.get_experiment_by_name(experiment_name)
         if experiment is None:
-            names = study_names(client)
-            there = ", ".join(names) if names else "none"
+            names = [e.name for e in client.search_experiments(max_results=1000)]
+            there = ", ".join(sorted(n for n in names if n != "Default")) or "none"
             raise ReportError(
                 f"no study named {experiment_name} in store {uri}; studies there: {there}"
             )

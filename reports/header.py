@@ -10,10 +10,9 @@ from typing import Any
 
 import pandas as pd
 
-from reports import html
 from reports.context import Reduction, reproducibility, settings_of, show, what_ran
 from reports.data import StudyInfo
-from reports.html import duration, esc, link
+from reports.html import duration, esc, experiment_url, link
 from reports.sections import section
 from reports.study import Analysis
 from reports.tables import Counts, per_arm, plural
@@ -154,6 +153,7 @@ def details(a: Analysis, when: str, links: dict[str, Any]) -> str:
     """Every fact behind the numbers: data set, model, settings, plan, counts, compute,
     code, libraries, devices and data digests."""
     info, settings = a.info, settings_of(a.trials, a.info, a.factors)
+    ui = (links["ui"], links["exp"])
     fixed = ", ".join(f"{k} = {show(v)}" for k, v in settings.fixed) or "–"
     varying = "; ".join(
         f"{k}: {', '.join(show(v) for v in values)}" for k, values in settings.varying
@@ -178,12 +178,8 @@ def details(a: Analysis, when: str, links: dict[str, Any]) -> str:
         ("Study fingerprint", esc(info.fingerprint or "–")),
         *((label, esc(text)) for label, text in reproducibility(a.trials, info).facts),
         ("Libraries (report)", esc(", ".join(f"{n} {v}" for n, v in versions()))),
-        ("MLflow experiment", link(esc(info.experiment_id or "–"), experiment_url(links))),
+        ("MLflow experiment", link(esc(info.experiment_id or "–"), experiment_url(*ui))),
         ("Generated", esc(when)),
     ]
     dl = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts)
     return section("Study details", "", f'<dl class="facts">{dl}</dl>', "details")
-
-
-def experiment_url(links: dict[str, Any]) -> str | None:
-    return html.experiment_url(links["ui"], links["exp"])

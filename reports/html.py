@@ -150,6 +150,12 @@ def table(
     )
 
 
+def legend(items: list[tuple[str, str]], legend_id: str) -> str:
+    """What each column of a table means, under it."""
+    rows = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in items)
+    return f'<dl class="legend" id="{esc(legend_id)}">{rows}</dl>'
+
+
 def figure(fig: go.Figure | None, absent: str, div_id: str) -> str:
     """A figure without its own copy of plotly.js, or the reason it is absent."""
     if fig is None:

@@ -310,10 +310,7 @@ def lr_plot(traces: pd.DataFrame, runs: pd.DataFrame) -> go.Figure | None:
 
 # Arms whose means get a text label in the cost plots; more would overlap.
 MAX_LABELLED_ARMS = 12
-COST_AXES = {
-    "macs": "multiply-accumulates per image",
-    "params": "parameters",
-}
+COST_AXES = {"macs": "multiply-accumulates per image", "params": "parameters"}
 
 
 def cost_plot(trials: pd.DataFrame, cost: str, factors: Sequence[str]) -> go.Figure | None:

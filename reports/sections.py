@@ -14,7 +14,7 @@ from reports.comparison import comparison_table, cost_table
 from reports.effect_words import reduced_suffix, signed
 from reports.effects import Effects
 from reports.findings import degradation_applies
-from reports.html import esc, figure, is_missing, link, run_url, table
+from reports.html import esc, figure, is_missing, legend, link, run_url, table
 from reports.paper import normalize_dataset
 from reports.study import Analysis
 
@@ -26,11 +26,6 @@ def section(title: str, intro: str, body: str, section_id: str = "") -> str:
     intro_html = f'<p class="muted">{esc(intro)}</p>' if intro else ""
     ident = f' id="{esc(section_id)}"' if section_id else ""
     return f"<section{ident}><h2>{esc(title)}</h2>{intro_html}{body}</section>"
-
-
-def _legend(items: list[tuple[str, str]], legend_id: str) -> str:
-    rows = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in items)
-    return f'<dl class="legend" id="{esc(legend_id)}">{rows}</dl>'
 
 
 def comparison(a: Analysis, links: dict[str, Any]) -> str:
@@ -217,7 +212,7 @@ def effects_section(effects: Effects) -> str:
         [False, False, True, True, True, True],
         table_id="effects-table",
     )
-    body += _legend(EFFECT_LEGEND, "effects-legend")
+    body += legend(EFFECT_LEGEND, "effects-legend")
     sentences = "".join(f"<li>{esc(e.sentence)}</li>" for e in effects.rows)
     body += f'<ul class="effect-sentences">{sentences}</ul>'
     if not effects.evidence:

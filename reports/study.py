@@ -101,21 +101,9 @@ def trials_frame(analysis: Analysis) -> pd.DataFrame:
     trials = analysis.trials
     if trials.empty:
         return trials
-    columns = [
-        "trial_key",
-        "arm",
-        *analysis.factors,
-        "seed",
-        *setting_names(analysis.info),
-        "status",
-        "diverged_at",
-        "reason",
-        *FINAL_METRICS,
-        "params",
-        "macs",
-        *REPRO_TAGS,
-        "run_id",
-    ]
+    columns = ["trial_key", "arm", *analysis.factors, "seed", *setting_names(analysis.info),
+               "status", "diverged_at", "reason", *FINAL_METRICS, "params", "macs",
+               *REPRO_TAGS, "run_id"]  # fmt: skip
     return trials[[c for c in dict.fromkeys(columns) if c in trials.columns]]
 
 

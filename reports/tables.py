@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from reports import stats
-from reports.data import NOT_ENDED, StudyInfo, factor_names, select_trials, setting_names
+from reports.data import NOT_ENDED, STATUSES, StudyInfo, factor_names, select_trials, setting_names
 from reports.paper import CIFAR_ITERATIONS, PaperResult, normalize_dataset, paper_result
 
 SHORTCUT_ORDER = {"none": 0, "A": 1, "B": 2, "C": 3}
@@ -97,34 +97,26 @@ def count_trials(runs: pd.DataFrame, info: StudyInfo) -> Counts:
     seen = len(trials)
     expected = info.expected_trials or 0
     missing = max(0, expected - seen)
-    running, interrupted, pending = (
-        int(by_status.get(s, 0)) for s in ("running", "interrupted", "pending")
-    )
-    reasons = []
-    if missing:
-        reasons.append(f"{missing} of {expected} planned trials have no run yet")
-    if pending:
-        reasons.append(f"{plural(pending, 'trial')} pending (never started)")
-    if running:
-        reasons.append(f"{plural(running, 'trial')} still running")
-    if interrupted:
-        reasons.append(
-            f"{plural(interrupted, 'trial')} interrupted (run the study again to resume)"
-        )
-    if info.parent_status == "RUNNING":
-        reasons.append("the study's parent run has not finished")
-    elif info.parent_status == "KILLED":
-        reasons.append("the study was interrupted (run it again to resume)")
-    if seen == 0:
-        reasons.append("no trial has been recorded yet")
+    n = {s: int(by_status.get(s, 0)) for s in STATUSES}
+    reasons = [
+        text
+        for count, text in (
+            (missing, f"{missing} of {expected} planned trials have no run yet"),
+            (n["pending"], f"{plural(n['pending'], 'trial')} pending (never started)"),
+            (n["running"], f"{plural(n['running'], 'trial')} still running"),
+            (
+                n["interrupted"],
+                f"{plural(n['interrupted'], 'trial')} interrupted (run the study again to resume)",
+            ),
+            (info.parent_status == "RUNNING", "the study's parent run has not finished"),
+            (info.parent_status == "KILLED", "the study was interrupted (run it again to resume)"),
+            (seen == 0, "no trial has been recorded yet"),
+        )  # fmt: skip
+        if count
+    ]
     role_trial = runs[runs["role"] == "trial"] if not runs.empty else runs
     return Counts(
-        finished=int(by_status.get("finished", 0)),
-        diverged=int(by_status.get("diverged", 0)),
-        failed=int(by_status.get("failed", 0)),
-        running=running,
-        interrupted=interrupted,
-        pending=pending,
+        **n,
         missing=missing,
         expected=expected,
         retried=len(role_trial) - seen,
