@@ -27,6 +27,7 @@ def answer(a: Analysis) -> str:
         f'<li id="{ident}">{esc(text)}</li>' if ident else f"<li>{esc(text)}</li>"
         for ident, text in items
     )
+    body += _target(a)
     sign = f'<p class="muted" id="sign-convention">{SIGN_CONVENTION}</p>' if a.effects.rows else ""
     return (
         f'<section class="{cls}" id="answer"><h2>Answer</h2><p class="basis">{esc(head)}</p>'
@@ -60,7 +61,7 @@ def findings(a: Analysis) -> list[tuple[str, str]]:
         if not sentence.startswith("Degradation cannot be judged"):
             items.append(("degradation-finding", sentence))
     rest = _effects(a) if a.effects.rows else _comparisons(a)
-    return items + [("", text) for text in rest + _target(a)]
+    return items + [("", text) for text in rest]
 
 
 def _capped(sentences: list[str], where: str) -> list[str]:
@@ -97,14 +98,24 @@ def _comparisons(a: Analysis) -> list[str]:
     return _capped([f"{v} (Welch, Holm-corrected)." for v in clear["verdict"]], "Comparison")
 
 
-def _target(a: Analysis) -> list[str]:
+def _target(a: Analysis) -> str:
+    """The precision target, with every arm that misses it; more than MAX_ITEMS of them
+    are listed under a summary the reader opens, to keep the answer on the first screen."""
     target = a.info.target_ci
-    if not target or a.arms.empty:
-        return []
+    if not target or a.arms.empty or a.counts.finished == 0:
+        return ""
     missed = a.arms[a.arms["target_status"] == "not met"]
     goal = f"Precision target (95% CI of each arm's mean within ±{target:g} points)"
     if missed.empty:
-        return [f"{goal}: met by all {len(a.arms)} arms."]
-    each = "; ".join(f"{r['arm']}: {target_text(r, target)}" for _, r in missed.iterrows())
-    met = len(a.arms) - len(missed)
-    return [f"{goal}: not met by {len(missed)} of {len(a.arms)} arms ({each}); {met} met it."]
+        return f'<li id="target">{esc(goal)}: met by all {len(a.arms)} arms.</li>'
+    each = [f"{r['arm']}: {target_text(r, target)}" for _, r in missed.iterrows()]
+    said = f"{goal}: not met by {len(missed)} of {len(a.arms)} arms"
+    met = f"{len(a.arms) - len(missed)} met it"
+    if len(each) <= MAX_ITEMS:
+        listed = "; ".join(each)
+        return f'<li id="target">{esc(f"{said} ({listed}); {met}.")}</li>'
+    arms = "".join(f"<li>{esc(text)}</li>" for text in each)
+    return (
+        f'<li id="target"><details><summary>{esc(f"{said}; {met}.")}</summary>'
+        f"<ul>{arms}</ul></details></li>"
+    )

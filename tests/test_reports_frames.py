@@ -315,3 +315,18 @@ def ttest_interval_half(values: list[float]) -> float:
     from scipy.stats import sem, t
 
     return float(t.ppf(0.975, len(values) - 1) * sem(values))
+
+
+def test_many_arms_missing_the_target_are_each_named_under_a_summary():
+    trials = rf.grid_trials({"depth": [20, 32, 44], "shortcut": ["none", "A"]}, seeds=[0, 1])
+    spec = rf.StudySpec("many", "q", ["depth", "shortcut"], {"shortcut": "A"}, [0, 1], trials)
+    spec.target_ci, spec.max_seeds = 0.01, 50
+    _, report = render(spec)
+    arms = report.tables["arms"]
+    assert (arms["target_status"] == "not met").all() and len(arms) == 6
+    target = re.search(r'<li id="target"><details>(.*?)</details></li>', report.html, re.S)[1]
+    assert "not met by 6 of 6 arms; 0 met it." in target
+    for _, row in arms.iterrows():
+        assert f"{row['arm']}: target not met: ±{row['ci_half_width_pct']:.2f} with 2 seeds" in (
+            target
+        )
