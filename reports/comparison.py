@@ -20,7 +20,7 @@ from reports.tables import plural
 class Column:
     header: str
     legend: str
-    cell: Callable[[pd.Series], str]  # HTML
+    cell: Callable[[Any], str]  # a row (or an item) to HTML
     numeric: bool = True
 
 
@@ -142,9 +142,11 @@ def _columns(a: Analysis, links: dict[str, Any], sources: list[str]) -> list[Col
     return columns
 
 
-def _render(columns: list[Column], arms: pd.DataFrame, ident: str, classes=None) -> str:
-    """The table `ident` and, under it, its legend `ident`-legend."""
-    rows = [[c.cell(row) for c in columns] for _, row in arms.iterrows()]
+def columns_table(columns: list[Column], items: Any, ident: str, classes=None) -> str:
+    """The table `ident` of `items` (a frame's rows, or objects) and, under it, its legend
+    `ident`-legend."""
+    each = [x for _, x in items.iterrows()] if isinstance(items, pd.DataFrame) else items
+    rows = [[c.cell(item) for c in columns] for item in each]
     numeric = [c.numeric for c in columns]
     body = table([c.header for c in columns], rows, numeric, classes, table_id=ident)
     return body + legend([(c.header, c.legend) for c in columns], f"{ident}-legend")
@@ -155,7 +157,7 @@ def comparison_table(a: Analysis, links: dict[str, Any]) -> str:
     sources: list[str] = []
     columns = _columns(a, links, sources)
     classes = ["reference" if v == "reference" else "" for v in a.arms["verdict"]]
-    body = _render(columns, a.arms, "comparison", classes)
+    body = columns_table(columns, a.arms, "comparison", classes)
     if sources:
         notes = "".join(f"<li>{esc(s)}</li>" for s in sources)
         body += f'<ol class="muted paper-sources">{notes}</ol>'
@@ -178,4 +180,4 @@ COST_COLUMNS = [
 
 
 def cost_table(a: Analysis) -> str:
-    return _render(COST_COLUMNS, a.arms, "arm-costs")
+    return columns_table(COST_COLUMNS, a.arms, "arm-costs")

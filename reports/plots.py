@@ -29,11 +29,6 @@ def _color(i: int) -> str:
     return PALETTE[i % len(PALETTE)]
 
 
-def _band_color(hex_color: str, alpha: float = 0.15) -> str:
-    r, g, b = (int(hex_color[k : k + 2], 16) for k in (1, 3, 5))
-    return f"rgba({r},{g},{b},{alpha})"
-
-
 def _ordered_arms(trials: pd.DataFrame, factors: Sequence[str]) -> list[str]:
     firsts = trials.drop_duplicates("arm")
     keyed = [(tuple(level_key(r[f]) for f in factors), r["arm"]) for _, r in firsts.iterrows()]
@@ -41,13 +36,14 @@ def _ordered_arms(trials: pd.DataFrame, factors: Sequence[str]) -> list[str]:
 
 
 def _band(x, low, high, color: str, group: str) -> go.Scatter:
+    r, g, b = (int(color[k : k + 2], 16) for k in (1, 3, 5))
     return go.Scatter(
         x=np.concatenate([x, x[::-1]]),
         y=np.concatenate([high, low[::-1]]),
         fill="toself",
         # Without an explicit mode plotly adds markers to short traces.
         mode="lines",
-        fillcolor=_band_color(color),
+        fillcolor=f"rgba({r},{g},{b},0.15)",
         line={"width": 0},
         hoverinfo="skip",
         showlegend=False,
@@ -65,13 +61,9 @@ def training_curves(
     curves = curves[curves["trial_key"].isin(done["trial_key"])]
     if curves.empty:
         return None
-    plain = (
-        done.drop_duplicates("arm").set_index("arm")["shortcut"].map(is_plain)
-        if split_plain
-        else None
-    )
+    plain = done.drop_duplicates("arm").set_index("arm").get("shortcut", pd.Series()).map(is_plain)
     panels = [("all arms", None)]
-    if plain is not None and plain.nunique() == 2:
+    if split_plain and plain.nunique() == 2:
         panels = [("plain nets (shortcut none)", True), ("residual nets", False)]
     fig = make_subplots(
         rows=1, cols=len(panels), subplot_titles=[p[0] for p in panels], shared_yaxes=True

@@ -10,11 +10,11 @@ from typing import Any
 import pandas as pd
 
 from reports import plots, stats
-from reports.comparison import comparison_table, cost_table
+from reports.comparison import Column, columns_table, comparison_table, cost_table
 from reports.effect_words import reduced_suffix, signed
 from reports.effects import Effects
 from reports.findings import degradation_applies
-from reports.html import esc, figure, is_missing, legend, link, run_url, table
+from reports.html import esc, figure, is_missing, link, run_url, table
 from reports.paper import normalize_dataset
 from reports.study import Analysis
 
@@ -142,26 +142,22 @@ def problems_section(
     title = "Diverged and failed trials"
     if problems.empty:
         return section(title, "", '<p class="absent">None: every ended trial finished.</p>')
-    rows = []
-    for _, p in problems.iterrows():
-        rows.append(
-            [
-                link(esc(p["trial_key"]), run_url(links["ui"], links["exp"], p["run_id"])),
-                esc(p["status"]),
-                "–" if is_missing(p["iteration"]) else str(int(p["iteration"])),
-                esc(p["reason"]),
-            ]
-        )
+    rows = [
+        [
+            link(esc(p["trial_key"]), run_url(links["ui"], links["exp"], p["run_id"])),
+            esc(p["status"]),
+            "–" if is_missing(p["iteration"]) else str(int(p["iteration"])),
+            esc(p["reason"]),
+        ]
+        for _, p in problems.iterrows()
+    ]
     intro = "Iteration: where the loss became non-finite, or the last evaluation before a failure."
     body = ""
     if failures:
         items = "".join(f"<li><strong>{n} × </strong>{esc(reason)}</li>" for n, reason in failures)
         body += f'<p>Failure reasons, grouped:</p><ul class="reasons">{items}</ul>'
     body += table(
-        ["trial", "status", "iteration", "reason"],
-        rows,
-        [False, False, True, False],
-        table_id="problems",
+        ["trial", "status", "iteration", "reason"], rows, [0, 0, 1, 0], table_id="problems"
     )
     return section(title, intro, body, "problems-section")
 
@@ -173,13 +169,21 @@ def notes_section(notes: list[str]) -> str:
     return section("Problems reading the store", "", f"<ul>{items}</ul>")
 
 
-EFFECT_LEGEND = [
-    ("effect", "the contrast named beside it, in points of test error, estimated in the "
-     "Type II model of the term; signs as stated under the answer."),
-    ("95% CI", "t interval of that contrast, from the model's residual seed variance."),
-    ("p", "Type II F test of the whole term (all its levels); for a two-level term the "
-     "same as the contrast's t-test."),
-    ("F (df)", "the F statistic, with the term's and the residual degrees of freedom."),
+EFFECT_COLUMNS = [
+    Column("term", "a factor (main effect) or a pair of factors (interaction).",
+           lambda e: esc(e.term), False),
+    Column("contrast", "what the effect measures, between the extreme levels.",
+           lambda e: esc(e.contrast), False),
+    Column("effect (points)", "that contrast in points of test error, estimated in the Type "
+           "II model of the term; signs as stated under the answer.",
+           lambda e: signed(e.estimate)),
+    Column("95% CI", "t interval of that contrast, from the model's residual seed variance.",
+           lambda e: f"[{signed(e.ci_low)}, {signed(e.ci_high)}]"),
+    Column("p", "Type II F test of the whole term (all its levels); for a two-level term the "
+           "same as the contrast's t-test.",
+           lambda e: esc(stats.format_p(e.p).removeprefix("p = "))),
+    Column("F (df)", "the F statistic, with the term's and the residual degrees of freedom.",
+           lambda e: f"{e.f:.2f} ({e.df_num}, {e.df_den})"),
 ]  # fmt: skip
 
 
@@ -195,24 +199,7 @@ def effects_section(effects: Effects) -> str:
         "of squares). Main effects are averaged over the other factors; an interaction says "
         "how much the effect of one factor changes between the extreme levels of the other."
     )
-    rows = [
-        [
-            esc(e.term),
-            esc(e.contrast),
-            signed(e.estimate),
-            f"[{signed(e.ci_low)}, {signed(e.ci_high)}]",
-            esc(stats.format_p(e.p).removeprefix("p = ")),
-            f"{e.f:.2f} ({e.df_num}, {e.df_den})",
-        ]
-        for e in effects.rows
-    ]
-    body = table(
-        ["term", "contrast", "effect (points)", "95% CI", "p", "F (df)"],
-        rows,
-        [False, False, True, True, True, True],
-        table_id="effects-table",
-    )
-    body += legend(EFFECT_LEGEND, "effects-legend")
+    body = columns_table(EFFECT_COLUMNS, effects.rows, "effects-table")
     sentences = "".join(f"<li>{esc(e.sentence)}</li>" for e in effects.rows)
     body += f'<ul class="effect-sentences">{sentences}</ul>'
     if not effects.evidence:
