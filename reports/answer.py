@@ -11,7 +11,8 @@ from reports.stats import ALPHA
 from reports.study import Analysis
 from reports.tables import plural
 
-# Sentences about effects or comparisons in the answer; the rest are a link away.
+# Sentences about effects, comparisons or arms off target in the answer; the rest are in
+# their sections further down.
 MAX_ITEMS = 4
 SIGN_CONVENTION = (
     "Every effect on this page is a change in test error in points, the later level minus "

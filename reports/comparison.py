@@ -33,15 +33,8 @@ def _error(row: pd.Series) -> str:
 
 
 def _trials(row: pd.Series) -> str:
-    parts = [f"{row['finished']} finished"]
-    for key, word in (
-        ("diverged", "diverged"),
-        ("failed", "failed"),
-        ("not_ended", "not ended"),
-        ("not_started", "not started"),
-    ):
-        if row[key]:
-            parts.append(f"{row[key]} {word}")
+    kinds = ("finished", "diverged", "failed", "not_ended", "not_started")
+    parts = [f"{row[k]} {k.replace('_', ' ')}" for k in kinds if row[k] or k == "finished"]
     return esc(", ".join(parts))
 
 

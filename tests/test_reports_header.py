@@ -305,3 +305,22 @@ def test_every_trial_diverged_is_red_and_grouped():
     assert banner(page) == ("banner-red", "failed-banner")
     assert "No trial finished: 8 of 8 diverged." in page
     assert "<strong>8 trials:</strong> diverged: the loss became non-finite" in page
+
+
+def test_the_answer_comes_first_and_says_what_the_study_found():
+    # One factor, a full CIFAR-10 run of its own length: the comparison is the answer.
+    trials = rf.grid_trials(
+        {"shortcut": ["none", "A"]}, seeds=[0, 1, 2], fixed={"depth": 56, "iterations": 4000}
+    )
+    spec = rf.StudySpec("plain_vs_a", "Do shortcuts help at depth 56?", ["shortcut"],
+                        {"shortcut": "A"}, [0, 1, 2], trials)  # fmt: skip
+    page = visible(render(spec).html)
+    answer = re.search(r'<section class="answer" id="answer">.*?</section>', page, re.S)[0]
+    assert "From 6 finished trials; tests at α = 0.05:" in answer
+    assert re.search(r"shortcut=A beats shortcut=none by [\d.]+ ± [\d.]+ points, p [<=] ", answer)
+    assert 'id="sign-convention"' not in answer  # no effects, no convention to state
+    order = [page.index(f'id="{i}"') for i in ("answer", "comparison", "effects", "details")]
+    assert order == sorted(order) and page.index('class="question"') < order[0]
+    # Nothing finished: the answer says so instead of guessing.
+    failed = visible(render(rf.failed_study()).html)
+    assert "No trial has finished: there is no answer yet." in failed
