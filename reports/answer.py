@@ -109,7 +109,7 @@ def _target(a: Analysis) -> str:
     goal = f"Precision target (95% CI of each arm's mean within ±{target:g} points)"
     if missed.empty:
         return f'<li id="target">{esc(goal)}: met by all {len(a.arms)} arms.</li>'
-    each = [f"{r['arm']}: {target_text(r, target)}" for _, r in missed.iterrows()]
+    each = [f"{r['arm']}: {target_text(r, a.info)}" for _, r in missed.iterrows()]
     said = f"{goal}: not met by {len(missed)} of {len(a.arms)} arms"
     met = f"{len(a.arms) - len(missed)} met it"
     if len(each) <= MAX_ITEMS:

@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from reports import stats
+from reports.data import StudyInfo
 from reports.html import count, duration, esc, is_missing, legend, link, num, run_url, table
 from reports.study import Analysis
 from reports.tables import plural
@@ -54,14 +55,16 @@ def _verdict(evidence: bool) -> Callable[[pd.Series], str]:
     return cell
 
 
-def target_text(row: pd.Series, target: float) -> str:
-    """An arm against the precision target, in words."""
+def target_text(row: pd.Series, info: StudyInfo) -> str:
+    """An arm against the precision target, in words; past the study's seed limit when
+    the seeds it needs are more than adaptive replication may add."""
     half, n = row["ci_half_width_pct"], row["test_error_pct_n"]
     width = "no interval (fewer than 2 seeds)" if is_missing(half) else f"±{half:.2f}"
     if row["target_status"] == "met":
         return f"met ({width})"
     needs = int(row["seeds_for_target"])
-    return f"target not met: {width} with {plural(n, 'seed')}; needs {needs} seeds"
+    limit = f", more than the {info.max_seeds} allowed" if needs > (info.max_seeds or needs) else ""
+    return f"target not met: {width} with {plural(n, 'seed')}; needs {needs} seeds{limit}"
 
 
 def _spread(arms: pd.DataFrame) -> str:
@@ -125,7 +128,7 @@ def _columns(a: Analysis, links: dict[str, Any], sources: list[str]) -> list[Col
             Column(f"target ±{target:g}", f"the 95% CI half-width against the study's target of "
                    f"±{target:g} points, and the seeds an arm that misses it would need at its "
                    "own seed spread (the pooled one with fewer than 2 seeds).",
-                   lambda r: esc(target_text(r, target)), False)
+                   lambda r: esc(target_text(r, a.info)), False)
         )  # fmt: skip
     columns += [
         Column("train error %", "mean over finished seeds, like test error.",

@@ -299,6 +299,7 @@ def test_arms_that_miss_the_precision_target_say_so_with_the_seeds_they_need():
         n, needs = int(row["test_error_pct_n"]), int(row["seeds_for_target"])
         width = "no interval (fewer than 2 seeds)" if n < 2 else f"±{row['ci_half_width_pct']:.2f}"
         said = f"target not met: {width} with {n} seed{'s' * (n != 1)}; needs {needs} seeds"
+        said += ", more than the 4 allowed" if needs > 4 else ""  # the study's max_seeds
         assert f"{arm}: {said}" in answer
         assert said in page.split('id="comparison"')[1]  # in the arm's row too
 
