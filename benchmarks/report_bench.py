@@ -47,7 +47,6 @@ def big_study(seeds: int, iterations: int, eval_every: int) -> rf.StudySpec:
         reference={"shortcut": "A"},
         seeds=list(range(seeds)),
         trials=trials,
-        expected_trials=len(trials),
     )
 
 

@@ -1,15 +1,16 @@
-"""HTML reports of ablate studies, read from MLflow only (docs/tracking.md).
+"""Reads an ablate study from MLflow (docs/tracking.md) and reports it: an HTML page with
+its CSV and paper-ready tables (`build_report`), or the same numbers as DataFrames for a
+notebook (`load_study`). Never imports resnet, ray, torch or ablations.
 
 Layers: `fetch` (and `runfiles`, for histories and artifacts) talks to MLflow and returns
-DataFrames (`data.StudyData`); `stats`, `tables`, `context`, `effects`, `findings` and
-`export` compute from frames; `plots`, `html`, `header`, `sections` and `page` turn them
-into a page; `build` ties them together for the CLI. Never imports resnet, ray, torch or
-ablations.
+DataFrames (`data.StudyData`); `stats`, `tables`, `context`, `effects`, `findings` compute
+from frames and `study` gathers them once; `answer`, `header`, `comparison`, `sections`,
+`plots`, `html`, `export` and `page` turn them into a page; `build` writes it for the CLI.
 
-For sizing a study: `reports.fetch.seed_spread` measures a study's seed spread,
-`reports.stats.seeds_needed` and `reports.stats.mde` turn a spread into seeds and
-detectable differences, and `reports.stats.PRIOR_SEED_SD` stands in when nothing is
-measured.
+Also used by the runner and `ablate show`: `data.decode` reads a param's text by its type;
+`fetch.seed_spread` measures a study's seed spread, `stats.pooled_sd`, `stats.seeds_needed`,
+`stats.mde` and `stats.seeds_for_ci` turn spreads into seeds and detectable differences,
+and `stats.PRIOR_SEED_SD` stands in when nothing is measured.
 """
 
 from reports.build import build_report, default_out_dir, write_report
@@ -17,15 +18,18 @@ from reports.data import StudyData, StudyInfo
 from reports.errors import ReportError
 from reports.fetch import fetch_study
 from reports.page import Report, render_report
+from reports.study import Study, load_study
 
 __all__ = [
     "Report",
     "ReportError",
     "StudyData",
+    "Study",
     "StudyInfo",
     "build_report",
     "default_out_dir",
     "fetch_study",
+    "load_study",
     "render_report",
     "write_report",
 ]

@@ -12,6 +12,7 @@ from mlflow.exceptions import MlflowException
 from reports.errors import ReportError
 from reports.fetch import connect, fetch_study, redact
 from reports.page import Report, render_report
+from reports.runfiles import first_line
 
 DEFAULT_ROOT = Path("ablate-reports")
 ARTIFACT_PATH = "report"
@@ -39,20 +40,18 @@ def build_report(
     tracking_uri: str | None = None,
     out_dir: str | Path | None = None,
     mlflow_ui_url: str | None = None,
-    expected_trials: int | None = None,
     log_to_mlflow: bool = True,
     generated_at: datetime | None = None,
 ) -> Path:
     """Build the report of study `experiment_name` (the MLflow experiment, e.g.
     `shortcut_types@smoke`) and return the path of its index.html.
 
-    Reads MLflow only. `expected_trials` overrides the parent run's `expected_trials`
-    param when counting missing trials. With `log_to_mlflow`, the written files are
-    also logged to the parent run under `report/` (replacing an earlier report there).
+    Reads MLflow only. With `log_to_mlflow`, the written files are also logged to the
+    parent run under `report/` (replacing an earlier report there).
     Raises ReportError with a one-line message for problems the user can fix.
     """
     data = fetch_study(experiment_name, tracking_uri)
-    report = render_report(data, mlflow_ui_url, expected_trials, generated_at)
+    report = render_report(data, mlflow_ui_url, generated_at)
     target = Path(out_dir) if out_dir is not None else default_out_dir(experiment_name)
     try:
         index = write_report(report, target)
@@ -67,6 +66,6 @@ def build_report(
             uri = redact(tracking_uri or mlflow.get_tracking_uri())
             raise ReportError(
                 f"wrote {index} but could not log it to the parent run in {uri}: "
-                f"{str(error).strip().splitlines()[0] if str(error).strip() else error}"
+                f"{first_line(error)}"
             ) from error
     return index

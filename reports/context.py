@@ -14,13 +14,11 @@ import pandas as pd
 
 from reports.data import StudyInfo, setting_names
 from reports.paper import CIFAR_ITERATIONS, normalize_dataset
-from reports.tables import level_key, plural
+from reports.tables import level_key, per_arm, plural
 
-# A run with fewer iterations than this share of its full study's (or, on CIFAR-10, of
-# the paper's 64k) checks the pipeline, not the question.
+# A run with fewer iterations than this share of its full study's (or, for a ResNet on
+# CIFAR-10, of the paper's 64k) checks the pipeline, not the question.
 REDUCED_SHARE = 0.05
-# Settings that say which network was trained, named in "what ran" when they are fixed.
-MODEL_SETTINGS = ("depth", "shortcut", "skip_length", "bottleneck", "preactivation", "width")
 
 
 def show(value: Any) -> str:
@@ -46,13 +44,13 @@ class Settings:
 
 
 def settings_of(trials: pd.DataFrame, info: StudyInfo, factors: list[str]) -> Settings:
-    """Every resolved setting (`ablate.settings`, or the documented ones in an older
-    store), split into those fixed for all trials and those that vary although they are
-    no scientific factor (a tuned nuisance setting, or a study edited mid-way)."""
+    """Every resolved setting (`ablate.settings`), split into those fixed for all trials
+    and those that vary although they are no scientific factor (a tuned nuisance setting,
+    or a study edited mid-way)."""
     fixed, varying = [], []
     if trials.empty:
         return Settings([], [])
-    for name in setting_names(info, trials):
+    for name in setting_names(info):
         if name == "seed" or name not in trials.columns:
             continue
         values = _distinct(trials[name])
@@ -68,14 +66,6 @@ def _iterations(trials: pd.DataFrame) -> int | None:
         return None
     values = pd.to_numeric(trials["iterations"], errors="coerce").dropna()
     return int(values.max()) if not values.empty else None
-
-
-def _dataset(info: StudyInfo, trials: pd.DataFrame) -> str:
-    if info.dataset:
-        return info.dataset
-    if "dataset" in trials.columns and trials["dataset"].notna().any():
-        return str(trials["dataset"].dropna().iloc[0])
-    return ""
 
 
 # Trials this short (a smoke preset's tens of iterations) can only show that the pipeline
@@ -116,8 +106,9 @@ class Reduction:
 
 def reduction(info: StudyInfo, trials: pd.DataFrame) -> Reduction:
     """Another data set than the full study's (`full_dataset`), fewer than 5% of its
-    iterations (`full_iterations`), or, on CIFAR-10, fewer than 5% of the paper's 64k."""
-    dataset = _dataset(info, trials)
+    iterations (`full_iterations`), or, for a ResNet on CIFAR-10, fewer than 5% of the
+    paper's 64k."""
+    dataset = info.dataset
     iterations = _iterations(trials)
     reasons = []
     other_data = bool(info.full_dataset) and normalize_dataset(dataset) != normalize_dataset(
@@ -134,7 +125,7 @@ def reduction(info: StudyInfo, trials: pd.DataFrame) -> Reduction:
     plumbing = iterations is not None and iterations < PLUMBING_ITERATIONS
     if reasons:
         return Reduction(reasons, plumbing=plumbing)
-    cifar = normalize_dataset(dataset) == "cifar10"
+    cifar = info.resnet and normalize_dataset(dataset) == "cifar10"
     if cifar and iterations is not None and iterations < REDUCED_SHARE * CIFAR_ITERATIONS:
         share = _share(iterations, CIFAR_ITERATIONS)
         paper = f"{CIFAR_ITERATIONS:,}"
@@ -147,8 +138,8 @@ def reduction(info: StudyInfo, trials: pd.DataFrame) -> Reduction:
 
 
 def what_ran(info: StudyInfo, trials: pd.DataFrame, factors: list[str]) -> str:
-    """One line: the factors and levels, data set, fixed model settings, iterations and
-    seeds this run actually trained."""
+    """One line: the factors and levels, data set, the model builder's fixed settings,
+    iterations and seeds this run actually trained."""
     if trials.empty:
         return "No trial has been recorded yet."
     parts = []
@@ -159,12 +150,12 @@ def what_ran(info: StudyInfo, trials: pd.DataFrame, factors: list[str]) -> str:
     ]
     if levels:
         parts.append(" × ".join(levels))
-    dataset = _dataset(info, trials)
+    dataset = info.dataset
     if dataset:
         parts.append(f"on {dataset}")
     fixed = [
         f"{name} {show(trials[name].iloc[0])}"
-        for name in MODEL_SETTINGS
+        for name in info.model_factors
         if name in trials.columns and name not in factors and len(_distinct(trials[name])) == 1
     ]
     if fixed:
@@ -176,9 +167,7 @@ def what_ran(info: StudyInfo, trials: pd.DataFrame, factors: list[str]) -> str:
     seen = _distinct(trials["seed"].dropna()) if "seed" in trials.columns else []
     seeds = sorted({*info.seeds, *seen}, key=level_key)
     if seeds:
-        per_arm = trials.groupby("arm").size()
-        low, high = int(per_arm.min()), int(per_arm.max())
-        each = f"{low} per arm" if low == high else f"{low} to {high} per arm"
+        each = per_arm(list(trials.groupby("arm").size()))
         parts.append(f"seeds {', '.join(map(str, seeds))} ({each})")
     return "Ran here: " + "; ".join(parts) + "."
 
@@ -189,8 +178,11 @@ class Reproducibility:
     warnings: list[str]
 
 
-def _tally(values: list[str], label: str = "") -> str:
+def _tally(values: pd.Series, label: str = "") -> str:
+    """'x' when every trial recorded x, else each value with its count of trials."""
     counts = Counter(values)
+    if not counts:
+        return "not recorded"
     if len(counts) == 1:
         return f"{next(iter(counts))}{label}"
     return "; ".join(f"{v} ({plural(n, 'trial')})" for v, n in counts.most_common())
@@ -201,9 +193,7 @@ def _versions(text: str) -> str:
         value = json.loads(text)
     except (TypeError, ValueError):
         return text
-    if not isinstance(value, dict):
-        return text
-    return ", ".join(f"{k} {v}" for k, v in value.items())
+    return ", ".join(f"{k} {v}" for k, v in value.items()) if isinstance(value, dict) else text
 
 
 def _recorded(trials: pd.DataFrame, column: str) -> pd.Series:
@@ -218,30 +208,21 @@ def reproducibility(trials: pd.DataFrame, info: StudyInfo) -> Reproducibility:
     ran, from their tags (docs/tracking.md), and warnings where trials of one study differ
     in code or data."""
     ran = trials[trials["status"] != "pending"] if not trials.empty else trials
-    facts, warnings = [], []
+    warnings = []
     commits = _recorded(ran, "git_commit")
-    dirty = (
-        ran["git_dirty"].astype(str).str.lower().eq("true")
-        if "git_dirty" in ran.columns
-        else pd.Series(False, index=ran.index)
-    )
+    dirty = _recorded(ran, "git_dirty").str.lower().eq("true").reindex(ran.index, fill_value=False)
     if commits.empty:
-        driver = f"driver at {info.git_commit[:12]}" if info.git_commit else ""
-        facts.append(
-            ("Code version", f"not recorded by the trials{'; ' + driver if driver else ''}")
-        )
+        driver = f"; driver at {info.git_commit[:12]}" if info.git_commit else ""
+        code = f"not recorded by the trials{driver}"
     else:
-        labels = [
-            c[:12] + (" with uncommitted changes" if dirty.loc[i] else "")
-            for i, c in commits.items()
-        ]
-        facts.append(
-            ("Code version", _tally(labels, " (clean checkout)" if not dirty.any() else ""))
+        labels = commits.str[:12] + dirty[commits.index].map(
+            {True: " with uncommitted changes", False: ""}
         )
+        code = _tally(labels, "" if dirty.any() else " (clean checkout)")
         if commits.nunique() > 1:
             warnings.append(
                 f"The trials ran on {commits.nunique()} different code versions "
-                f"({_tally(list(commits.str[:12]))}): a difference between arms may come "
+                f"({_tally(commits.str[:12])}): a difference between arms may come "
                 "from the code, not the factors."
             )
     if dirty.any():
@@ -250,34 +231,24 @@ def reproducibility(trials: pd.DataFrame, info: StudyInfo) -> Reproducibility:
             "changes (ablate.git_dirty): the commit alone does not recover their code."
         )
     versions = _recorded(ran, "versions").map(_versions)
-    facts.append(
-        ("Libraries (training)", _tally(list(versions)) if not versions.empty else "not recorded")
-    )
     if versions.nunique() > 1:
         warnings.append(
             f"The trials ran with {versions.nunique()} different sets of library versions."
         )
-    devices = _recorded(ran, "device")
-    facts.append(("Devices", _tally(list(devices)) if not devices.empty else "not recorded"))
-    precision = _recorded(ran, "precision")
-    facts.append(("Precision", _tally(list(precision)) if not precision.empty else "not recorded"))
     digests = _recorded(ran, "data_digest")
-    if digests.empty:
-        facts.append(("Data digest", "not recorded"))
-    else:
-        data = ran.loc[digests.index, "dataset"].astype(str) if "dataset" in ran.columns else None
-        labels = (
-            [f"{d} ({n})" for d, n in zip(digests, data, strict=True)]
-            if data is not None and data.nunique() > 1
-            else list(digests)
-        )
-        facts.append(("Data digest", _tally(labels)))
-        groups = digests.groupby(data) if data is not None else [("", digests)]
-        for name, group in groups:
-            if group.nunique() > 1:
-                warnings.append(
-                    f"The trials trained on {group.nunique()} different versions of the data"
-                    f"{' ' + str(name) if name else ''} ({_tally(list(group))}): their "
-                    "results are not comparable as one study."
-                )
+    data = ran.loc[digests.index, "dataset"].astype(str) if not digests.empty else digests
+    several = data.nunique() > 1
+    for name, group in digests.groupby(data):
+        if group.nunique() > 1:
+            warnings.append(
+                f"The trials trained on {group.nunique()} different versions of the data "
+                f"{name} ({_tally(group)}): their results are not comparable as one study."
+            )
+    facts = [
+        ("Code version", code),
+        ("Libraries (training)", _tally(versions)),
+        ("Devices", _tally(_recorded(ran, "device"))),
+        ("Precision", _tally(_recorded(ran, "precision"))),
+        ("Data digest", _tally(digests + " (" + data + ")" if several else digests)),
+    ]
     return Reproducibility(facts, warnings)

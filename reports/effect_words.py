@@ -1,4 +1,6 @@
-"""The sentences of the factorial effects (reports.effects): numbers in, plain words out."""
+"""The sentences of the factorial effects (reports.effects): numbers in, plain words out.
+Every number is a change in test error in points, later level minus earlier (negative:
+lower error), the same sign as in the effects table."""
 
 from __future__ import annotations
 
@@ -83,28 +85,35 @@ def interaction_sentence(
     )
 
 
+def interaction_caveat(factor: str, partners: list[tuple[str, float]]) -> str:
+    """Said after a main effect whose factor takes part in significant interactions."""
+    which = " and ".join(f"{other} ({format_p(p)})" for other, p in partners)
+    return f" But {factor} interacts with {which}: read the per-arm numbers, not this average."
+
+
 SHORTCUT_DEPTH = "The paper's finding, that the benefit of shortcuts grows with depth: "
 
 
 def shortcut_depth_sentence(
     shortcut: str,
     depths: tuple[Any, Any],
-    benefits: tuple[float, float],
-    growth: float,
+    effects: tuple[float, float],
+    change: float,
     ci: tuple[float, float],
     p: float,
 ) -> str:
-    """Whether the data show the benefit of `shortcut` over none (error without minus with)
-    growing from the shallowest to the deepest depth. No reduced-run caveat here: the page
-    renders this sentence as a finding, greyed and captioned in a reduced run."""
+    """Whether the data show shortcuts lowering the test error more at the deepest depth
+    than at the shallowest: `effects` are shortcut minus none at each, `change` the
+    shortcut × depth interaction (deep minus shallow; negative is a growing benefit). No
+    reduced-run caveat here: the answer that states it says whether it is evidence."""
     numbers = (
-        f"the benefit of shortcut {shortcut} over none is {signed(benefits[0])} points at "
-        f"depth {depths[0]} and {signed(benefits[1])} at depth {depths[1]}: a change of "
-        f"{signed(growth)} points ({ci_text(*ci)}, {format_p(p)})"
+        f"shortcut {shortcut} changes the test error by {signed(effects[0])} points against "
+        f"none at depth {depths[0]} and by {signed(effects[1])} at depth {depths[1]}, an "
+        f"interaction of {signed(change)} points ({ci_text(*ci)}, {format_p(p)})"
     )
-    if ci[0] > 0:
+    if ci[1] < 0:
         verdict = f"the data show it: {numbers}."
-    elif ci[1] < 0:
+    elif ci[0] > 0:
         verdict = f"the data show the opposite, a benefit that shrinks with depth: {numbers}."
     else:
         verdict = (

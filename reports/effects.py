@@ -13,8 +13,7 @@ interval and the p-value of a two-level term agree (t squared is the F statistic
   factors (how much the effect of one changes from the lowest to the highest level of
   the other).
 Three-factor and higher interactions are not modelled: ablation studies rarely have the
-seeds to estimate them. Over 300 lines: the model, its contrasts and the handling of
-unbalanced designs belong together (the words about them are in effect_words.py).
+seeds to estimate them. The words about the effects are in effect_words.py.
 """
 
 from __future__ import annotations
@@ -22,7 +21,9 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -31,11 +32,13 @@ from scipy import stats as sps
 
 from reports.effect_words import (
     SHORTCUT_DEPTH,
+    interaction_caveat,
     interaction_sentence,
     main_sentence,
     reduced_suffix,
     shortcut_depth_sentence,
 )
+from reports.stats import ALPHA
 from reports.tables import level_key
 
 CONFIDENCE = 0.95
@@ -45,7 +48,6 @@ CONFIDENCE = 0.95
 class Effect:
     term: str  # "shortcut" or "depth × shortcut"
     factors: tuple[str, ...]
-    levels: tuple[int, ...]  # number of levels of each factor
     contrast: str  # what `estimate` is, in words
     estimate: float  # points
     ci_low: float
@@ -64,9 +66,10 @@ class Effects:
     notes: list[str] = field(default_factory=list)
     # Why no model was fitted ("" when one was).
     absent: str = ""
-    # The paper's finding (the benefit of shortcuts grows with depth), when the study
-    # varies both; "" otherwise.
+    # The paper's finding (the benefit of shortcuts grows with depth), when a ResNet
+    # study varies both; "" otherwise.
     shortcut_depth: str = ""
+    evidence: bool = True  # False in a reduced run: the sentences are no evidence
 
     def frame(self) -> pd.DataFrame:
         columns = ["term", "contrast", "estimate_pct", "ci_low_pct", "ci_high_pct", "p", "F"]
@@ -74,7 +77,7 @@ class Effects:
         return pd.DataFrame(
             [
                 [e.term, e.contrast, e.estimate, e.ci_low, e.ci_high, e.p, e.f]
-                + [e.df_num, e.df_den, e.sentence]
+                + [e.df_num, e.df_den, e.sentence + reduced_suffix(self.evidence)]
                 for e in self.rows
             ],
             columns=columns,
@@ -101,47 +104,80 @@ def _one_blas_thread() -> contextlib.AbstractContextManager:
     return threadpool_limits(limits=1, user_api="blas")
 
 
-def factorial_effects(trials: pd.DataFrame, factors: list[str], evidence: bool = True) -> Effects:
+def factorial_effects(
+    trials: pd.DataFrame, factors: list[str], evidence: bool = True, paper: bool = False
+) -> Effects:
     """The effects of `factors` on the final test error of the finished trials of `trials`
     (select_trials() rows). With `evidence` False (a reduced run) the sentences say that
-    what they describe is no evidence."""
+    what they describe is no evidence; with `paper` (the built-in ResNets) the paper's
+    shortcut × depth finding is judged too."""
     with _one_blas_thread():
-        return _effects(trials, factors, evidence)
+        out = _effects(trials, factors)
+    out.evidence = evidence
+    if paper and not out.absent:
+        out.shortcut_depth = _shortcut_depth(out, trials, factors)
+    return out
 
 
-def _effects(trials: pd.DataFrame, factors: list[str], evidence: bool) -> Effects:
+def _effects(trials: pd.DataFrame, factors: list[str]) -> Effects:
     out = Effects()
     design = _design(trials, factors, out)
     if design is None:
         return out
-    pairs = _estimable_pairs(design, trials, out)
-    fitted = _fit(design, pairs, out)
+    fitted = _fit(design, _estimable_pairs(design, trials, out), out)
     if fitted is None:
         return out
     full, anova, pairs = fitted
-    scale, df = float(full.scale), int(full.df_resid)
-    t_crit = float(sps.t.ppf(0.5 + CONFIDENCE / 2, df))
+    t_crit = float(sps.t.ppf(0.5 + CONFIDENCE / 2, full.df_resid))
+
+    def effect(term: tuple[str, ...], model, contrast: str, words: Callable) -> Effect:
+        # The coefficient of the extreme levels, its SE with the full model's residual
+        # variance (the variance anova_lm's F tests divide by).
+        name = ":".join(f"{design.codes[f]}[T.L{len(design.levels[f]) - 1:02d}]" for f in term)
+        est = float(model.params[name])
+        se = math.sqrt(float(model.normalized_cov_params.loc[name, name]) * full.scale)
+        ci = (est - t_crit * se, est + t_crit * se)
+        row = anova.loc[":".join(design.codes[f] for f in term)]
+        p = float(row["PR(>F)"])
+        return Effect(
+            " × ".join(term), term, contrast, est, *ci, p, float(row["F"]), int(row["df"]),
+            int(full.df_resid), words(est, ci, p),
+        )  # fmt: skip
+
     for factor in design.factors:
-        others = [p for p in pairs if factor not in p]
-        model = full if len(others) == len(pairs) else _ols(design, others, [factor])
-        name = _coef(design, factor, design.levels[factor][-1])
-        est, se = _estimate(model, [name], scale)
-        ci = _interval(est, se, t_crit)
-        row = anova.loc[design.codes[factor]]
-        contrast, sentence = _main(design, factor, est, ci, row, df)
-        sentence += reduced_suffix(evidence)
-        out.rows.append(_effect(factor, (factor,), design, contrast, est, ci, row, df, sentence))
-    for pair in pairs:
-        a, b = pair
-        name = _coef(design, a, design.levels[a][-1]) + ":" + _coef(design, b, design.levels[b][-1])
-        est, se = _estimate(full, [name], scale)
-        ci = _interval(est, se, t_crit)
-        row = anova.loc[f"{design.codes[a]}:{design.codes[b]}"]
-        contrast, sentence = _interaction(design, pair, est, ci, row)
-        sentence += reduced_suffix(evidence)
-        out.rows.append(_effect(f"{a} × {b}", pair, design, contrast, est, ci, row, df, sentence))
-    out.shortcut_depth = _shortcut_depth(design, full, pairs, scale, t_crit)
+        levels, others = design.levels[factor], [f for f in design.factors if f != factor]
+        # Type II: the main effect in the model without the interactions that contain it.
+        kept = [p for p in pairs if factor not in p]
+        model = full if len(kept) == len(pairs) else _ols(design, kept, [factor])
+        contrast = f"{factor}={levels[-1]} − {factor}={levels[0]}"
+        words = partial(main_sentence, factor, levels, others)
+        out.rows.append(effect((factor,), model, contrast, words))
+    for a, b in pairs:
+        la, lb = design.levels[a], design.levels[b]
+        contrast = f"({a}={la[-1]} − {a}={la[0]}) at {b}={lb[-1]} − at {b}={lb[0]}"
+        words = partial(interaction_sentence, (a, b), (la, lb))
+        out.rows.append(effect((a, b), full, contrast, words))
+    _add_caveats(out)
     return out
+
+
+def _add_caveats(out: Effects) -> None:
+    """A main effect is an average over the other factors; where its factor takes part in
+    a significant interaction that average hides how the effect differs, so it says so."""
+    significant = [e for e in out.rows if len(e.factors) == 2 and e.p < ALPHA]
+    for i, main in enumerate(out.rows):
+        if len(main.factors) != 1:
+            continue
+        factor = main.factors[0]
+        partners = [
+            (e.factors[1 - e.factors.index(factor)], e.p)
+            for e in significant
+            if factor in e.factors
+        ]
+        if partners:
+            out.rows[i] = replace(
+                main, sentence=main.sentence + interaction_caveat(factor, partners)
+            )
 
 
 def _design(trials: pd.DataFrame, factors: list[str], out: Effects) -> _Design | None:
@@ -181,12 +217,6 @@ def _design(trials: pd.DataFrame, factors: list[str], out: Effects) -> _Design |
     return _Design(data, used, codes, levels)
 
 
-def _cell_label(design: _Design, factors: tuple[str, ...], key: tuple[str, ...]) -> str:
-    return " ".join(
-        f"{f}={design.levels[f][int(k[1:])]}" for f, k in zip(factors, key, strict=True)
-    )
-
-
 def _estimable_pairs(design: _Design, trials: pd.DataFrame, out: Effects) -> list[tuple[str, str]]:
     """Two-factor interactions whose every cell holds a finished seed; the others cannot
     be estimated and are said so. Also states how unbalanced the cells are."""
@@ -206,37 +236,35 @@ def _estimable_pairs(design: _Design, trials: pd.DataFrame, out: Effects) -> lis
         )
     pairs = []
     for a, b in itertools.combinations(design.factors, 2):
-        cells = design.data.groupby([design.codes[a], design.codes[b]]).size()
-        wanted = list(itertools.product(
-            [f"L{i:02d}" for i in range(len(design.levels[a]))],
-            [f"L{i:02d}" for i in range(len(design.levels[b]))],
-        ))  # fmt: skip
-        missing = [k for k in wanted if k not in cells.index]
-        if missing:
-            names = "; ".join(_cell_label(design, (a, b), k) for k in missing)
-            out.notes.append(
-                f"The {a} × {b} interaction cannot be estimated: no finished seed in "
-                f"{names}. It is left out of the model; the main effects are estimated "
-                "without it."
-            )
-        else:
+        seen = set(zip(design.data[design.codes[a]], design.data[design.codes[b]], strict=True))
+        missing = [
+            f"{a}={x} {b}={y}"
+            for i, x in enumerate(design.levels[a])
+            for j, y in enumerate(design.levels[b])
+            if (f"L{i:02d}", f"L{j:02d}") not in seen
+        ]
+        if not missing:
             pairs.append((a, b))
+            continue
+        out.notes.append(
+            f"The {a} × {b} interaction cannot be estimated: no finished seed in "
+            f"{'; '.join(missing)}. It is left out of the model; the main effects are "
+            "estimated without it."
+        )
     return pairs
 
 
-def _formula(design: _Design, pairs: list[tuple[str, str]], mains: list[str]) -> str:
-    terms = [design.codes[f] for f in mains]
-    terms += [f"{design.codes[a]}:{design.codes[b]}" for a, b in pairs]
-    return "y ~ " + " + ".join(terms)
-
-
-def _ols(design: _Design, pairs: list[tuple[str, str]], extra: list[str] | None = None):
+def _ols(design: _Design, pairs: list[tuple[str, str]], last: list[str] | None = None):
+    """OLS of y on the main effects (those in `last` at the end) and the `pairs`."""
     # Imported here: statsmodels takes about 2 s to import, which every `ablate`
     # command that touches reports/ would otherwise pay.
     import statsmodels.formula.api as smf
 
-    mains = [f for f in design.factors if f not in (extra or [])] + (extra or [])
-    return smf.ols(_formula(design, pairs, mains), design.data).fit()
+    mains = [f for f in design.factors if f not in (last or [])] + (last or [])
+    terms = [design.codes[f] for f in mains] + [
+        f"{design.codes[a]}:{design.codes[b]}" for a, b in pairs
+    ]
+    return smf.ols("y ~ " + " + ".join(terms), design.data).fit()
 
 
 def _fit(design: _Design, pairs: list[tuple[str, str]], out: Effects):
@@ -259,119 +287,37 @@ def _fit(design: _Design, pairs: list[tuple[str, str]], out: Effects):
     return full, anova_lm(full, typ=2), pairs
 
 
-def _code(design: _Design, factor: str, level: Any) -> str:
-    """The coded level (L00 is the first, the reference of treatment coding)."""
-    return f"L{[str(v) for v in design.levels[factor]].index(str(level)):02d}"
-
-
-def _coef(design: _Design, factor: str, level: Any) -> str:
-    """The patsy name of a level's treatment-coded coefficient."""
-    return f"{design.codes[factor]}[T.{_code(design, factor, level)}]"
-
-
-def _estimate(model, names: list[str], scale: float) -> tuple[float, float]:
-    """A coefficient of `model` and its standard error with the full model's residual
-    variance `scale` (the variance anova_lm's F tests divide by)."""
-    params = model.params
-    cov = model.normalized_cov_params
-    name = next((n for n in _spellings(names[0]) if n in params.index), None)
-    if name is None:
-        return math.nan, math.nan
-    return float(params[name]), math.sqrt(float(cov.loc[name, name]) * scale)
-
-
-def _spellings(name: str) -> list[str]:
-    parts = name.split(":")
-    return [":".join(p) for p in itertools.permutations(parts)]
-
-
-def _interval(est: float, se: float, t_crit: float) -> tuple[float, float]:
-    return est - t_crit * se, est + t_crit * se
-
-
-def _effect(
-    term: str,
-    factors: tuple[str, ...],
-    design: _Design,
-    contrast: str,
-    est: float,
-    ci: tuple[float, float],
-    row: pd.Series,
-    df: int,
-    sentence: str,
-) -> Effect:
-    return Effect(
-        term=term,
-        factors=factors,
-        levels=tuple(len(design.levels[f]) for f in factors),
-        contrast=contrast,
-        estimate=est,
-        ci_low=ci[0],
-        ci_high=ci[1],
-        p=float(row["PR(>F)"]),
-        f=float(row["F"]),
-        df_num=int(row["df"]),
-        df_den=df,
-        sentence=sentence,
-    )
-
-
-def _main(
-    design: _Design, factor: str, est: float, ci: tuple[float, float], row: pd.Series, df: int
-) -> tuple[str, str]:
-    """(contrast, sentence) of a main effect."""
-    levels = design.levels[factor]
-    others = [f for f in design.factors if f != factor]
-    sentence = main_sentence(factor, levels, others, est, ci, float(row["PR(>F)"]))
-    return f"{factor}={levels[-1]} − {factor}={levels[0]}", sentence
-
-
-def _interaction(
-    design: _Design, pair: tuple[str, str], est: float, ci: tuple[float, float], row: pd.Series
-) -> tuple[str, str]:
-    """(contrast, sentence) of a two-factor interaction."""
-    a, b = pair
-    levels = (design.levels[a], design.levels[b])
-    contrast = (
-        f"({a}={levels[0][-1]} − {a}={levels[0][0]}) at {b}={levels[1][-1]} − at {b}={levels[1][0]}"
-    )
-    return contrast, interaction_sentence(pair, levels, est, ci, float(row["PR(>F)"]))
-
-
-def _shortcut_depth(
-    design: _Design, full, pairs: list[tuple[str, str]], scale: float, t_crit: float
-) -> str:
-    """Does the benefit of shortcuts (error without them minus with them) grow with depth,
-    as the paper finds? From the shallowest to the deepest depth, for the first residual
-    level of `shortcut` against `none` (the reference level: none sorts first)."""
-    if not {"shortcut", "depth"} <= set(design.factors):
+def _shortcut_depth(out: Effects, trials: pd.DataFrame, factors: list[str]) -> str:
+    """Does the benefit of shortcuts grow with depth, as the paper finds? Read from the
+    shortcut × depth interaction row (its contrast, CI and p) with the effect of shortcuts
+    at the shallowest and the deepest depth from the cell means; plain nets (`none`) are
+    the first level of `shortcut`."""
+    if not {"shortcut", "depth"} <= set(factors):
         return ""
-    levels = [str(v) for v in design.levels["shortcut"]]
-    if levels[0] != "none":
+    row = next((e for e in out.rows if set(e.factors) == {"shortcut", "depth"}), None)
+    done = trials[trials["status"] == "finished"]
+    levels = sorted(done["shortcut"].dropna().unique(), key=level_key)
+    if not levels or levels[0] != "none":
         return ""
-    if ("shortcut", "depth") not in pairs and ("depth", "shortcut") not in pairs:
-        return SHORTCUT_DEPTH + (
-            "cannot be judged here: the shortcut × depth interaction is not estimable."
+    if row is None:
+        return (
+            SHORTCUT_DEPTH
+            + "cannot be judged here: the shortcut × depth interaction is not estimable."
         )
-    s = levels[1]
-    shallow, deep = design.levels["depth"][0], design.levels["depth"][-1]
-    coef, se = _estimate(
-        full, [_coef(design, "shortcut", s) + ":" + _coef(design, "depth", deep)], scale
+    depths = sorted(done["depth"].dropna().unique(), key=level_key)
+    means = (
+        (100 * pd.to_numeric(done["test/error"])).groupby([done["shortcut"], done["depth"]]).mean()
     )
-    growth = -coef  # benefit = none - s; coef = (s - none) at deep - (s - none) at shallow
-    p = float(2 * sps.t.sf(abs(growth / se), full.df_resid)) if se > 0 else math.nan
-    means = design.data.groupby([design.codes["shortcut"], design.codes["depth"]])["y"].mean()
-    plain, residual = _code(design, "shortcut", "none"), _code(design, "shortcut", s)
 
-    def benefit(depth: Any) -> float:
-        d = _code(design, "depth", depth)
-        return float(means[(plain, d)] - means[(residual, d)])
+    def effect(depth: Any) -> float:
+        return float(means[(levels[-1], depth)] - means[("none", depth)])
 
+    ends = (depths[0], depths[-1])
     return shortcut_depth_sentence(
-        s,
-        (shallow, deep),
-        (benefit(shallow), benefit(deep)),
-        growth,
-        _interval(growth, se, t_crit),
-        p,
+        levels[-1],
+        ends,
+        (effect(ends[0]), effect(ends[1])),
+        row.estimate,
+        (row.ci_low, row.ci_high),
+        row.p,
     )

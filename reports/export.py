@@ -5,11 +5,11 @@ known; the lowest mean of each error column is bold."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from typing import Any
 
 import pandas as pd
+
+from reports.html import is_missing
 
 # (header, mean column, std column, n column); the paper column has no spread.
 ERROR_COLUMNS = (
@@ -18,34 +18,11 @@ ERROR_COLUMNS = (
 )
 PAPER_COLUMN = ("paper test error %", "paper_test_error_pct")
 
-LATEX_SPECIAL = {
-    "\\": r"\textbackslash{}",
-    "&": r"\&",
-    "%": r"\%",
-    "$": r"\$",
-    "#": r"\#",
-    "_": r"\_",
-    "{": r"\{",
-    "}": r"\}",
-    "~": r"\textasciitilde{}",
-    "^": r"\textasciicircum{}",
-    # Plain ASCII LaTeX for the few non-ASCII signs the tables use.
-    "±": r"$\pm$",
-    "–": "--",
-    "×": r"$\times$",
-    "−": "$-$",
-}
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)
-
-
-def _best(arms: pd.DataFrame, column: str) -> float:
-    values = pd.to_numeric(arms[column], errors="coerce") if column in arms.columns else None
-    if values is None or values.dropna().empty:
-        return math.nan
-    return float(values.min())
+# Plain ASCII LaTeX for the few non-ASCII signs the tables use, after the special characters.
+LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+                 "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
+                 "^": r"\textasciicircum{}", "±": r"$\pm$", "–": "--", "×": r"$\times$",
+                 "−": "$-$"}  # fmt: skip
 
 
 def _cells(
@@ -53,28 +30,22 @@ def _cells(
 ) -> tuple[list[str], list[list[str]], bool]:
     """Header and body as plain text cells; `bold` marks the best of a column."""
     factors = [f for f in factors if f in arms.columns] or ["arm"]
-    paper = PAPER_COLUMN[1] in arms.columns and arms[PAPER_COLUMN[1]].notna().any()
-    headers = [*factors, *(c[0] for c in ERROR_COLUMNS)] + ([PAPER_COLUMN[0]] if paper else [])
-    best = {c[1]: _best(arms, c[1]) for c in ERROR_COLUMNS}
-    best_paper = _best(arms, PAPER_COLUMN[1]) if paper else math.nan
+    paper = bool(arms[PAPER_COLUMN[1]].notna().any())
+    columns = [*ERROR_COLUMNS, *([(*PAPER_COLUMN, None, None)] if paper else [])]
     rows = []
     for _, arm in arms.iterrows():
         row = [str(arm[f]) for f in factors]
-        for _, mean, std, n in ERROR_COLUMNS:
-            value = arm.get(mean)
-            if not _finite(value):
+        for _, mean, std, n in columns:
+            value = arm[mean]
+            if is_missing(value):
                 row.append("–")
                 continue
-            spread = arm.get(std)
-            text = f"{value:.2f} ± {spread:.2f}" if _finite(spread) else f"{value:.2f}"
-            text += f" (n={int(arm[n])})"
-            row.append(bold(text) if value == best[mean] else text)
-        if paper:
-            value = arm.get(PAPER_COLUMN[1])
-            text = f"{value:.2f}" if _finite(value) else "–"
-            row.append(bold(text) if _finite(value) and value == best_paper else text)
+            text = f"{value:.2f}"
+            text += f" ± {arm[std]:.2f}" if std and not is_missing(arm[std]) else ""
+            text += f" (n={int(arm[n])})" if n else ""
+            row.append(bold(text) if value == arms[mean].min() else text)
         rows.append(row)
-    return headers, rows, paper
+    return [*factors, *(c[0] for c in columns)], rows, paper
 
 
 def comparison_markdown(arms: pd.DataFrame, factors: list[str], title: str) -> str:

@@ -22,12 +22,12 @@ from reports import stats
 from reports.data import (
     FINAL_METRICS,
     REPRO_TAGS,
+    STATUSES,
     StudyData,
     StudyInfo,
+    decode,
     parse_json,
-    parse_param,
     select_trials,
-    trial_status,
 )
 from reports.errors import ReportError
 from reports.runfiles import artifacts, first_line, histories
@@ -82,11 +82,6 @@ def connect(tracking_uri: str | None) -> MlflowClient:
     return MlflowClient(tracking_uri=tracking_uri)
 
 
-def study_names(client: MlflowClient) -> list[str]:
-    names = [e.name for e in client.search_experiments(max_results=1000)]
-    return sorted(n for n in names if n != "Default")
-
-
 @dataclass
 class _Read:
     client: MlflowClient
@@ -104,8 +99,8 @@ def _read(experiment_name: str, tracking_uri: str | None) -> _Read:
         client = connect(tracking_uri)
         experiment = client.get_experiment_by_name(experiment_name)
         if experiment is None:
-            names = study_names(client)
-            there = ", ".join(names) if names else "none"
+            names = [e.name for e in client.search_experiments(max_results=1000)]
+            there = ", ".join(sorted(n for n in names if n != "Default")) or "none"
             raise ReportError(
                 f"no study named {experiment_name} in store {uri}; studies there: {there}"
             )
@@ -127,12 +122,12 @@ def _read(experiment_name: str, tracking_uri: str | None) -> _Read:
         (r for r in ours if r.data.tags["ablate.role"] == "parent"),
         key=lambda r: r.info.start_time or 0,
     )
-    info = _study_info(experiment_name, experiment.experiment_id, parents[-1] if parents else None)
+    if not parents:
+        raise ReportError(f"experiment {experiment_name} in {uri} has no parent run")
+    info = _study_info(experiment_name, experiment.experiment_id, parents[-1])
     children = [r for r in ours if r.data.tags["ablate.role"] in ("trial", "tune")]
     notes: list[str] = []
-    if not parents:
-        notes.append("no parent run: the question, reference arm and plan are unknown")
-    frame = _runs_frame(children, info.settings)
+    frame = _runs_frame(children, info.settings, notes)
     return _Read(client, uri, info, children, frame, notes)
 
 
@@ -179,11 +174,22 @@ def _search_all(client: MlflowClient, experiment_id: str) -> list[Run]:
             return runs
 
 
-def _study_info(name: str, experiment_id: str, parent: Run | None) -> StudyInfo:
-    if parent is None:
-        return StudyInfo(name=name, experiment_id=experiment_id)
+# Parent tags the report cannot do without (docs/tracking.md); a store that lacks one was
+# written before them and is refused rather than guessed at.
+REQUIRED_TAGS = ("ablate.settings", "ablate.model", "ablate.model_factors", "ablate.seeds",
+                 "ablate.expected_trials", "ablate.planned")  # fmt: skip
+
+
+def _study_info(name: str, experiment_id: str, parent: Run) -> StudyInfo:
     params, tags = parent.data.params, parent.data.tags
-    expected_trials = _int_or_none(params.get("expected_trials"))
+    missing = [t for t in REQUIRED_TAGS if t not in tags]
+    if missing:
+        raise ReportError(
+            f"the parent run of {name} lacks the tag{'s' * (len(missing) > 1)} "
+            f"{', '.join(missing)}: the store was written by an older ablate; run the study "
+            "again with this one"
+        )
+    target = tags.get("ablate.target_ci")
     return StudyInfo(
         name=name,
         experiment_id=experiment_id,
@@ -193,51 +199,67 @@ def _study_info(name: str, experiment_id: str, parent: Run | None) -> StudyInfo:
         dataset=params.get("dataset", ""),
         reference=parse_json(params.get("reference"), {}),
         factors=parse_json(params.get("factors"), []),
-        seeds=parse_json(params.get("seeds"), []),
+        seeds=parse_json(tags["ablate.seeds"], []),
+        planned=parse_json(tags["ablate.planned"], {}),
         preset=params.get("preset", ""),
         fingerprint=tags.get("ablate.fingerprint", ""),
-        expected_trials=expected_trials,
+        expected_trials=_int_or_none(tags["ablate.expected_trials"]),
         git_commit=tags.get("mlflow.source.git.commit", ""),
         git_dirty=tags.get("ablate.git_dirty", ""),
-        settings=_settings_types(tags.get("ablate.settings")),
+        settings={str(k): str(v) for k, v in parse_json(tags["ablate.settings"], {}).items()},
         replication=tags.get("ablate.replication", ""),
         full_dataset=params.get("full_dataset", ""),
         full_iterations=_int_or_none(params.get("full_iterations")),
+        model=tags["ablate.model"],
+        model_factors=parse_json(tags["ablate.model_factors"], []),
+        target_ci=float(target) if target else None,
+        max_seeds=_int_or_none(tags.get("ablate.max_seeds")),
     )
 
 
-def _settings_types(text: str | None) -> dict[str, str]:
-    """`ablate.settings` as {name: type}; anything but a JSON object of texts is ignored
-    (the params are then typed by their documented meaning)."""
-    value = parse_json(text, {})
-    if not isinstance(value, dict):
-        return {}
-    return {str(k): str(v) for k, v in value.items()}
+# docs/tracking.md's MLflow run statuses, for a run without a valid `ablate.status`.
+_FROM_MLFLOW = {"FAILED": "failed", "FINISHED": "finished", "SCHEDULED": "pending",
+                "KILLED": "interrupted"}  # fmt: skip
 
 
-def _runs_frame(runs: list[Run], types: dict[str, str]) -> pd.DataFrame:
-    rows = []
+def _runs_frame(runs: list[Run], types: dict[str, str], notes: list[str]) -> pd.DataFrame:
+    rows, untyped = [], set()
     for run in runs:
         tags = run.data.tags
-        diverged_at = tags.get("ablate.diverged_at")
+        status = tags.get("ablate.status")
+        if status not in STATUSES:
+            status = _FROM_MLFLOW.get(run.info.status, "running")
         row: dict[str, Any] = {
             "run_id": run.info.run_id,
             "role": tags.get("ablate.role"),
             "arm": tags.get("ablate.arm", ""),
             "trial_key": tags.get("ablate.trial_key", run.info.run_id),
-            "status": trial_status(tags.get("ablate.status"), run.info.status),
+            "status": status,
             "mlflow_status": run.info.status,
-            "diverged_at": _int_or_none(diverged_at),
+            "diverged_at": _int_or_none(tags.get("ablate.diverged_at")),
             "reason": tags.get("ablate.error", ""),
             "start_time": run.info.start_time or 0,
             **{column: tags.get(tag, "") for column, tag in REPRO_TAGS.items()},
         }
-        for key, value in run.data.params.items():
-            row.setdefault(key, parse_param(key, value, types))
+        for key, text in run.data.params.items():
+            if key not in types:
+                untyped.add(key)
+                row.setdefault(key, text)
+                continue
+            try:
+                row.setdefault(key, decode(types[key], text))
+            except ValueError as error:
+                raise ReportError(
+                    f"run {run.info.run_id} ({row['trial_key']}): param {key} = {text!r} is "
+                    f"not a valid {types[key]}, the type ablate.settings gives it"
+                ) from error
         # Only the documented final metrics: `lr` is both a param and a metric, and the
         # param (the configured rate) is the one the report means by `lr`.
         row.update({k: v for k, v in run.data.metrics.items() if k in FINAL_METRICS})
         rows.append(row)
+    if untyped:
+        names = ", ".join(sorted(untyped))
+        notes.append(f"params missing from the parent's ablate.settings, read as text: {names}")
     frame = pd.DataFrame(rows)
     if frame.empty:
         frame = pd.DataFrame(columns=["run_id", "role", "arm", "trial_key", "status", "start_time"])

@@ -31,14 +31,11 @@ def degradation_applies(trials: pd.DataFrame) -> tuple[bool, str]:
     )
 
 
-def _other_factors(arm_row: pd.Series, factors: list[str]) -> tuple:
-    return tuple(str(arm_row[f]) for f in factors if f not in ("depth", "shortcut"))
-
-
 def degradation_sentence(arms: pd.DataFrame, trials: pd.DataFrame, factors: list[str]) -> str:
-    """Does a deeper plain net end with a higher training error than a shallower one
-    (the degradation problem)? Compares final training error over finished seeds, with
-    Welch's p (uncorrected: it is one descriptive contrast, not the study's family)."""
+    """Does a deeper plain net end with a higher training error than a shallower one with
+    the same other factors (the degradation problem)? The largest such gap in final
+    training error over finished seeds, with Welch's p (uncorrected: it is one descriptive
+    contrast, not the study's family)."""
     if arms.empty or "depth" not in arms.columns or "shortcut" not in arms.columns:
         return "Degradation cannot be judged: the arms do not record depth and shortcut."
     plain = arms[arms["shortcut"].map(is_plain) & arms["train_error_pct_mean"].notna()]
@@ -47,35 +44,31 @@ def degradation_sentence(arms: pd.DataFrame, trials: pd.DataFrame, factors: list
             "Degradation cannot be judged: it needs finished plain nets (shortcut none) at "
             "two or more depths."
         )
-    finished = trials[trials["status"] == "finished"]
-    worst: tuple[float, pd.Series, pd.Series] | None = None
-    for _, group in plain.groupby(plain.apply(lambda r: _other_factors(r, factors), axis=1)):
-        group = group.sort_values("depth")
-        for i in range(len(group)):
-            for j in range(i + 1, len(group)):
-                shallow, deep = group.iloc[i], group.iloc[j]
-                if deep["depth"] == shallow["depth"]:
-                    continue
-                gap = deep["train_error_pct_mean"] - shallow["train_error_pct_mean"]
-                if gap > 0 and (worst is None or gap > worst[0]):
-                    worst = (gap, shallow, deep)
-    if worst is None:
+    others = [f for f in factors if f not in ("depth", "shortcut")]
+    plain = plain.assign(_same=plain[others].astype(str).agg(" ".join, axis=1) if others else "")
+    pairs = plain.merge(plain, on="_same", suffixes=("_shallow", "_deep"))
+    pairs = pairs[pairs["depth_deep"] > pairs["depth_shallow"]]
+    gaps = pairs["train_error_pct_mean_deep"] - pairs["train_error_pct_mean_shallow"]
+    if pairs.empty or gaps.max() <= 0:
         return (
             "No degradation: no deeper plain net ends with a higher training error than a "
             "shallower one."
         )
-    gap, shallow, deep = worst
-
-    def errors(arm: str) -> pd.Series:
-        return 100 * pd.to_numeric(
-            finished.loc[finished["arm"] == arm, "train/error"], errors="coerce"
-        )
-
-    test = stats.welch(errors(deep["arm"]), errors(shallow["arm"]))
+    worst = pairs.loc[gaps.idxmax()]
+    deep, shallow = (
+        {k: worst[f"{k}_{end}"] for k in ("arm", "depth", "train_error_pct_mean", "finished")}
+        for end in ("deep", "shallow")
+    )
+    finished = trials[trials["status"] == "finished"]
+    deep_err, shallow_err = (
+        100 * pd.to_numeric(finished.loc[finished["arm"] == a["arm"], "train/error"])
+        for a in (deep, shallow)
+    )
+    test = stats.welch(deep_err, shallow_err)
     p_text = f"Welch {stats.format_p(test.p)}" if math.isfinite(test.p) else "too few seeds to test"
     return (
         f"Degradation appears: plain-{deep['depth']} ends with {deep['train_error_pct_mean']:.2f}% "
         f"training error against {shallow['train_error_pct_mean']:.2f}% for plain-"
-        f"{shallow['depth']} ({gap:.2f} points higher; {p_text}; {deep['finished']} and "
+        f"{shallow['depth']} ({gaps.max():.2f} points higher; {p_text}; {deep['finished']} and "
         f"{shallow['finished']} finished seeds). A deeper plain net optimizes worse."
     )

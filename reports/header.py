@@ -1,5 +1,6 @@
-"""The top of the page: what happened (the status banner), whether this run can answer its
-question, what ran, and the facts a reader needs to trust or reproduce it."""
+"""The top of the page (what happened, whether this run can answer its question, the
+answer, what ran) and, further down, the details a reader needs to trust or reproduce it:
+settings, plan, code, libraries, devices and data."""
 
 from __future__ import annotations
 
@@ -7,51 +8,32 @@ import importlib.metadata
 import platform
 from typing import Any
 
-import mlflow
-import numpy as np
 import pandas as pd
-import plotly
-import scipy
 
-from reports import html
-from reports.context import Reduction, Reproducibility, Settings, show
+from reports.context import Reduction, reproducibility, settings_of, show, what_ran
 from reports.data import StudyInfo
-from reports.html import duration, esc, link
-from reports.tables import Counts, plural
+from reports.html import duration, esc, experiment_url, link
+from reports.sections import section
+from reports.study import Analysis
+from reports.tables import Counts, per_arm, plural
 
 
 def versions() -> list[tuple[str, str]]:
-    try:
-        ablate = importlib.metadata.version("ablate")
-    except importlib.metadata.PackageNotFoundError:
-        ablate = "not installed (run from a source tree)"
-    try:
-        statsmodels = importlib.metadata.version("statsmodels")
-    except importlib.metadata.PackageNotFoundError:
-        statsmodels = "not installed"
-    return [
-        ("ablate", ablate),
-        ("mlflow", mlflow.__version__),
-        ("pandas", pd.__version__),
-        ("plotly", plotly.__version__),
-        ("scipy", scipy.__version__),
-        ("statsmodels", statsmodels),
-        ("numpy", np.__version__),
-        ("python", platform.python_version()),
-    ]
+    """The versions of what builds the report."""
+    out = []
+    for name in ("ablate", "mlflow", "pandas", "plotly", "scipy", "statsmodels", "numpy"):
+        try:
+            out.append((name, importlib.metadata.version(name)))
+        except importlib.metadata.PackageNotFoundError:
+            out.append((name, "not installed"))
+    return [*out, ("python", platform.python_version())]
 
 
 def _status_tally(counts: Counts) -> str:
     """'8 of 8 failed', or several kinds: '5 failed, 3 still running (of 8)'."""
-    parts = [
-        (counts.failed, "failed"),
-        (counts.diverged, "diverged"),
-        (counts.running, "still running"),
-        (counts.interrupted, "interrupted"),
-        (counts.pending, "pending"),
-        (counts.missing, "not started"),
-    ]
-    parts = [(n, word) for n, word in parts if n]
+    words = {"running": "still running", "missing": "not started"}
+    kinds = ("failed", "diverged", "running", "interrupted", "pending", "missing")
+    parts = [(getattr(counts, k), words.get(k, k)) for k in kinds if getattr(counts, k)]
     if len(parts) == 1:
         n, word = parts[0]
         return f"{n} of {counts.total} {word}"
@@ -96,10 +78,9 @@ def banner(counts: Counts, failures: list[tuple[int, str]]) -> str:
             f"{counts.total} finished; {esc(_status_tally(counts))}.</strong> Means and "
             f"tests cover the finished trials only.{reasons}</div>"
         )
-    planned = "planned" if counts.expected is not None else "recorded"
     return (
         '<div class="banner banner-green" id="complete-banner">Complete: all '
-        f"{plural(counts.finished, f'{planned} trial')} finished.</div>"
+        f"{plural(counts.finished, 'planned trial')} finished.</div>"
     )
 
 
@@ -113,19 +94,9 @@ def reduced_notice(reduction: Reduction) -> str:
 
 
 def _counts_text(counts: Counts) -> str:
-    parts = [
-        f"{counts.finished} finished",
-        f"{counts.diverged} diverged",
-        f"{counts.failed} failed",
-        f"{counts.running} running",
-        f"{counts.interrupted} interrupted",
-        f"{counts.pending} pending",
-        f"{counts.missing} missing",
-    ]
-    text = " · ".join(parts)
-    if counts.expected is not None:
-        estimated = ", estimated as arms seen × seeds" if counts.expected_estimated else ""
-        text += f" (of {counts.expected} planned{estimated})"
+    kinds = ("finished", "diverged", "failed", "running", "interrupted", "pending", "missing")
+    text = " · ".join(f"{getattr(counts, k)} {k}" for k in kinds)
+    text += f" (of {counts.expected} planned)"
     if counts.retried:
         text += f"; {plural(counts.retried, 'earlier attempt')} retried"
     return esc(text)
@@ -144,33 +115,45 @@ def _compute_time(runs: pd.DataFrame) -> str:
     return esc(text)
 
 
-def _seeds(info: StudyInfo, trials: pd.DataFrame) -> str:
-    if info.seeds:
-        return ", ".join(map(str, info.seeds))
-    if "seed" in trials.columns and not trials.empty:
-        seen = sorted(trials["seed"].dropna().unique())
-        return ", ".join(map(str, seen)) + " (seen in runs; the plan was not recorded)"
-    return "–"
+def _seeds(info: StudyInfo) -> str:
+    """Every planned seed, and how many each arm has: adaptive replication adds seeds to
+    the arms whose mean is not yet precise enough."""
+    if not info.seeds:
+        return "–"
+    each = per_arm([len(seeds) for seeds in info.planned.values()] or [len(info.seeds)])
+    return f"{', '.join(map(str, info.seeds))} ({each})"
 
 
-def experiment_url(links: dict[str, Any]) -> str | None:
-    return html.experiment_url(links["ui"], links["exp"])
+def _model(info: StudyInfo) -> str:
+    builder = info.model + (" (the built-in ResNets)" if info.resnet else "")
+    return f"{builder}; its settings: {', '.join(info.model_factors) or '–'}"
 
 
-def header(
-    info: StudyInfo,
-    top: str,
-    what_ran: str,
-    settings: Settings,
-    repro: Reproducibility,
-    counts: Counts,
-    trials: pd.DataFrame,
-    runs: pd.DataFrame,
-    factors: list[str],
-    when: str,
-    links: dict[str, Any],
-) -> str:
-    """`top`: the banner and reduced-run notice, rendered above the question."""
+def header(a: Analysis, answer: str) -> str:
+    """Title, status banner, reduced-run notice, question, the answer, what ran, and the
+    reproducibility warnings; the rest of the facts are in details()."""
+    top = banner(a.counts, a.failures) + reduced_notice(a.reduced)
+    repro = reproducibility(a.trials, a.info)
+    warnings = ""
+    if repro.warnings:
+        items = "".join(f"<li>{esc(w)}</li>" for w in repro.warnings)
+        warnings = (
+            '<div class="banner banner-amber" id="repro-warning" role="alert">'
+            f"<strong>Reproducibility warning</strong><ul>{items}</ul></div>"
+        )
+    question = esc(a.info.question or "The study's question was not recorded.")
+    ran = esc(what_ran(a.info, a.trials, a.factors))
+    return (
+        f'<header><h1>{esc(a.info.name)}</h1>{top}<p class="question">{question}</p>'
+        f'{answer}<p class="ran" id="what-ran">{ran}</p>{warnings}</header>'
+    )
+
+
+def details(a: Analysis, when: str, links: dict[str, Any]) -> str:
+    """Every fact behind the numbers: data set, model, settings, plan, counts, compute,
+    code, libraries, devices and data digests."""
+    info, settings = a.info, settings_of(a.trials, a.info, a.factors)
+    ui = (links["ui"], links["exp"])
     fixed = ", ".join(f"{k} = {show(v)}" for k, v in settings.fixed) or "–"
     varying = "; ".join(
         f"{k}: {', '.join(show(v) for v in values)}" for k, values in settings.varying
@@ -179,35 +162,24 @@ def header(
     facts = [
         ("Data set", esc(info.dataset or "not recorded")),
         ("Preset", esc(info.preset or "–")),
-        ("Scientific factors", esc(", ".join(factors) or "–")),
+        ("Model", esc(_model(info))),
+        ("Scientific factors", esc(", ".join(a.factors) or "–")),
         ("Reference arm", esc(reference)),
         ("Fixed settings", f'<span id="fixed-settings">{esc(fixed)}</span>'),
     ]
     if varying:
         facts.append(("Varying, not a factor", esc(varying + " (tuned, or changed mid-study)")))
     facts += [
-        ("Seeds", esc(_seeds(info, trials))),
+        ("Seeds", esc(_seeds(info))),
         ("Replication rule", esc(info.replication or "not recorded")),
-        ("Trials", _counts_text(counts)),
-        ("Tuning runs", esc(f"{counts.tune_runs} (not part of the comparison)")),
-        ("Total compute", _compute_time(runs)),
+        ("Trials", _counts_text(a.counts)),
+        ("Tuning runs", esc(f"{a.counts.tune_runs} (not part of the comparison)")),
+        ("Total compute", _compute_time(a.runs)),
         ("Study fingerprint", esc(info.fingerprint or "–")),
-        *((label, esc(text)) for label, text in repro.facts),
+        *((label, esc(text)) for label, text in reproducibility(a.trials, info).facts),
         ("Libraries (report)", esc(", ".join(f"{n} {v}" for n, v in versions()))),
-        ("MLflow experiment", link(esc(info.experiment_id or "–"), experiment_url(links))),
+        ("MLflow experiment", link(esc(info.experiment_id or "–"), experiment_url(*ui))),
         ("Generated", esc(when)),
     ]
     dl = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts)
-    warnings = ""
-    if repro.warnings:
-        items = "".join(f"<li>{esc(w)}</li>" for w in repro.warnings)
-        warnings = (
-            '<div class="banner banner-amber" id="repro-warning" role="alert">'
-            f"<strong>Reproducibility warning</strong><ul>{items}</ul></div>"
-        )
-    question = esc(info.question or "The study's question was not recorded.")
-    return (
-        f"<header><h1>{esc(info.name)}</h1>{top}"
-        f'<p class="question">{question}</p><p class="ran" id="what-ran">{esc(what_ran)}</p>'
-        f'{warnings}<dl class="facts">{dl}</dl></header>'
-    )
+    return section("Study details", "", f'<dl class="facts">{dl}</dl>', "details")

@@ -48,8 +48,6 @@ th { background: #f4f6fa; position: sticky; top: 0; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 tr.reference td { background: #f3f8ff; }
 small, .muted { color: #6b7385; }
-.finding { background: #f4f6fa; border-left: 4px solid #4a6fa5; padding: 8px 12px; }
-.finding-reduced { border-left-color: #9aa3b5; color: #4a5568; }
 dl.legend { display: grid; grid-template-columns: max-content 1fr; gap: 2px 14px;
             font-size: 0.85em; color: #4a5568; margin: 6px 0 12px; }
 dl.legend dt { font-weight: 600; }
@@ -58,9 +56,14 @@ dl.legend dd { margin: 0; }
 .absent { color: #6b7385; font-style: italic; }
 .verdict-win { color: #17643a; font-weight: 600; }
 .figure { margin: 8px 0 24px; }
-#comparison td { white-space: nowrap; }
-#comparison td:nth-child(6) { white-space: normal; min-width: 250px; }
-#comparison { font-size: 0.85em; }
+#comparison, #arm-costs { font-size: 0.85em; }
+.answer { background: #f4f6fa; border-left: 4px solid #4a6fa5; padding: 4px 16px 8px;
+          margin: 0 0 16px; }
+.answer h2 { margin: 0.4em 0 0.2em; border: 0; font-size: 1.15em; }
+.answer .basis { margin: 0; color: #34405a; }
+.answer ul { margin: 6px 0; padding-left: 20px; }
+.answer li { margin: 3px 0; }
+.answer-reduced { border-left-color: #9aa3b5; }
 .paper-sources { font-size: 0.85em; }
 """
 
@@ -145,6 +148,12 @@ def table(
         f'<div class="scroll"><table{ident}><thead><tr>{head}</tr></thead>'
         f"<tbody>{''.join(body)}</tbody></table></div>"
     )
+
+
+def legend(items: list[tuple[str, str]], legend_id: str) -> str:
+    """What each column of a table means, under it."""
+    rows = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in items)
+    return f'<dl class="legend" id="{esc(legend_id)}">{rows}</dl>'
 
 
 def figure(fig: go.Figure | None, absent: str, div_id: str) -> str:

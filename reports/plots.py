@@ -1,6 +1,6 @@
 """Plotly figures of a study. Each takes DataFrames and returns a Figure, or None when the
-study holds nothing to draw (the page then says why). Over 300 lines only because plotly
-figures are verbose; each function is one figure."""
+study holds nothing to draw (the page then says why or leaves the figure out); each
+function is one figure."""
 
 from __future__ import annotations
 
@@ -29,11 +29,6 @@ def _color(i: int) -> str:
     return PALETTE[i % len(PALETTE)]
 
 
-def _band_color(hex_color: str, alpha: float = 0.15) -> str:
-    r, g, b = (int(hex_color[k : k + 2], 16) for k in (1, 3, 5))
-    return f"rgba({r},{g},{b},{alpha})"
-
-
 def _ordered_arms(trials: pd.DataFrame, factors: Sequence[str]) -> list[str]:
     firsts = trials.drop_duplicates("arm")
     keyed = [(tuple(level_key(r[f]) for f in factors), r["arm"]) for _, r in firsts.iterrows()]
@@ -41,13 +36,14 @@ def _ordered_arms(trials: pd.DataFrame, factors: Sequence[str]) -> list[str]:
 
 
 def _band(x, low, high, color: str, group: str) -> go.Scatter:
+    r, g, b = (int(color[k : k + 2], 16) for k in (1, 3, 5))
     return go.Scatter(
         x=np.concatenate([x, x[::-1]]),
         y=np.concatenate([high, low[::-1]]),
         fill="toself",
         # Without an explicit mode plotly adds markers to short traces.
         mode="lines",
-        fillcolor=_band_color(color),
+        fillcolor=f"rgba({r},{g},{b},0.15)",
         line={"width": 0},
         hoverinfo="skip",
         showlegend=False,
@@ -56,32 +52,31 @@ def _band(x, low, high, color: str, group: str) -> go.Scatter:
 
 
 def training_curves(
-    trials: pd.DataFrame, history: pd.DataFrame, factors: Sequence[str]
+    trials: pd.DataFrame, curves: pd.DataFrame, factors: Sequence[str], split_plain: bool
 ) -> go.Figure | None:
-    """Fig. 6 of the paper: training error (thin, dashed) and test error (bold) against
-    iterations, mean over finished seeds with a min-max band, plain and residual side by
-    side."""
+    """Training error (thin, dashed) and test error (bold) against iterations per arm, mean
+    over finished seeds with a min-max band. With `split_plain` (a ResNet study of plain and
+    residual nets), plain and residual side by side as in the paper's Fig. 6."""
     done = trials[trials["status"] == "finished"]
-    hist = history[history["run_id"].isin(done["run_id"])]
-    if hist.empty:
+    curves = curves[curves["trial_key"].isin(done["trial_key"])]
+    if curves.empty:
         return None
-    hist = hist.merge(done[["run_id", "arm", "shortcut"]], on="run_id")
-    panels = []
-    if hist["shortcut"].map(is_plain).any():
-        panels.append(("plain nets (shortcut none)", True))
-    if (~hist["shortcut"].map(is_plain)).any():
-        panels.append(("residual nets", False))
+    plain = done.drop_duplicates("arm").set_index("arm").get("shortcut", pd.Series()).map(is_plain)
+    panels = [("all arms", None)]
+    if split_plain and plain.nunique() == 2:
+        panels = [("plain nets (shortcut none)", True), ("residual nets", False)]
     fig = make_subplots(
         rows=1, cols=len(panels), subplot_titles=[p[0] for p in panels], shared_yaxes=True
     )
-    summary = hist.groupby(["arm", "key", "step"])["value"].agg(["mean", "min", "max"]) * 100
+    summary = (
+        curves.groupby(["arm", "metric", "iteration"])["value"].agg(["mean", "min", "max"]) * 100
+    )
     series = {k: g.droplevel([0, 1]) for k, g in summary.groupby(level=[0, 1])}
-    kinds = done.drop_duplicates("arm").set_index("arm")["shortcut"].map(is_plain)
     # One colour per arm across both panels, so a colour never means two arms.
     colors = {arm: _color(i) for i, arm in enumerate(_ordered_arms(done, factors))}
     traces, cols = [], []
-    for col, (_, plain) in enumerate(panels, start=1):
-        for arm in (a for a in colors if kinds[a] == plain):
+    for col, (_, kind) in enumerate(panels, start=1):
+        for arm in (a for a in colors if kind is None or plain[a] == kind):
             color = colors[arm]
             for key, width, dash in (("train/error", 1.2, "dash"), ("test/error", 3, "solid")):
                 if (arm, key) not in series:
@@ -230,41 +225,30 @@ def layer_response_plot(
     trials: pd.DataFrame, responses: pd.DataFrame, factors: Sequence[str]
 ) -> go.Figure | None:
     """Fig. 7: std of each layer's BN output, in layer order and sorted descending, mean
-    over seeds; plain nets dashed, residual nets solid."""
+    over seeds; plain nets (shortcut none) dashed, the others solid. None when no trial
+    recorded its responses."""
     if responses.empty:
         return None
-    merged = responses.merge(trials[["run_id", "arm", "shortcut"]], on="run_id")
+    merged = responses.merge(trials[["run_id", "arm"]], on="run_id")
     if merged.empty:
         return None
+    shortcut = trials.drop_duplicates("arm").set_index("arm").get("shortcut")
     fig = make_subplots(
         rows=1, cols=2, subplot_titles=["by layer index", "sorted by magnitude"], shared_yaxes=True
     )
     means = merged.groupby(["arm", "layer"])["std"].mean()
-    plain = merged.drop_duplicates("arm").set_index("arm")["shortcut"].map(is_plain)
     traces, cols = [], []
     for i, arm in enumerate(_ordered_arms(trials[trials["arm"].isin(merged["arm"])], factors)):
         mean = means.loc[arm]
-        line = {"color": _color(i), "width": 2, "dash": "dash" if plain[arm] else "solid"}
+        plain = shortcut is not None and is_plain(shortcut[arm])
+        line = {"color": _color(i), "width": 2, "dash": "dash" if plain else "solid"}
         ranked = np.sort(mean.to_numpy())[::-1]
-        traces += [
-            go.Scatter(
-                x=mean.index.to_numpy(),
-                y=mean.to_numpy(),
-                mode="lines",
-                name=arm,
-                legendgroup=arm,
-                line=line,
-            ),
-            go.Scatter(
-                x=np.arange(1, len(ranked) + 1),
-                y=ranked,
-                mode="lines",
-                name=arm,
-                legendgroup=arm,
-                showlegend=False,
-                line=line,
-            ),
-        ]
+        for x, y, legend in (
+            (mean.index, mean, True),
+            (np.arange(1, len(ranked) + 1), ranked, False),
+        ):
+            traces.append(go.Scatter(x=np.asarray(x), y=np.asarray(y), mode="lines", name=arm,
+                                     legendgroup=arm, showlegend=legend, line=line))  # fmt: skip
         cols += [1, 2]
     fig.add_traces(traces, rows=[1] * len(traces), cols=cols)
     fig.update_xaxes(title_text="layer index", row=1, col=1)
@@ -318,10 +302,7 @@ def lr_plot(traces: pd.DataFrame, runs: pd.DataFrame) -> go.Figure | None:
 
 # Arms whose means get a text label in the cost plots; more would overlap.
 MAX_LABELLED_ARMS = 12
-COST_AXES = {
-    "macs": "multiply-accumulates per image",
-    "params": "parameters",
-}
+COST_AXES = {"macs": "multiply-accumulates per image", "params": "parameters"}
 
 
 def cost_plot(trials: pd.DataFrame, cost: str, factors: Sequence[str]) -> go.Figure | None:
@@ -345,6 +326,11 @@ def cost_plot(trials: pd.DataFrame, cost: str, factors: Sequence[str]) -> go.Fig
     means = done.groupby("arm")[["x", "y"]].mean().loc[order]
     counts = done.groupby("arm").size().loc[order]
     label = len(order) <= MAX_LABELLED_ARMS
+    log = done["x"].min() > 0 and done["x"].max() / done["x"].min() > 8
+    # Labels point away from the nearer side of the plot, so none runs off its edge.
+    where = np.log(means["x"]) if log else means["x"]
+    middle = (where.min() + where.max()) / 2
+    sides = ["middle left" if x > middle else "middle right" for x in where]
     fig = go.Figure(
         data=[
             go.Scatter(
@@ -368,7 +354,8 @@ def cost_plot(trials: pd.DataFrame, cost: str, factors: Sequence[str]) -> go.Fig
                     "line": {"width": 1},
                 },
                 text=order,
-                textposition="middle right",
+                textposition=sides,
+                cliponaxis=False,
                 customdata=counts.to_numpy(),
                 hovertemplate=(
                     "%{text}<br>mean of %{customdata} seeds: %{y:.2f}%<br>%{x:.4s}<extra></extra>"
@@ -376,8 +363,7 @@ def cost_plot(trials: pd.DataFrame, cost: str, factors: Sequence[str]) -> go.Fig
             ),
         ]
     )
-    spread = done["x"].max() / done["x"].min() if done["x"].min() > 0 else 1
-    fig.update_xaxes(title_text=COST_AXES.get(cost, cost), type="log" if spread > 8 else "linear")
+    fig.update_xaxes(title_text=COST_AXES.get(cost, cost), type="log" if log else "linear")
     fig.update_yaxes(title_text="final test error (%)")
     fig.update_layout(
         **LAYOUT,

@@ -174,7 +174,7 @@ def artifacts(
         for i, std in enumerate(responses.get("std", [])):
             name = names[i] if i < len(names) else f"layer {i + 1}"
             layer_rows.append((run.info.run_id, i + 1, name, float(std)))
-    if missing:
+    if missing and layer_rows:  # a model that records none has no layer responses to miss
         notes.append(f"{missing} finished trials have no readable layer_responses.json")
     return (
         pd.DataFrame(lr_rows, columns=["run_id", "iteration", "lr"]),

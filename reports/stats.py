@@ -1,5 +1,7 @@
 """Seed statistics: mean and spread, t confidence intervals, Welch's test, Holm's
-correction, and the power of a comparison (minimum detectable difference, seeds needed).
+correction, the power of a comparison (minimum detectable difference, seeds needed) and
+the seeds an arm needs for a confidence interval of a given width. The runner and
+`ablate show` size studies with these same functions.
 
 Seed noise (about 0.5 points on CIFAR-10, docs/paper.md §6) is as large as some of the
 effects ablations look for, so every comparison is a test over seeds, never one run.
@@ -9,12 +11,12 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, stats
+from scipy import stats
 
 ALPHA = 0.05
 POWER = 0.8
@@ -90,20 +92,15 @@ def welch(a: Iterable[float], b: Iterable[float]) -> Welch:
 
 
 def holm(pvalues: Sequence[float]) -> np.ndarray:
-    """Holm's step-down adjusted p-values, in the input order; NaN stays NaN and does not
-    count towards the number of tests.
+    """Holm's step-down adjusted p-values (statsmodels' multipletests), in the input order;
+    NaN stays NaN and does not count towards the number of tests."""
+    from statsmodels.stats.multitest import multipletests  # slow to import: only when used
 
-    Sorted ascending p(1) <= ... <= p(m), the adjusted p(i) is
-    max over j <= i of min(1, (m - j + 1) * p(j)).
-    """
     p = np.asarray(pvalues, dtype=float)
     adjusted = np.full(p.shape, math.nan)
-    idx = np.flatnonzero(np.isfinite(p))
-    m = idx.size
-    running = 0.0
-    for rank, i in enumerate(idx[np.argsort(p[idx], kind="stable")]):
-        running = max(running, min(1.0, (m - rank) * p[i]))
-        adjusted[i] = running
+    tested = np.isfinite(p)
+    if tested.any():
+        adjusted[tested] = multipletests(p[tested], method="holm")[1]
     return adjusted
 
 
@@ -146,18 +143,17 @@ def verdict(
     return f"no significant difference with {seeds} ({size})"
 
 
-def t_test_power(effect: float, n_a: int, n_b: int, sd: float, alpha: float = ALPHA) -> float:
-    """The probability that a two-sided two-sample t-test (equal variances) at level
-    `alpha` rejects when the true difference of means is `effect` and each seed's value
-    has standard deviation `sd`: exact, from the noncentral t distribution."""
-    df = n_a + n_b - 2
-    if df < 1 or not sd > 0:
-        return math.nan
-    noncentrality = effect / sd * math.sqrt(n_a * n_b / (n_a + n_b))
-    critical = stats.t.ppf(1 - alpha / 2, df)
-    return float(
-        stats.nct.sf(critical, df, noncentrality) + stats.nct.cdf(-critical, df, noncentrality)
-    )
+def _power_model():
+    # statsmodels takes about 2 s to import, which every `ablate` command that imports
+    # reports/ would otherwise pay.
+    from statsmodels.stats.power import TTestIndPower
+
+    return TTestIndPower()
+
+
+def _check_levels(alpha: float, power: float) -> None:
+    if not 0 < alpha < 1 or not 0 < power < 1:
+        raise ValueError(f"alpha and power must lie between 0 and 1, not {alpha} and {power}")
 
 
 def mde(n_a: int, n_b: int, sd_points: float, alpha: float = ALPHA, power: float = POWER) -> float:
@@ -176,14 +172,7 @@ def mde(n_a: int, n_b: int, sd_points: float, alpha: float = ALPHA, power: float
 def _detectable(n_a: int, n_b: int, alpha: float, power: float) -> float:
     """The standardized difference (effect / sd) detected with probability `power`; cached:
     the arms of a study mostly share their seed counts."""
-
-    def short(d: float) -> float:
-        return _power(d, n_a, n_b, alpha) - power
-
-    high = 1.0
-    while short(high) < 0:
-        high *= 2
-    return float(optimize.brentq(short, 0.0, high, xtol=1e-10))
+    return float(_power_model().solve_power(nobs1=n_a, ratio=n_b / n_a, alpha=alpha, power=power))
 
 
 def seeds_needed(
@@ -197,51 +186,25 @@ def seeds_needed(
     if not (math.isfinite(sd_points) and sd_points > 0):
         raise ValueError(f"the seed spread must be a positive number of points, not {sd_points}")
     _check_levels(alpha, power)
-    d = effect_points / sd_points
-    low, high = 1, 2  # power(low) < target <= power(high) once the loop ends
-    while _power(d, high, high, alpha) < power:
-        low, high = high, high * 2
-    while high - low > 1:
-        middle = (low + high) // 2
-        if _power(d, middle, middle, alpha) < power:
-            low = middle
-        else:
-            high = middle
-    return high
+    model, d = _power_model(), effect_points / sd_points
+
+    def enough(n: int) -> bool:
+        return model.power(d, nobs1=n, alpha=alpha, ratio=1.0) >= power
+
+    if enough(2):  # the solver finds no root below 2 seeds
+        return 2
+    n = math.ceil(model.solve_power(effect_size=d, alpha=alpha, power=power, ratio=1.0))
+    # The solver's root is a float: settle the integer on either side of it.
+    while not enough(n):
+        n += 1
+    while n > 2 and enough(n - 1):
+        n -= 1
+    return n
 
 
-def _power(d: float, n_a: int, n_b: int, alpha: float) -> float:
-    """t_test_power() for a standardized effect d = effect / sd; 0 where no test exists."""
-    value = t_test_power(d, n_a, n_b, 1.0, alpha)
-    return 0.0 if math.isnan(value) else value
-
-
-def _check_levels(alpha: float, power: float) -> None:
-    if not 0 < alpha < 1 or not 0 < power < 1:
-        raise ValueError(f"alpha and power must lie between 0 and 1, not {alpha} and {power}")
-
-
-def seed_spread_of(trials: pd.DataFrame) -> tuple[float, int] | None:
-    """Pooled within-arm standard deviation of the final test error in points over the
-    finished trials of `trials` (one row per trial), with its degrees of freedom
-    (sum over arms of seeds - 1); None when no arm has 2 finished seeds."""
-    if trials.empty or "test/error" not in trials.columns:
-        return None
-    done = trials[trials["status"] == "finished"]
-    squares, df = 0.0, 0
-    for _, group in done.groupby("arm"):
-        values = finite(100.0 * pd.to_numeric(group["test/error"], errors="coerce"))
-        if values.size >= 2:
-            squares += float(((values - values.mean()) ** 2).sum())
-            df += values.size - 1
-    if df == 0:
-        return None
-    return math.sqrt(squares / df), df
-
-
-def pooled_sd(groups) -> tuple[float, int] | None:
-    """Pooled within-group SD of the finite values and its degrees of freedom; None when
-    no group has 2 values."""
+def pooled_sd(groups: Mapping[str, Sequence[float]]) -> tuple[float, int] | None:
+    """The pooled within-group standard deviation of the finite values of `groups` and its
+    degrees of freedom (the sum over groups of values - 1); None when no group has 2."""
     squares, df = 0.0, 0
     for values in groups.values():
         x = finite(values)
@@ -252,8 +215,27 @@ def pooled_sd(groups) -> tuple[float, int] | None:
 
 
 def seeds_for_ci(sd: float, half_width: float, confidence: float = 0.95) -> int:
-    """The smallest n >= 2 whose t interval of the mean has at most this half-width."""
-    n = 2
-    while stats.t.ppf(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n) > half_width:
+    """The smallest n >= 2 whose t interval of a mean, t_{(1+c)/2, n-1} * sd / sqrt(n), is
+    no wider than +-`half_width`, for values that spread with standard deviation `sd`."""
+    if not (math.isfinite(sd) and sd >= 0):
+        raise ValueError(f"the standard deviation must be a finite number >= 0, not {sd}")
+    if not (math.isfinite(half_width) and half_width > 0):
+        raise ValueError(f"the half-width must be a positive number, not {half_width}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"the confidence must lie between 0 and 1, not {confidence}")
+    q = 0.5 + confidence / 2
+    # The normal quantile is below every t quantile: start there and step up.
+    n = max(2, math.ceil((stats.norm.ppf(q) * sd / half_width) ** 2))
+    while stats.t.ppf(q, n - 1) * sd / math.sqrt(n) > half_width:
         n += 1
     return n
+
+
+def seed_spread_of(trials: pd.DataFrame) -> tuple[float, int] | None:
+    """pooled_sd() of the final test error in points of the finished trials of `trials`
+    (one row per trial) within their arms."""
+    if trials.empty or "test/error" not in trials.columns:
+        return None
+    done = trials[trials["status"] == "finished"]
+    errors = 100.0 * pd.to_numeric(done["test/error"], errors="coerce")
+    return pooled_sd({arm: list(group) for arm, group in errors.groupby(done["arm"])})

@@ -1,8 +1,7 @@
 """Report tables as DataFrames: trial counts, the per-arm comparison, problems.
 
 Errors are fractions in MLflow (docs/tracking.md) and percent here, as in the paper;
-columns holding percent end in `_pct`. A little over 300 lines: the comparison and the
-counts share their selection of trials and are checked together.
+columns holding percent end in `_pct`.
 """
 
 from __future__ import annotations
@@ -16,8 +15,8 @@ import numpy as np
 import pandas as pd
 
 from reports import stats
-from reports.data import NOT_ENDED, StudyInfo, factor_names, select_trials, setting_names
-from reports.paper import CIFAR_ITERATIONS, normalize_dataset, paper_result
+from reports.data import NOT_ENDED, STATUSES, StudyInfo, factor_names, select_trials, setting_names
+from reports.paper import CIFAR_ITERATIONS, PaperResult, normalize_dataset, paper_result
 
 SHORTCUT_ORDER = {"none": 0, "A": 1, "B": 2, "C": 3}
 
@@ -37,6 +36,12 @@ def plural(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
+def per_arm(counts: list[int]) -> str:
+    """'3 per arm', or '2 to 4 per arm' when arms differ."""
+    low, high = min(counts), max(counts)
+    return f"{low} per arm" if low == high else f"{low} to {high} per arm"
+
+
 @dataclass(frozen=True)
 class Counts:
     finished: int
@@ -46,8 +51,7 @@ class Counts:
     interrupted: int
     pending: int
     missing: int
-    expected: int | None
-    expected_estimated: bool
+    expected: int  # planned now
     retried: int
     tune_runs: int
     partial_reasons: list[str] = field(default_factory=list)
@@ -67,8 +71,8 @@ class Counts:
 
     @property
     def total(self) -> int:
-        """Trials planned, or seen when the plan is unknown."""
-        return max(self.expected or 0, self.seen)
+        """Trials planned, or seen if more ran than planned."""
+        return max(self.expected, self.seen)
 
     @property
     def state(self) -> str:
@@ -85,50 +89,36 @@ class Counts:
         return "complete"
 
 
-def count_trials(runs: pd.DataFrame, info: StudyInfo, expected_trials: int | None = None) -> Counts:
-    """Counts of trials by status and of missing ones. `expected_trials` (or the parent's
-    param) is the plan's number of seed-trials; without either, the plan is guessed as
-    every arm seen times every seed, which cannot see an arm that never started."""
+def count_trials(runs: pd.DataFrame, info: StudyInfo) -> Counts:
+    """Counts of trials by status, and of the planned ones (`ablate.expected_trials`, which
+    grows when seeds are added) that have no run yet."""
     trials = select_trials(runs)
     by_status = trials["status"].value_counts() if not trials.empty else pd.Series(dtype=int)
     seen = len(trials)
-    expected = expected_trials if expected_trials is not None else info.expected_trials
-    estimated = False
-    if expected is None and not trials.empty and info.seeds:
-        expected = trials["arm"].nunique() * len(info.seeds)
-        estimated = True
-    missing = max(0, expected - seen) if expected is not None else 0
-    running, interrupted, pending = (
-        int(by_status.get(s, 0)) for s in ("running", "interrupted", "pending")
-    )
-    reasons = []
-    if missing:
-        reasons.append(f"{missing} of {expected} planned trials have no run yet")
-    if pending:
-        reasons.append(f"{plural(pending, 'trial')} pending (never started)")
-    if running:
-        reasons.append(f"{plural(running, 'trial')} still running")
-    if interrupted:
-        reasons.append(
-            f"{plural(interrupted, 'trial')} interrupted (run the study again to resume)"
-        )
-    if info.parent_status == "RUNNING":
-        reasons.append("the study's parent run has not finished")
-    elif info.parent_status == "KILLED":
-        reasons.append("the study was interrupted (run it again to resume)")
-    if seen == 0:
-        reasons.append("no trial has been recorded yet")
+    expected = info.expected_trials or 0
+    missing = max(0, expected - seen)
+    n = {s: int(by_status.get(s, 0)) for s in STATUSES}
+    reasons = [
+        text
+        for count, text in (
+            (missing, f"{missing} of {expected} planned trials have no run yet"),
+            (n["pending"], f"{plural(n['pending'], 'trial')} pending (never started)"),
+            (n["running"], f"{plural(n['running'], 'trial')} still running"),
+            (
+                n["interrupted"],
+                f"{plural(n['interrupted'], 'trial')} interrupted (run the study again to resume)",
+            ),
+            (info.parent_status == "RUNNING", "the study's parent run has not finished"),
+            (info.parent_status == "KILLED", "the study was interrupted (run it again to resume)"),
+            (seen == 0, "no trial has been recorded yet"),
+        )  # fmt: skip
+        if count
+    ]
     role_trial = runs[runs["role"] == "trial"] if not runs.empty else runs
     return Counts(
-        finished=int(by_status.get("finished", 0)),
-        diverged=int(by_status.get("diverged", 0)),
-        failed=int(by_status.get("failed", 0)),
-        running=running,
-        interrupted=interrupted,
-        pending=pending,
+        **n,
         missing=missing,
         expected=expected,
-        expected_estimated=estimated,
         retried=len(role_trial) - seen,
         tune_runs=int((runs["role"] == "tune").sum()) if not runs.empty else 0,
         partial_reasons=reasons,
@@ -153,11 +143,6 @@ def failure_groups(trials: pd.DataFrame) -> list[tuple[int, str]]:
     return sorted(((n, r) for r, n in reasons.items()), key=lambda item: (-item[0], item[1]))
 
 
-def _arm_values(rows: pd.DataFrame, factors: list[str]) -> dict[str, Any]:
-    first = rows.iloc[0]
-    return {f: first[f] for f in factors}
-
-
 def _pct(rows: pd.DataFrame, key: str) -> np.ndarray:
     if key not in rows.columns:
         return np.array([])
@@ -174,7 +159,7 @@ def _mean(rows: pd.DataFrame, key: str) -> float:
 def arm_settings(trials: pd.DataFrame, info: StudyInfo, factors: list[str]) -> list[str]:
     """The settings (factors and seed aside) that are constant within every arm: the fixed
     settings, and any tuned per arm. They become columns of the arm table."""
-    names = [n for n in setting_names(info, trials) if n not in factors and n != "seed"]
+    names = [n for n in setting_names(info) if n not in factors and n != "seed"]
     names = [n for n in names if n in trials.columns]
     if trials.empty:
         return []
@@ -184,8 +169,9 @@ def arm_settings(trials: pd.DataFrame, info: StudyInfo, factors: list[str]) -> l
 
 def arm_table(trials: pd.DataFrame, info: StudyInfo, evidence: bool = True) -> pd.DataFrame:
     """One row per arm: its settings, final errors over finished seeds, cost, the paper's
-    number, and Welch's test against the matching reference arm with Holm's correction
-    across arms, with the difference that test could detect (mde_pct).
+    number, Welch's test against the matching reference arm with Holm's correction across
+    arms, the difference that test could detect (mde_pct), and how precise its mean is
+    against the study's target (ci_half_width_pct, target_status, seeds_for_target).
 
     `trials` is select_trials() output. Diverged trials are counted but left out of the
     error statistics (their last errors are not the end of training); the row shows how
@@ -196,60 +182,59 @@ def arm_table(trials: pd.DataFrame, info: StudyInfo, evidence: bool = True) -> p
     if trials.empty:
         return pd.DataFrame()
     fixed = arm_settings(trials, info, factors)
-    rows = []
-    for arm, group in trials.groupby("arm", sort=False):
-        done = group[group["status"] == "finished"]
-        test = stats.summarize(_pct(done, "test/error"))
-        train = stats.summarize(_pct(done, "train/error"))
-        values = _arm_values(group, factors)
-        settings = group.iloc[0].to_dict()
-        row: dict[str, Any] = {
-            "arm": arm,
-            **values,
-            **{name: settings[name] for name in fixed},
-            "finished": len(done),
-            "diverged": int((group["status"] == "diverged").sum()),
-            "failed": int((group["status"] == "failed").sum()),
-            "not_ended": int(group["status"].isin(NOT_ENDED).sum()),
-            "test_error_pct_mean": test.mean,
-            "test_error_pct_std": test.std,
-            "test_error_pct_n": test.n,
-            # An error rate lies in [0, 100]; a t interval of a few seeds may not.
-            "test_error_pct_ci_low": max(0.0, test.ci_low) if test.n > 1 else math.nan,
-            "test_error_pct_ci_high": min(100.0, test.ci_high) if test.n > 1 else math.nan,
-            "val_error_pct_mean": stats.summarize(_pct(done, "val/error")).mean,
-            "train_error_pct_mean": train.mean,
-            "train_error_pct_std": train.std,
-            "train_error_pct_n": train.n,
-            "params": _mean(group, "params"),
-            "macs": _mean(group, "macs"),
-            "images_per_s": _mean(done, "images_per_s"),
-            "wall_time_s": _mean(done, "wall_time_s"),
-            "run_ids": list(group["run_id"]),
-            "seeds": list(group["seed"]) if "seed" in group.columns else [],
-        }
-        row.update(_paper_columns(settings, info, test))
-        rows.append(row)
+    rows = [_arm_row(arm, group, fixed, factors, info) for arm, group in trials.groupby("arm")]
     rows.sort(key=lambda r: [level_key(r[f]) for f in factors])
-    table = pd.DataFrame(rows)
-    return _add_tests(table, trials, info, factors, evidence)
+    table = _add_tests(pd.DataFrame(rows), trials, info, factors, evidence)
+    return _add_targets(table, info)
 
 
-def _paper_columns(settings: dict[str, Any], info: StudyInfo, test: stats.Summary) -> dict:
-    # A param absent from this run is NaN in the frame; the paper lookup wants None.
-    settings = {k: v for k, v in settings.items() if not (isinstance(v, float) and math.isnan(v))}
-    if not settings.get("dataset") and info.dataset:
-        settings = {**settings, "dataset": info.dataset}
-    found = paper_result(settings)
+def _arm_row(
+    arm: str, group: pd.DataFrame, fixed: list[str], factors: list[str], info: StudyInfo
+) -> dict[str, Any]:
+    done = group[group["status"] == "finished"]
+    test = stats.summarize(_pct(done, "test/error"))
+    train = stats.summarize(_pct(done, "train/error"))
+    settings = group.iloc[0].to_dict()
+    planned = len(info.planned.get(arm, []))
+    found = paper_result(settings) if info.resnet else None
+    return {
+        "arm": arm,
+        **{name: settings[name] for name in [*factors, *fixed]},
+        "seeds_planned": planned,
+        "finished": len(done),
+        "diverged": int((group["status"] == "diverged").sum()),
+        "failed": int((group["status"] == "failed").sum()),
+        "not_ended": int(group["status"].isin(NOT_ENDED).sum()),
+        "not_started": max(0, planned - len(group)),
+        "test_error_pct_mean": test.mean,
+        "test_error_pct_std": test.std,
+        "test_error_pct_n": test.n,
+        # An error rate lies in [0, 100]; a t interval of a few seeds may not.
+        "test_error_pct_ci_low": max(0.0, test.ci_low) if test.n > 1 else math.nan,
+        "test_error_pct_ci_high": min(100.0, test.ci_high) if test.n > 1 else math.nan,
+        # Of the t interval before clipping: the precision adaptive replication aims at.
+        "ci_half_width_pct": (test.ci_high - test.ci_low) / 2 if test.n > 1 else math.nan,
+        "val_error_pct_mean": stats.summarize(_pct(done, "val/error")).mean,
+        "train_error_pct_mean": train.mean,
+        "train_error_pct_std": train.std,
+        "train_error_pct_n": train.n,
+        "params": _mean(group, "params"),
+        "macs": _mean(group, "macs"),
+        "images_per_s": _mean(done, "images_per_s"),
+        "wall_time_s": _mean(done, "wall_time_s"),
+        "run_ids": list(group["run_id"]),
+        "seeds": list(group["seed"]) if "seed" in group.columns else [],
+        **_paper_columns(found, settings, test),
+    }
+
+
+def _paper_columns(found: PaperResult | None, settings: dict, test: stats.Summary) -> dict:
     if found is None:
         return {"paper_test_error_pct": math.nan, "paper_source": "", "paper_gap_sd": math.nan}
     gap = (test.mean - found.test_error_pct) / test.std if test.std > 0 else math.nan
     source = found.source + (f" ({found.note})" if found.note else "")
     iterations = settings.get("iterations")
-    if normalize_dataset(settings.get("dataset")) == "cifar10" and iterations not in (
-        None,
-        CIFAR_ITERATIONS,
-    ):
+    if normalize_dataset(settings.get("dataset")) == "cifar10" and iterations != CIFAR_ITERATIONS:
         source += f"; paper trained {CIFAR_ITERATIONS} iterations, this arm {iterations}"
     return {
         "paper_test_error_pct": found.test_error_pct,
@@ -258,77 +243,74 @@ def _paper_columns(settings: dict[str, Any], info: StudyInfo, test: stats.Summar
     }
 
 
-def _matches(values: dict[str, Any], wanted: dict[str, Any]) -> bool:
-    return all(str(values.get(k)) == str(v) for k, v in wanted.items())
+def _add_targets(table: pd.DataFrame, info: StudyInfo) -> pd.DataFrame:
+    """With a precision target (`ablate.target_ci`): whether each arm's 95% CI half-width
+    is within it, and otherwise the seeds it would need at its own seed spread (or the
+    study's pooled one when it has fewer than 2 finished seeds)."""
+    target = info.target_ci
+    table["target_status"], table["seeds_for_target"] = "", math.nan
+    if not target:
+        return table
+    pooled = float(table["mde_sd_pct"].iloc[0])
+    for i, row in table.iterrows():
+        if row["ci_half_width_pct"] <= target:
+            table.loc[i, "target_status"] = "met"
+            continue
+        own = row["test_error_pct_std"]
+        sd = own if row["test_error_pct_n"] >= 2 and math.isfinite(own) else pooled
+        table.loc[i, ["target_status", "seeds_for_target"]] = [
+            "not met",
+            stats.seeds_for_ci(sd, target),
+        ]
+    return table
 
 
 def _add_tests(
-    table: pd.DataFrame,
-    trials: pd.DataFrame,
-    info: StudyInfo,
-    factors: list[str],
-    evidence: bool,
+    table: pd.DataFrame, trials: pd.DataFrame, info: StudyInfo, factors: list[str], evidence: bool
 ) -> pd.DataFrame:
-    """Each arm against the reference arm that shares its other factor values."""
+    """Each arm against the reference arm that shares its other factor values: Welch's
+    test, Holm's correction across the arms tested, and the difference the test could
+    detect at its seeds with the study's pooled seed spread (or the prior when no arm has
+    two finished seeds: see the page's legend)."""
     reference = {k: v for k, v in info.reference.items() if k in factors}
     finished = trials[trials["status"] == "finished"]
-    errors = {arm: _pct(g, "test/error") for arm, g in finished.groupby("arm")}
+    errors = {arm: stats.finite(_pct(g, "test/error")) for arm, g in finished.groupby("arm")}
     spread = stats.seed_spread_of(trials)
     sd = spread[0] if spread else stats.PRIOR_SEED_SD
-    ref_arm, diffs, ses, ps, verdicts, mdes = [], [], [], [], [], []
-    tests: list[tuple[int, stats.Welch, str, str, int, int]] = []
-    records = table.to_dict("records")
-    # Arms by their factor values (as text: the reference JSON says 20, the params "20").
-    by_values = {}
-    for j, r in enumerate(records):
-        by_values.setdefault(tuple(str(r[f]) for f in factors), j)
-    for i, row in enumerate(records):
-        values = {f: row[f] for f in factors}
-        diffs.append(math.nan)
-        ses.append(math.nan)
-        ps.append(math.nan)
-        mdes.append(math.nan)
+    # Arms by their factor values, as text: the reference JSON says 20, a param may be "20".
+    arm_of = {tuple(str(r[f]) for f in factors): r["arm"] for _, r in table.iterrows()}
+    refs, tests, verdicts = [], [], []
+    for _, row in table.iterrows():
+        wanted = {**{f: row[f] for f in factors}, **reference}
+        ref = arm_of.get(tuple(str(wanted[f]) for f in factors)) if reference else None
+        refs.append(ref or "")
+        a, b = errors.get(row["arm"], np.array([])), errors.get(ref, np.array([]))
+        tested = ref is not None and ref != row["arm"]
+        tests.append((stats.welch(a, b), a.size, b.size) if tested else None)
         if not reference:
-            ref_arm.append("")
             verdicts.append("the study names no reference arm")
-            continue
-        if _matches(values, reference):
-            ref_arm.append(row["arm"])
-            verdicts.append("reference")
-            continue
-        wanted = {**values, **reference}
-        match = by_values.get(tuple(str(wanted[f]) for f in factors))
-        label = " ".join(f"{k}={v}" for k, v in wanted.items())
-        if match is None:
-            ref_arm.append("")
+        elif ref is None:
+            label = " ".join(f"{k}={v}" for k, v in wanted.items())
             verdicts.append(f"no reference arm ({label}) in this study's runs")
-            continue
-        ref_row = records[match]
-        ref_arm.append(ref_row["arm"])
-        a = errors.get(row["arm"], np.array([]))
-        b = errors.get(ref_row["arm"], np.array([]))
-        result = stats.welch(a, b)
-        diffs[-1], ses[-1], ps[-1] = result.diff, result.se, result.p
-        short_arm = " ".join(f"{k}={values[k]}" for k in reference)
-        short_ref = " ".join(f"{k}={v}" for k, v in reference.items())
-        n_a, n_b = stats.finite(a).size, stats.finite(b).size
-        mdes[-1] = stats.mde(n_a, n_b, sd)
-        tests.append((i, result, short_arm, short_ref, n_a, n_b))
-        verdicts.append("")
-    holm = stats.holm(ps)
-    for i, result, short_arm, short_ref, n_a, n_b in tests:
-        verdicts[i] = stats.verdict(
-            short_arm, short_ref, result, holm[i], n_a, n_b, evidence=evidence
-        )
-    table["reference_arm"] = ref_arm
-    table["diff_vs_reference_pct"] = diffs
-    table["diff_se_pct"] = ses
-    table["p_value"] = ps
+        else:
+            verdicts.append("" if tested else "reference")
+    none = stats.Welch(math.nan, math.nan, math.nan, math.nan, math.nan)
+    welch = [t[0] if t else none for t in tests]
+    holm = stats.holm([w.p for w in welch])
+    short_ref = " ".join(f"{k}={v}" for k, v in reference.items())
+    for i, test in enumerate(tests):
+        if test:
+            arm = " ".join(f"{k}={table.iloc[i][k]}" for k in reference)
+            verdicts[i] = stats.verdict(
+                arm, short_ref, test[0], holm[i], *test[1:], evidence=evidence
+            )
+    table["reference_arm"] = refs
+    table["diff_vs_reference_pct"] = [w.diff for w in welch]
+    table["diff_se_pct"] = [w.se for w in welch]
+    table["p_value"] = [w.p for w in welch]
     table["p_holm"] = holm
     table["verdict"] = verdicts
-    # At the seeds each comparison has, with the study's pooled seed spread (or the prior
-    # when no arm has two finished seeds): see the page's legend.
-    table["mde_pct"] = mdes
+    table["mde_pct"] = [stats.mde(t[1], t[2], sd) if t else math.nan for t in tests]
     table["mde_sd_pct"] = sd
     table["mde_sd_measured"] = spread is not None
     return table

@@ -8,7 +8,6 @@ what they expect.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import tempfile
 import time
@@ -22,35 +21,46 @@ from mlflow.entities import Metric, Param
 # Re-exported: the tests reach the studies and their numbers as rf.complete_study(),
 # rf.final_errors(...) and so on.
 from report_synthetic import (  # noqa: F401
-    BASE_SETTINGS,
     COMMIT,
     DATA_ERROR,
     DEVICE,
     MLFLOW_STATUS,
     NOT_ENDED,
-    SETTING_TYPES,
+    RECIPE,
+    RESNET,
+    RESNET_MODEL,
+    USER_MODEL,
+    USER_SETTINGS,
     VERSIONS,
     StudySpec,
     TrialSpec,
+    adaptive_study,
     arm_label,
     complete_study,
     curves,
     data_digest,
+    expected_trials,
     failed_study,
     final_errors,
+    fingerprint,
     full_study,
     grid_trials,
     last_point,
     layer_responses,
     lr_at,
     lr_trace,
+    model_factors,
     param_count,
+    parent_tags,
     partial_study,
+    planned,
     resolved,
+    setting_types,
     trial_tags,
+    user_model_study,
 )
 
-from reports.data import FINAL_METRICS, StudyData, StudyInfo, empty_runs, parse_param
+from reports.data import FINAL_METRICS, StudyData, StudyInfo, decode, empty_runs
 
 
 def _now_ms() -> int:
@@ -74,19 +84,20 @@ def write_study(tracking_uri: str, spec: StudySpec, artifact_root: Path | None =
     )
     parent_id = parent.info.run_id
     full_dataset, full_iterations = full_study(spec)
+    # The params hold the first plan; the tags (parent_tags) the plan as it grew.
+    initial = spec.initial_seeds or spec.seeds
     params = {
         "question": spec.question,
         "dataset": spec.dataset,
         "reference": json.dumps(spec.reference),
         "factors": json.dumps(spec.factors),
-        "seeds": json.dumps(spec.seeds),
+        "seeds": json.dumps(initial),
         "preset": spec.preset,
         "source": f"built-in study {spec.name.split('@')[0]}",
+        "expected_trials": str(len(planned(spec)) * len(initial)),
         "full_dataset": full_dataset,
         "full_iterations": str(full_iterations),
     }
-    if spec.expected_trials is not None:
-        params["expected_trials"] = str(spec.expected_trials)
     client.log_batch(parent_id, params=[Param(k, v) for k, v in params.items()])
     with tempfile.TemporaryDirectory() as tmp:
         for index, trial in enumerate(spec.trials):
@@ -95,24 +106,6 @@ def write_study(tracking_uri: str, spec: StudySpec, artifact_root: Path | None =
         client.log_batch(parent_id, metrics=_parent_metrics(spec, t0))
         client.set_terminated(parent_id, status=spec.parent_status)
     return exp_id
-
-
-def parent_tags(spec: StudySpec) -> dict[str, str]:
-    tags = {
-        "ablate.role": "parent",
-        "ablate.study": spec.name,
-        "mlflow.note.content": spec.question,
-        "ablate.fingerprint": "sha256:" + hashlib.sha256(spec.name.encode()).hexdigest(),
-        "ablate.replication": spec.replication,
-        "mlflow.source.git.commit": spec.commit,
-        "ablate.git_dirty": "false",
-        "ablate.version": VERSIONS["ablate"],
-        "mlflow.source.name": f"ablate run {spec.name}",
-        "mlflow.source.type": "LOCAL",
-    }
-    if spec.settings_tag:
-        tags["ablate.settings"] = json.dumps(SETTING_TYPES)
-    return tags
 
 
 def _parent_metrics(spec: StudySpec, t0: int) -> list[Metric]:
@@ -177,7 +170,7 @@ def _write_trial(
     for key, value in trial.final_override.items():
         metrics.append(Metric(key, value, start_ms + last_step + 1, last_step))
     if trial.status not in NOT_ENDED:
-        wall = 0.02 * int(settings["depth"]) * last_step / 10
+        wall = settings["macs"] * last_step / 2e9
         metrics.append(Metric("wall_time_s", wall, start_ms + last_step + 2, last_step))
     # log_batch takes at most 1000 metrics per call.
     for i in range(0, max(1, len(metrics)), 1000):
@@ -192,8 +185,9 @@ def _write_trial(
         folder.mkdir()
         (folder / "trial_config.json").write_text(json.dumps(settings))
         (folder / "lr_trace.json").write_text(json.dumps(lr_trace(settings)))
-        if trial.status == "finished":
-            (folder / "layer_responses.json").write_text(json.dumps(layer_responses(settings)))
+        responses = layer_responses(settings)
+        if trial.status == "finished" and responses:
+            (folder / "layer_responses.json").write_text(json.dumps(responses))
         client.log_artifacts(run_id, str(folder))
     if trial.status == "pending":
         client.update_run(run_id, status="SCHEDULED")
@@ -206,7 +200,7 @@ def study_data(spec: StudySpec) -> StudyData:
     """The StudyData that reports.fetch would return for `spec`, built without MLflow:
     fixture frames for report-logic tests (test_reports_mlflow checks they agree)."""
     full_dataset, full_iterations = full_study(spec)
-    types = SETTING_TYPES if spec.settings_tag else {}
+    types = setting_types(spec)
     info = StudyInfo(
         name=spec.name,
         experiment_id="1",
@@ -216,16 +210,21 @@ def study_data(spec: StudySpec) -> StudyData:
         dataset=spec.dataset,
         reference=dict(spec.reference),
         factors=list(spec.factors),
-        seeds=list(spec.seeds),
+        seeds=sorted(spec.seeds),
+        planned=planned(spec),
         preset=spec.preset,
-        fingerprint="sha256:" + hashlib.sha256(spec.name.encode()).hexdigest(),
-        expected_trials=spec.expected_trials,
+        fingerprint=fingerprint(spec),
+        expected_trials=expected_trials(spec),
         git_commit=spec.commit,
         git_dirty="false",
         settings=dict(types),
         replication=spec.replication,
         full_dataset=full_dataset,
         full_iterations=full_iterations,
+        model=spec.model,
+        model_factors=model_factors(spec),
+        target_ci=spec.target_ci,
+        max_seeds=spec.max_seeds,
     )
     rows, history, traces, layers = [], [], [], []
     for index, trial in enumerate(spec.trials):
@@ -245,7 +244,7 @@ def study_data(spec: StudySpec) -> StudyData:
         finals.update(trial.final_override)
         steps = [s for s, _ in curves(settings)["train/error"] if stop is None or s <= stop]
         if trial.status not in NOT_ENDED:
-            finals["wall_time_s"] = 0.02 * int(settings["depth"]) * max(steps, default=0) / 10
+            finals["wall_time_s"] = settings["macs"] * max(steps, default=0) / 2e9
         tags = trial_tags(spec, trial)
         row = {
             "run_id": run_id,
@@ -262,7 +261,7 @@ def study_data(spec: StudySpec) -> StudyData:
             "versions": tags.get("ablate.versions", ""),
             "device": tags.get("ablate.device", ""),
             "data_digest": tags.get("ablate.data_digest", ""),
-            **{k: parse_param(k, str(v), types) for k, v in settings.items()},
+            **{k: decode(types[k], str(v)) for k, v in settings.items()},
             **{k: v for k, v in finals.items() if k in FINAL_METRICS},
         }
         rows.append(row)
@@ -270,8 +269,8 @@ def study_data(spec: StudySpec) -> StudyData:
             continue
         trace = lr_trace(settings)
         traces += [(run_id, i, lr) for i, lr in zip(trace["iteration"], trace["lr"], strict=True)]
-        if trial.status == "finished":
-            resp = layer_responses(settings)
+        resp = layer_responses(settings)
+        if trial.status == "finished" and resp:
             layers += [
                 (run_id, i + 1, n, s)
                 for i, (n, s) in enumerate(zip(resp["names"], resp["std"], strict=True))

@@ -1,9 +1,10 @@
 """Synthetic studies for the report tests: the studies themselves (TrialSpec, StudySpec and
-the fixture studies) and their made-up numbers (settings, final errors, curves,
-learning-rate traces and layer responses), each a pure function of a trial's settings and
-seed, shaped like the paper's Fig. 6 and 7 (docs/paper.md §5): deeper plain nets end with
-a higher training error, deeper residual nets with a lower one. report_fixtures writes
-them to MLflow or builds the frames reports.fetch would return."""
+the fixture studies), what their parent run records (docs/tracking.md: the settings'
+types, the model builder, the plan) and their made-up numbers (settings, final errors,
+curves, learning-rate traces and layer responses), each a pure function of a trial's
+settings and seed, shaped like the paper's Fig. 6 and 7 (docs/paper.md §5): deeper plain
+nets end with a higher training error, deeper residual nets with a lower one.
+report_fixtures writes them to MLflow or builds the frames reports.fetch would return."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
-# The paper's CIFAR-10 recipe (docs/paper.md §4), shortened: tests want seconds.
-BASE_SETTINGS: dict[str, Any] = {
+RESNET = "resnet.spec:resnet"
+# The built-in ResNet builder's settings (its factors), at the paper's CIFAR-10 net.
+RESNET_MODEL: dict[str, Any] = {
     "depth": 20,
     "shortcut": "A",
     "skip_length": 2,
@@ -25,11 +27,17 @@ BASE_SETTINGS: dict[str, Any] = {
     "preactivation": False,
     "stem": "cifar",
     "width": 16,
-    "num_classes": 10,
-    "in_channels": 3,
+}
+# A user's own builder (`ablate.model` mymodels.se:build): a width and a gate.
+USER_MODEL = "mymodels.se:build"
+USER_SETTINGS: dict[str, Any] = {"width": 16, "gate": False}
+# The paper's CIFAR-10 recipe (docs/paper.md §4), shortened: tests want seconds.
+RECIPE: dict[str, Any] = {
     "dataset": "cifar10",
+    "val_size": 5000,
     "iterations": 2000,
     "batch_size": 128,
+    "bn_batch": 128,
     "lr": 0.1,
     "momentum": 0.9,
     "weight_decay": 0.0001,
@@ -39,26 +47,18 @@ BASE_SETTINGS: dict[str, Any] = {
     # Unset (written as the text None): the step policy has no patience.
     "plateau_patience": None,
     "eval_every": 200,
-    "val_size": 5000,
     "precision": "fp32",
-    # A setting the hard-coded fallback types do not know: only `ablate.settings` says
-    # it is a float setting.
+    # A setting no list in reports/ knows: only `ablate.settings` says it is a float.
     "label_smoothing": 0.0,
     "seed": 0,
+    # From the data, not chosen (docs/tracking.md).
+    "num_classes": 10,
+    "in_channels": 3,
 }
-# The parent's `ablate.settings`: every setting and its type (num_classes and in_channels
-# come from the data, so they are params but not settings).
-SETTING_TYPES: dict[str, str] = {
-    name: "bool"
-    if isinstance(value, bool)
-    else "int"
-    if isinstance(value, int) or name == "plateau_patience"
-    else "float"
-    if isinstance(value, float)
-    else "str"
-    for name, value in BASE_SETTINGS.items()
-    if name not in ("num_classes", "in_channels")
-}
+# Types of what the values above cannot say: unset settings, and params only some runs
+# record (docs/tracking.md: tuned_from, for seeds run at a tuned point).
+EXTRA_TYPES = {"plateau_patience": "int", "tuned_from": "str", "params": "int", "macs": "int"}
+
 
 COMMIT = "3f5e2a9c0b1d4e6f8a7b9c0d1e2f3a4b5c6d7e8f"
 VERSIONS = {
@@ -80,8 +80,14 @@ def arm_label(settings: Mapping[str, Any], factors: list[str]) -> str:
     return " ".join(f"{name}={settings[name]}" for name in factors)
 
 
+def is_resnet(settings: Mapping[str, Any]) -> bool:
+    return "shortcut" in settings
+
+
 def param_count(settings: Mapping[str, Any]) -> int:
-    # Not the real count (resnet/ owns that); monotone in depth, as reports expect.
+    # Not the real count (resnet/ owns that); monotone in depth and width, as reports expect.
+    if not is_resnet(settings):
+        return 50_000 * int(settings["width"]) + (3_000 if settings["gate"] else 0)
     extra = (
         0
         if settings["shortcut"] in ("none", "A")
@@ -91,9 +97,15 @@ def param_count(settings: Mapping[str, Any]) -> int:
 
 
 def final_errors(settings: Mapping[str, Any]) -> tuple[float, float]:
-    """(train, test) error at the end, shaped like the paper: plain degrades with depth."""
-    depth = int(settings["depth"])
+    """(train, test) error at the end, shaped like the paper: plain degrades with depth.
+    A user's model: wider is better, and the gate helps only the narrow one."""
     seed = int(settings["seed"])
+    if not is_resnet(settings):
+        width = int(settings["width"])
+        noise = np.random.default_rng(2000 + seed * 7 + width).normal(0.0, 0.004, size=2)
+        test = 0.12 - 0.001 * width - (0.03 if settings["gate"] and width <= 16 else 0.0)
+        return float(test - 0.03 + noise[0]), float(test + noise[1])
+    depth = int(settings["depth"])
     noise = np.random.default_rng(1000 + seed * 7 + depth).normal(0.0, 0.004, size=2)
     if settings["shortcut"] == "none":
         train = 0.05 + 0.0025 * (depth - 20)
@@ -131,7 +143,7 @@ def curves(settings: Mapping[str, Any]) -> dict[str, list[tuple[int, float]]]:
     ):
         out[key] = [(s, 3.0 * v) for s, v in out[src]]
     out["lr"] = [(s, lr_at(settings, s)) for s in steps]
-    out["images_per_s"] = [(s, 1500.0 * 20 / int(settings["depth"])) for s in steps]
+    out["images_per_s"] = [(s, 1500.0 * 269_722 / int(settings["params"])) for s in steps]
     return out
 
 
@@ -167,7 +179,10 @@ def lr_trace(settings: Mapping[str, Any]) -> dict[str, list]:
     return {"iteration": [p[0] for p in points], "lr": [p[1] for p in points]}
 
 
-def layer_responses(settings: Mapping[str, Any]) -> dict[str, list]:
+def layer_responses(settings: Mapping[str, Any]) -> dict[str, list] | None:
+    """The paper's Fig. 7 responses of a ResNet; a user's model records none."""
+    if not is_resnet(settings):
+        return None
     depth = int(settings["depth"])
     layers = depth - 1  # every 3x3 conv; the final linear layer has no BN
     rng = np.random.default_rng(int(settings["seed"]) + depth)
@@ -190,9 +205,11 @@ MLFLOW_STATUS = {
 
 @dataclass
 class TrialSpec:
-    """One child run. `settings` overrides BASE_SETTINGS (factors, seed and the rest)."""
+    """One child run. `settings` overrides `model` (the builder's settings) and RECIPE
+    (factors, seed and the rest)."""
 
     settings: dict[str, Any]
+    model: dict[str, Any] = field(default_factory=lambda: dict(RESNET_MODEL))
     # finished | diverged | failed | running | interrupted (MLflow KILLED) | pending
     # (MLflow SCHEDULED: recorded with its params, never started)
     status: str = "finished"
@@ -218,19 +235,82 @@ class StudySpec:
     question: str
     factors: list[str]
     reference: dict[str, Any]
-    seeds: list[int]
+    seeds: list[int]  # every seed planned now (`ablate.seeds`)
     trials: list[TrialSpec]
     dataset: str = "cifar10"
     preset: str = ""
-    expected_trials: int | None = None
+    # The plan by arm (`ablate.planned`); None: the arms and seeds of the trial runs.
+    planned: dict[str, list[int]] | None = None
+    # The first plan (the params `seeds`, `expected_trials`); None: the plan as it is now.
+    initial_seeds: list[int] | None = None
     parent_status: str = "FINISHED"
     # The full study a preset reduces; None: this run's own data set and iterations.
     full_dataset: str | None = None
     full_iterations: int | None = None
     replication: str = "fixed seeds"
     commit: str = COMMIT
-    # False writes a store from before `ablate.settings`: params typed by the fallback.
-    settings_tag: bool = True
+    model: str = RESNET
+    target_ci: float | None = None
+    max_seeds: int | None = None
+
+
+def model_factors(spec: StudySpec) -> list[str]:
+    return list(RESNET_MODEL if spec.model == RESNET else USER_SETTINGS)
+
+
+def planned(spec: StudySpec) -> dict[str, list[int]]:
+    if spec.planned is not None:
+        return spec.planned
+    out: dict[str, list[int]] = {}
+    for trial in spec.trials:
+        if trial.role == "trial":
+            seeds = out.setdefault(arm_label(resolved(trial), spec.factors), [])
+            seeds += [] if trial.settings["seed"] in seeds else [trial.settings["seed"]]
+    return {arm: sorted(seeds) for arm, seeds in out.items()}
+
+
+def expected_trials(spec: StudySpec) -> int:
+    return sum(len(seeds) for seeds in planned(spec).values())
+
+
+def setting_types(spec: StudySpec) -> dict[str, str]:
+    """The parent's `ablate.settings`: the type of every param a child run records."""
+    types = dict(EXTRA_TYPES)
+    for trial in spec.trials:
+        for name, value in resolved(trial).items():
+            if value is not None and name not in EXTRA_TYPES:
+                types[name] = {bool: "bool", int: "int", float: "float"}.get(type(value), "str")
+    return types
+
+
+def parent_tags(spec: StudySpec) -> dict[str, str]:
+    """Every tag of the parent run (docs/tracking.md)."""
+    tags = {
+        "ablate.role": "parent",
+        "ablate.study": spec.name,
+        "mlflow.note.content": spec.question,
+        "ablate.fingerprint": fingerprint(spec),
+        "ablate.replication": spec.replication,
+        "ablate.settings": json.dumps(setting_types(spec)),
+        "ablate.model": spec.model,
+        "ablate.model_factors": json.dumps(model_factors(spec)),
+        "ablate.seeds": json.dumps(sorted(spec.seeds)),
+        "ablate.expected_trials": str(expected_trials(spec)),
+        "ablate.planned": json.dumps(planned(spec)),
+        "mlflow.source.git.commit": spec.commit,
+        "ablate.git_dirty": "false",
+        "ablate.version": VERSIONS["ablate"],
+        "mlflow.source.name": f"ablate run {spec.name}",
+        "mlflow.source.type": "LOCAL",
+    }
+    if spec.target_ci is not None:
+        tags["ablate.target_ci"] = str(spec.target_ci)
+        tags["ablate.max_seeds"] = str(spec.max_seeds)
+    return tags
+
+
+def fingerprint(spec: StudySpec) -> str:
+    return "sha256:" + hashlib.sha256(spec.name.encode()).hexdigest()
 
 
 def full_study(spec: StudySpec) -> tuple[str, int]:
@@ -257,8 +337,9 @@ def trial_tags(spec: StudySpec, trial: TrialSpec) -> dict[str, str]:
 
 
 def resolved(trial: TrialSpec) -> dict[str, Any]:
-    settings = {**BASE_SETTINGS, **trial.settings}
-    if settings["bottleneck"] and "skip_length" not in trial.settings:
+    """Every param the trial records, resolved as the runner records it."""
+    settings = {**trial.model, **RECIPE, **trial.settings}
+    if settings.get("bottleneck") and "skip_length" not in trial.settings:
         settings["skip_length"] = 3
     settings["params"] = param_count(settings)
     settings["macs"] = settings["params"] * 150
@@ -275,14 +356,21 @@ def last_point(trial: TrialSpec) -> int | None:
 
 
 def grid_trials(
-    factors: dict[str, list[Any]], seeds: list[int], fixed: dict[str, Any] | None = None
+    factors: dict[str, list[Any]],
+    seeds: list[int],
+    fixed: dict[str, Any] | None = None,
+    model: dict[str, Any] | None = None,
 ) -> list[TrialSpec]:
-    """Every combination of factor levels x seeds, all finished."""
+    """Every combination of factor levels x seeds, all finished; `model`: the builder's
+    settings (default: the ResNet's)."""
     combos: list[dict[str, Any]] = [{}]
     for name, levels in factors.items():
         combos = [{**c, name: level} for c in combos for level in levels]
     return [
-        TrialSpec(settings={**(fixed or {}), **combo, "seed": seed})
+        TrialSpec(
+            settings={**(fixed or {}), **combo, "seed": seed},
+            model=dict(model if model is not None else RESNET_MODEL),
+        )
         for combo in combos
         for seed in seeds
     ]
@@ -313,7 +401,6 @@ def complete_study() -> StudySpec:
         trials=trials,
         dataset="digits",
         preset="smoke",
-        expected_trials=len(trials),
         full_dataset="cifar10",
         full_iterations=64_000,
     )
@@ -352,7 +439,7 @@ def partial_study() -> StudySpec:
     tune = TrialSpec(
         settings={**fixed, "depth": 20, "shortcut": "A", "seed": 99, "lr": 0.05}, role="tune"
     )
-    return StudySpec(
+    spec = StudySpec(
         name="shortcut_types",
         question=(
             "Do projection shortcuts (B) beat zero-padding shortcuts (A), "
@@ -363,17 +450,18 @@ def partial_study() -> StudySpec:
         seeds=[0, 1, 2],
         trials=[retried, *by_key.values(), tune],
         dataset="cifar10",
-        # One more arm was planned (depth 110) and has no runs in this store: 3 missing.
-        expected_trials=len(trials) + 3,
         parent_status="RUNNING",
     )
+    # One more arm was planned (depth 110) and has no runs in this store: 3 missing.
+    spec.planned = {**planned(spec), "depth=110 shortcut=A": [0, 1, 2]}
+    return spec
 
 
 # A failure whose advice sits after a long path: the report must show all of it.
 DATA_ERROR = (
-    "DataError: cifar10 not found in /srv/experiments/team-vision/datasets/cache/"
-    "torchvision/cifar-10-batches-py/nested/deeper/still/data: download it with "
-    "`ablate data fetch cifar10 --root /srv/experiments/team-vision/datasets` or pass "
+    "DataError: cifar10 not found in /srv/shared/datasets/cache/torchvision/"
+    "cifar-10-batches-py/nested/deeper/still/and/deeper/data: download it with "
+    "`ablate data fetch cifar10 --root /srv/shared/datasets` or pass "
     "--data-root"
 )
 
@@ -390,5 +478,43 @@ def failed_study() -> StudySpec:
         reference={"shortcut": "A"},
         seeds=[0, 1, 2, 3],
         trials=trials,
-        expected_trials=len(trials),
+    )
+
+
+def adaptive_study() -> StudySpec:
+    """complete_study() grown by adaptive replication: planned with seeds 0 and 1, it added
+    seeds 2 and 3 to the plain arms (their CI was wider than the target) and seed 2 to
+    depth=8 shortcut=A; depth=14 shortcut=A met the target with 2 seeds."""
+    spec = complete_study()
+    added = {"depth=8 shortcut=none": 4, "depth=14 shortcut=none": 4, "depth=8 shortcut=A": 3}
+    spec.trials = [
+        trial
+        for trial in grid_trials(
+            {"depth": [8, 14], "shortcut": ["none", "A"]},
+            seeds=[0, 1, 2, 3],
+            fixed={"dataset": "digits", "in_channels": 1, "iterations": 600, "eval_every": 100},
+        )
+        if trial.settings["seed"] < added.get(arm_label(resolved(trial), spec.factors), 2)
+    ]
+    spec.name = "degradation@adaptive"
+    spec.seeds, spec.initial_seeds = [0, 1, 2, 3], [0, 1]
+    spec.replication = "adaptive: 95% CI half-width <= 0.3 points, at most 4 seeds per arm"
+    spec.target_ci, spec.max_seeds = 0.3, 4
+    return spec
+
+
+def user_model_study() -> StudySpec:
+    """A study of a user's own model builder (mymodels.se:build, factors width x gate) on
+    CIFAR-10: no paper number, Table 6 or degradation applies to it."""
+    trials = grid_trials(
+        {"width": [16, 32], "gate": [False, True]}, seeds=[0, 1, 2], model=USER_SETTINGS
+    )
+    return StudySpec(
+        name="se_gate",
+        question="Does the squeeze-and-excitation gate help, and does it depend on width?",
+        factors=["width", "gate"],
+        reference={"gate": False},
+        seeds=[0, 1, 2],
+        trials=trials,
+        model=USER_MODEL,
     )

@@ -1,7 +1,8 @@
 """The README's main job, as a user types it: `ablate run depth --preset demo`, then its
 report. It must show the paper's phenomenon, not only run: on digits, plain-44 ends with a
 clearly higher training error than plain-8 (degradation) while ResNet-44 ends lower than
-ResNet-8, over three seeds."""
+ResNet-8, over three seeds; and its report must give that answer on the first screen of a
+1400 x 900 window, with every table and plot label whole."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from report_browser import CHROMIUM, report_layout_problems
 from scipy import stats
 
 
@@ -55,3 +57,8 @@ def test_readme_main_job_shows_degradation_significantly(tmp_path):
     assert "Degradation appears: plain-44 ends with" in page
     assert "benefit of shortcuts grows with depth: the data show it" in page
     assert "Its verdicts hold for this reduced setting only" in page
+    # The answer comes first: before the comparison, the effects and the details.
+    answer = page.index('id="answer"')
+    assert answer < page.index('id="comparison"') < page.index('id="details"')
+    if CHROMIUM.exists():  # Debian's Chromium; the report tests say when it is missing
+        assert report_layout_problems(out / "index.html", tmp_path / "first-screen.png") == []

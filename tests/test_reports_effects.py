@@ -3,6 +3,7 @@ least squares, independently of statsmodels."""
 
 import itertools
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -74,14 +75,50 @@ def test_balanced_two_by_two_by_hand():
 
 
 def test_the_papers_interaction_is_stated_with_its_size_and_ci():
-    effects = factorial_effects(trials_frame(BALANCED), ["shortcut", "depth"])
+    effects = factorial_effects(trials_frame(BALANCED), ["shortcut", "depth"], paper=True)
     se = math.sqrt(0.04 * 4 / 3)
-    low, high = 5.5 - T8 * se, 5.5 + T8 * se
+    low, high = -5.5 - T8 * se, -5.5 + T8 * se
     assert effects.shortcut_depth == (
         "The paper's finding, that the benefit of shortcuts grows with depth: the data show "
-        "it: the benefit of shortcut A over none is -0.40 points at depth 20 and +5.10 at "
-        f"depth 56: a change of +5.50 points (95% CI {low:+.2f} to {high:+.2f}, p < 0.001)."
+        "it: shortcut A changes the test error by +0.40 points against none at depth 20 and "
+        f"by -5.10 at depth 56, an interaction of -5.50 points (95% CI {low:+.2f} to "
+        f"{high:+.2f}, p < 0.001)."
     )
+    # Without the paper's ResNets the finding is not the paper's to judge.
+    assert factorial_effects(trials_frame(BALANCED), ["shortcut", "depth"]).shortcut_depth == ""
+
+
+def test_one_sign_convention_in_the_table_and_the_sentences():
+    effects = factorial_effects(trials_frame(BALANCED), ["shortcut", "depth"], paper=True)
+    rows = by_term(effects)
+    # Error with A minus error with none, averaged: negative, and the sentence says lowers.
+    assert rows["shortcut"].estimate == pytest.approx(-2.35)
+    assert "lowers the test error by 2.35 points" in rows["shortcut"].sentence
+    assert "-2.35 points" in rows["shortcut"].sentence
+    inter = rows["shortcut × depth"]
+    assert f"changes by {inter.estimate:+.2f} points" in inter.sentence
+    assert f"an interaction of {inter.estimate:+.2f} points" in effects.shortcut_depth
+    frame = effects.frame().set_index("term")
+    assert frame.loc["shortcut × depth", "estimate_pct"] == pytest.approx(-5.5)
+
+
+def test_a_main_effect_inside_a_significant_interaction_says_so():
+    effects = factorial_effects(trials_frame(BALANCED), ["shortcut", "depth"])
+    rows = by_term(effects)
+    assert rows["shortcut × depth"].p < 0.05
+    for factor, other in (("shortcut", "depth"), ("depth", "shortcut")):
+        assert rows[factor].sentence.endswith(
+            f" But {factor} interacts with {other} (p < 0.001): read the per-arm numbers, not "
+            "this average."
+        )
+    # No significant interaction: the average is the story, no caveat.
+    cells = dict(BALANCED)
+    cells[("none", 56)] = [11.8, 12.2, 12.0]
+    cells[("A", 20)] = [4.2, 4.6, 4.4]
+    cells[("A", 56)] = [8.0, 8.4, 8.2]
+    plain = by_term(factorial_effects(trials_frame(cells), ["shortcut", "depth"]))
+    assert plain["shortcut × depth"].p > 0.05
+    assert not any("interacts with" in e.sentence for e in plain.values())
 
 
 def test_no_interaction_says_the_data_do_not_show_it():
@@ -89,10 +126,10 @@ def test_no_interaction_says_the_data_do_not_show_it():
     cells[("none", 56)] = [11.8, 12.2, 12.0]  # benefit 3.8 at 56 ...
     cells[("A", 20)] = [4.2, 4.6, 4.4]  # ... and 3.8 at 20
     cells[("A", 56)] = [8.0, 8.4, 8.2]
-    effects = factorial_effects(trials_frame(cells), ["shortcut", "depth"])
+    effects = factorial_effects(trials_frame(cells), ["shortcut", "depth"], paper=True)
     assert by_term(effects)["shortcut × depth"].estimate == pytest.approx(0.0, abs=1e-9)
     assert "the data do not show it (nor its opposite)" in effects.shortcut_depth
-    assert "a change of +0.00 points" in effects.shortcut_depth
+    assert "an interaction of +0.00 points" in effects.shortcut_depth
     assert "no clear interaction" in by_term(effects)["shortcut × depth"].sentence
 
 
@@ -142,7 +179,7 @@ def test_unbalanced_main_effects_are_type_two():
 def test_missing_cell_drops_the_interaction_and_says_so():
     cells = {k: list(v) for k, v in BALANCED.items()}
     cells[("A", 56)] = [math.nan] * 3  # every seed failed
-    effects = factorial_effects(trials_frame(cells), ["shortcut", "depth"])
+    effects = factorial_effects(trials_frame(cells), ["shortcut", "depth"], paper=True)
     assert list(by_term(effects)) == ["shortcut", "depth"]
     assert any(
         "The shortcut × depth interaction cannot be estimated: no finished seed in "
@@ -196,7 +233,7 @@ def test_a_single_factor_has_no_factorial_model():
 def test_the_smoke_fixture_shows_the_interaction_computed_from_its_cells():
     spec = rf.complete_study()
     data = rf.study_data(spec)
-    effects = factorial_effects(select_trials(data.runs), ["depth", "shortcut"])
+    effects = factorial_effects(select_trials(data.runs), ["depth", "shortcut"], paper=True)
     means = {}
     for depth, shortcut in itertools.product([8, 14], ["none", "A"]):
         values = [
@@ -205,14 +242,25 @@ def test_the_smoke_fixture_shows_the_interaction_computed_from_its_cells():
             if t.settings["depth"] == depth and t.settings["shortcut"] == shortcut
         ]
         means[(depth, shortcut)] = np.mean(values)
-    growth = (means[(14, "none")] - means[(14, "A")]) - (means[(8, "none")] - means[(8, "A")])
-    assert f"a change of {growth:+.2f} points" in effects.shortcut_depth
-    assert by_term(effects)["depth × shortcut"].estimate == pytest.approx(-growth)
+    change = (means[(14, "A")] - means[(14, "none")]) - (means[(8, "A")] - means[(8, "none")])
+    assert f"an interaction of {change:+.2f} points" in effects.shortcut_depth
+    assert by_term(effects)["depth × shortcut"].estimate == pytest.approx(change)
+    for depth in (8, 14):
+        assert f"{means[(depth, 'A')] - means[(depth, 'none')]:+.2f}" in effects.shortcut_depth
 
 
 def test_reduced_run_findings_are_not_styled_as_evidence():
     report = render_report(rf.study_data(rf.complete_study()))
-    assert 'class="finding finding-reduced" id="shortcut-depth-finding"' in report.html
+    answer = re.search(r'<section class="([\w -]+)" id="answer">.*?</section>', report.html)
+    assert answer.group(1) == "answer answer-reduced" and 'id="shortcut-depth-finding"' in answer[0]
+    assert "a reduced run: what it shows is no evidence" in answer[0]
     assert "no evidence for the study&#x27;s question" in report.html
     effects = report.tables["effects"]
     assert effects["sentence"].str.endswith("no evidence for the study's question.").all()
+
+
+def test_the_sign_convention_is_stated_once_on_the_page():
+    for spec in (rf.complete_study(), rf.partial_study()):
+        page = render_report(rf.study_data(spec)).html
+        assert page.count("Every effect on this page is a change in test error in points") == 1
+        assert page.index('id="sign-convention"') < page.index('id="effects-table"')

@@ -151,4 +151,5 @@ def test_mde_legend_names_the_prior_when_nothing_is_measured():
     report = render_report(rf.study_data(spec))
     legend = re.search(r'<dl class="legend" id="comparison-legend">.*?</dl>', report.html).group(0)
     assert "assumed seed standard deviation of 0.50 points" in legend
-    assert legend.count("<dt>") == 11  # every column explained
+    table = re.search(r'<table id="comparison">.*?</thead>', report.html).group(0)
+    assert legend.count("<dt>") == table.count("<th>") == 10  # every column explained

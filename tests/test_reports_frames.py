@@ -83,7 +83,6 @@ def test_one_seed_reports_no_spread_and_no_test():
     spec = smoke(
         seeds=[0], trials=[t for t in rf.complete_study().trials if t.settings["seed"] == 0]
     )
-    spec.expected_trials = len(spec.trials)
     data, report = render(spec)
     arms = arm_table(select_trials(data.runs), data.info)
     assert set(arms["test_error_pct_n"]) == {1}
@@ -99,28 +98,13 @@ def test_missing_reference_arm_is_named_and_counted():
         for t in rf.complete_study().trials
         if not (t.settings["depth"] == 14 and t.settings["shortcut"] == "A")
     ]
-    spec = smoke(trials=trials)  # expected_trials still counts the 3 absent trials
+    spec = smoke(trials=trials, planned=rf.planned(rf.complete_study()))  # 3 without runs
     data, report = render(spec)
     arms = arm_table(select_trials(data.runs), data.info).set_index("arm")
     assert "no reference arm (depth=14 shortcut=A)" in arms.loc["depth=14 shortcut=none", "verdict"]
     counts = count_trials(data.runs, data.info)
     assert counts.missing == 3 and counts.partial
     assert report.partial and "3 of 12 planned trials have no run yet" in report.html
-
-
-def test_expected_trials_argument_overrides_the_parent():
-    spec = rf.complete_study()
-    data = rf.study_data(spec)
-    assert not count_trials(data.runs, data.info).partial
-    counts = count_trials(data.runs, data.info, expected_trials=20)
-    assert counts.missing == 8 and counts.partial
-
-
-def test_missing_count_is_estimated_without_a_plan():
-    spec = smoke(expected_trials=None, trials=rf.complete_study().trials[:-1])
-    data = rf.study_data(spec)
-    counts = count_trials(data.runs, data.info)
-    assert counts.expected_estimated and counts.expected == 12 and counts.missing == 1
 
 
 def test_diverged_trial_is_counted_not_averaged_and_listed():
@@ -241,7 +225,7 @@ def test_degradation_sentence_and_why_absent():
     _, report = render(rf.complete_study())
     assert re.search(r"Degradation appears: plain-14 ends with [\d.]+% training error", report.html)
     trials = rf.grid_trials({"shortcut": ["A", "B"]}, seeds=[0, 1], fixed={"dataset": "digits"})
-    _, flat = render(smoke(factors=["shortcut"], trials=trials, expected_trials=4))
+    _, flat = render(smoke(factors=["shortcut"], trials=trials))
     assert "degradation plots are absent: this study has a single depth (20)" in flat.html
 
 
@@ -272,16 +256,11 @@ def test_page_is_self_contained_with_one_plotly_bundle():
 
 
 def test_study_with_no_trials_yet():
-    spec = smoke(trials=[])
+    spec = smoke(trials=[], planned=rf.planned(rf.complete_study()))
     data, report = render(spec)
     assert report.partial and "no trial has been recorded yet" in report.html
     assert "12 of 12 planned trials have no run yet" in report.html
     assert report.tables["arms"].empty
-
-
-def test_seeds_fall_back_to_the_runs_without_a_plan():
-    _, report = render(smoke(seeds=[]))
-    assert "0, 1, 2 (seen in runs; the plan was not recorded)" in report.html
 
 
 def test_tables_for_csv():
@@ -291,3 +270,64 @@ def test_tables_for_csv():
     assert len(report.tables["arms"]) == 6
     assert len(report.tables["trials"]) == 18  # one row per trial key seen, pending included
     assert report.tables["arms"]["run_ids"].str.count(";").ge(0).all()
+
+
+def test_arms_that_miss_the_precision_target_say_so_with_the_seeds_they_need():
+    spec = rf.adaptive_study()  # target: 95% CI half-width <= 0.3 points
+    find(spec, depth=14, shortcut="A", seed=0).status = "failed"  # one finished seed left
+    data, report = render(spec)
+    arms = report.tables["arms"].set_index("arm")
+    pooled = arms["mde_sd_pct"].iloc[0]
+    for arm, row in arms.iterrows():
+        values = expected_test_pct(spec, arm)
+        n = len(values)
+        half = ttest_interval_half(values) if n >= 2 else math.nan
+        if n >= 2:
+            assert row["ci_half_width_pct"] == pytest.approx(half)
+        if n >= 2 and half <= 0.3:
+            assert row["target_status"] == "met" and math.isnan(row["seeds_for_target"])
+            continue
+        sd = np.std(values, ddof=1) if n >= 2 else pooled  # its own spread, else the pooled
+        assert row["target_status"] == "not met", arm
+        assert row["seeds_for_target"] == stats.seeds_for_ci(sd, 0.3), arm
+    missed = arms[arms["target_status"] == "not met"]
+    assert 0 < len(missed) < len(arms) and (missed["test_error_pct_n"] == 1).any()
+    page = re.sub(r"<(script|style)\b.*?</\1>", "", report.html, flags=re.S)
+    answer = re.search(r'id="answer">.*?</section>', page, re.S).group(0)
+    assert f"not met by {len(missed)} of {len(arms)} arms" in answer
+    for arm, row in missed.iterrows():
+        n, needs = int(row["test_error_pct_n"]), int(row["seeds_for_target"])
+        width = "no interval (fewer than 2 seeds)" if n < 2 else f"±{row['ci_half_width_pct']:.2f}"
+        said = f"target not met: {width} with {n} seed{'s' * (n != 1)}; needs {needs} seeds"
+        said += ", more than the 4 allowed" if needs > 4 else ""  # the study's max_seeds
+        assert f"{arm}: {said}" in answer
+        assert said in page.split('id="comparison"')[1]  # in the arm's row too
+
+
+def test_without_a_target_nothing_is_said_about_one():
+    _, report = render(rf.complete_study())
+    arms = report.tables["arms"]
+    assert (arms["target_status"] == "").all() and arms["seeds_for_target"].isna().all()
+    assert "target" not in re.search(r'<table id="comparison">.*?</thead>', report.html)[0]
+    assert "Precision target" not in report.html
+
+
+def ttest_interval_half(values: list[float]) -> float:
+    from scipy.stats import sem, t
+
+    return float(t.ppf(0.975, len(values) - 1) * sem(values))
+
+
+def test_many_arms_missing_the_target_are_each_named_under_a_summary():
+    trials = rf.grid_trials({"depth": [20, 32, 44], "shortcut": ["none", "A"]}, seeds=[0, 1])
+    spec = rf.StudySpec("many", "q", ["depth", "shortcut"], {"shortcut": "A"}, [0, 1], trials)
+    spec.target_ci, spec.max_seeds = 0.01, 50
+    _, report = render(spec)
+    arms = report.tables["arms"]
+    assert (arms["target_status"] == "not met").all() and len(arms) == 6
+    target = re.search(r'<li id="target"><details>(.*?)</details></li>', report.html, re.S)[1]
+    assert "not met by 6 of 6 arms; 0 met it." in target
+    for _, row in arms.iterrows():
+        assert f"{row['arm']}: target not met: ±{row['ci_half_width_pct']:.2f} with 2 seeds" in (
+            target
+        )

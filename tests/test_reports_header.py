@@ -88,6 +88,38 @@ def test_every_trial_finished_is_green():
     assert "Complete: all 12 planned trials finished." in page
 
 
+def test_counts_agree_when_adaptive_replication_added_seeds():
+    # Planned with seeds 0 and 1 (8 trials); seeds were added up to 13 trials.
+    report = render(rf.adaptive_study())
+    page = visible(report.html)
+    assert "Complete: all 13 planned trials finished." in page
+    assert "<dt>Seeds</dt><dd>0, 1, 2, 3 (2 to 4 per arm)</dd>" in page
+    assert "<dt>Trials</dt><dd>13 finished · 0 diverged" in page and "(of 13 planned)" in page
+    assert "seeds 0, 1, 2, 3 (2 to 4 per arm)." in page  # Ran here
+    assert "From 13 finished trials" in page  # the answer
+    arms = report.tables["arms"].set_index("arm")
+    assert arms["seeds_planned"].to_dict() == {
+        "depth=8 shortcut=none": 4,
+        "depth=8 shortcut=A": 3,
+        "depth=14 shortcut=none": 4,
+        "depth=14 shortcut=A": 2,
+    }
+    assert (arms["finished"] == arms["seeds_planned"]).all()
+    assert not report.partial and "not started" not in page
+
+
+def test_a_planned_seed_without_a_run_is_counted_in_its_arm():
+    spec = rf.adaptive_study()
+    spec.planned = rf.planned(spec)
+    spec.trials = spec.trials[:-1]  # the last seed added never reached the store
+    report = render(spec)
+    page = visible(report.html)
+    assert banner(page) == ("banner-amber", "partial-banner")
+    assert "1 of 13 planned trials have no run yet" in page
+    arms = report.tables["arms"]
+    assert arms["not_started"].sum() == 1 and "1 not started" in page
+
+
 # A2: every fixed setting in the header and the CSVs.
 
 
@@ -113,7 +145,6 @@ def fixed_depth_study(**changes) -> rf.StudySpec:
         trials=trials,
         dataset="digits",
         preset="smoke",
-        expected_trials=len(trials),
         full_dataset="cifar10",
         full_iterations=64_000,
     )
@@ -130,13 +161,6 @@ def test_fixed_settings_in_header_arms_and_trials():
         table = report.tables[name]
         assert (table["depth"] == 14).all() and (table["shortcut"] == "A").all(), name
         assert (table["precision"] == "fp32").all() and "label_smoothing" in table, name
-
-
-def test_without_the_settings_tag_only_documented_settings_count():
-    report = render(fixed_depth_study(settings_tag=False))
-    fixed = re.search(r'<span id="fixed-settings">(.*?)</span>', report.html).group(1)
-    assert "depth = 14" in fixed and "label_smoothing" not in fixed
-    assert "label_smoothing" not in report.tables["arms"]
 
 
 def test_a_setting_that_varies_without_being_a_factor_is_named():
@@ -245,6 +269,21 @@ def test_mixed_code_versions_dirty_checkouts_and_data_are_warned():
     assert trials.loc[first, "git_commit"] == "b" * 40
 
 
+def test_the_model_builder_and_its_settings_are_stated():
+    page = visible(render(rf.complete_study()).html)
+    assert "<dt>Model</dt><dd>resnet.spec:resnet (the built-in ResNets); its settings: " in page
+    user = visible(render(rf.user_model_study()).html)
+    assert "<dt>Model</dt><dd>mymodels.se:build; its settings: width, gate</dd>" in user
+    # What ran names the builder's own fixed settings, never a ResNet's.
+    fixed = rf.user_model_study()
+    fixed.trials = [t for t in fixed.trials if t.settings["width"] == 16]
+    fixed.factors, fixed.reference = ["gate"], {"gate": False}
+    for t in fixed.trials:
+        t.settings.pop("width")
+    ran = visible(render(fixed).html)
+    assert "Ran here: gate (False, True); on cifar10; fixed width 16; 2,000 iterations" in ran
+
+
 def test_adaptive_replication_rule_is_stated():
     rule = "adaptive: 95% CI half-width <= 0.3 points, at most 10 seeds per arm"
     page = visible(render(replace(rf.complete_study(), replication=rule)).html)
@@ -266,3 +305,22 @@ def test_every_trial_diverged_is_red_and_grouped():
     assert banner(page) == ("banner-red", "failed-banner")
     assert "No trial finished: 8 of 8 diverged." in page
     assert "<strong>8 trials:</strong> diverged: the loss became non-finite" in page
+
+
+def test_the_answer_comes_first_and_says_what_the_study_found():
+    # One factor, a full CIFAR-10 run of its own length: the comparison is the answer.
+    trials = rf.grid_trials(
+        {"shortcut": ["none", "A"]}, seeds=[0, 1, 2], fixed={"depth": 56, "iterations": 4000}
+    )
+    spec = rf.StudySpec("plain_vs_a", "Do shortcuts help at depth 56?", ["shortcut"],
+                        {"shortcut": "A"}, [0, 1, 2], trials)  # fmt: skip
+    page = visible(render(spec).html)
+    answer = re.search(r'<section class="answer" id="answer">.*?</section>', page, re.S)[0]
+    assert "From 6 finished trials; tests at α = 0.05:" in answer
+    assert re.search(r"shortcut=A beats shortcut=none by [\d.]+ ± [\d.]+ points, p [<=] ", answer)
+    assert 'id="sign-convention"' not in answer  # no effects, no convention to state
+    order = [page.index(f'id="{i}"') for i in ("answer", "comparison", "effects", "details")]
+    assert order == sorted(order) and page.index('class="question"') < order[0]
+    # Nothing finished: the answer says so instead of guessing.
+    failed = visible(render(rf.failed_study()).html)
+    assert "No trial has finished: there is no answer yet." in failed

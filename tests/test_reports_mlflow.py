@@ -4,6 +4,8 @@ The store is filled once per module by tests/report_fixtures.py, which follows
 docs/tracking.md; no part of MLflow is mocked.
 """
 
+import io
+import json
 import math
 import os
 import re
@@ -20,12 +22,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import report_fixtures as rf
+from report_browser import CHROMIUM, chromium, layout_problems, open_report
 
-from reports import ReportError, build_report, fetch_study, runfiles
+from reports import ReportError, build_report, fetch_study, load_study, runfiles
 from reports.data import select_trials
 from reports.fetch import probe_server, seed_spread
 
-CHROMIUM = Path("/usr/bin/chromium")
 UI = "http://127.0.0.1:5000"
 
 
@@ -33,10 +35,13 @@ UI = "http://127.0.0.1:5000"
 def store(tmp_path_factory):
     root = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{(root / 'mlflow.db').resolve()}"
-    legacy = rf.complete_study()
-    # A store written before `ablate.settings`: params typed by the documented fallback.
-    legacy.name, legacy.settings_tag = "legacy@smoke", False
-    studies = (rf.complete_study(), rf.partial_study(), rf.failed_study(), legacy)
+    studies = (
+        rf.complete_study(),
+        rf.partial_study(),
+        rf.failed_study(),
+        rf.adaptive_study(),
+        rf.user_model_study(),
+    )
     specs = {s.name: s for s in studies}
     for spec in specs.values():
         rf.write_study(uri, spec, artifact_root=root / "artifacts")
@@ -66,8 +71,11 @@ def test_fetch_reads_what_the_contract_says(store):
     assert info.question == spec.question and info.dataset == "cifar10"
     assert info.reference == {"shortcut": "A"} and info.factors == ["depth", "shortcut"]
     assert info.seeds == [0, 1, 2] and info.expected_trials == 21
+    assert info.planned == rf.planned(spec) and len(info.planned) == 7
     assert info.parent_status == "RUNNING" and info.fingerprint.startswith("sha256:")
-    assert info.settings == rf.SETTING_TYPES and info.replication == "fixed seeds"
+    assert info.settings == rf.setting_types(spec) and info.replication == "fixed seeds"
+    assert info.model == rf.RESNET and info.resnet and info.model_factors == list(rf.RESNET_MODEL)
+    assert info.target_ci is None and info.max_seeds is None
     assert (info.full_dataset, info.full_iterations) == ("cifar10", 4000)
     assert (info.git_commit, info.git_dirty) == (rf.COMMIT, "false")
     got, want = _by_trial(data.runs), _by_trial(expected.runs)
@@ -81,9 +89,10 @@ def test_fetch_reads_what_the_contract_says(store):
     assert got["diverged_at"].fillna(-1).tolist() == want["diverged_at"].fillna(-1).tolist()
     for key in ("train/error", "val/error", "test/error", "wall_time_s", "images_per_s"):
         np.testing.assert_allclose(got[key].to_numpy(float), want[key].to_numpy(float))
-    # Typed by `ablate.settings`: an int is an int, a bool a bool, a float the setting the
-    # fallback does not know is a float, and the text None is unset.
+    # Typed by `ablate.settings`: an int is an int, a bool a bool, a float the setting no
+    # list in reports/ knows is a float, and the text None is unset.
     assert got["depth"].map(type).eq(int).all() and got["bottleneck"].map(type).eq(bool).all()
+    assert got["bn_batch"].map(type).eq(int).all() and got["macs"].map(type).eq(int).all()
     assert got["label_smoothing"].map(type).eq(float).all()
     assert got["plateau_patience"].isna().all()
     # The parent's mean_test_error/<arm> metrics are not read as anything.
@@ -93,15 +102,78 @@ def test_fetch_reads_what_the_contract_says(store):
     assert parent.data.params["full_dataset"] == "cifar10"
 
 
-def test_store_without_the_settings_tag_is_typed_by_the_fallback(store, built):
-    data = fetch_study("legacy@smoke", store["uri"])
-    assert data.info.settings == {}
+def test_the_plan_is_read_from_the_tags_not_the_first_params(store):
+    # Adaptive replication grew the plan from 8 trials (seeds 0, 1; the params) to 13.
+    client = mlflow.MlflowClient(store["uri"])
+    data = fetch_study("degradation@adaptive", store["uri"])
+    params = client.get_run(data.info.parent_run_id).data.params
+    assert (params["seeds"], params["expected_trials"]) == ("[0, 1]", "8")
+    info = data.info
+    assert info.seeds == [0, 1, 2, 3] and info.expected_trials == 13
+    assert info.planned["depth=8 shortcut=A"] == [0, 1, 2]
+    assert (info.target_ci, info.max_seeds) == (0.3, 4)
+
+
+def test_a_user_model_is_read_with_its_own_settings(store):
+    data = fetch_study("se_gate", store["uri"])
+    assert data.info.model == rf.USER_MODEL and not data.info.resnet
+    assert data.info.model_factors == ["width", "gate"]
     runs = data.runs
-    assert runs["depth"].map(type).eq(int).all() and runs["lr"].map(type).eq(float).all()
-    # Unknown to the fallback: left as text, and not a setting.
-    assert runs["label_smoothing"].eq("0.0").all()
-    trials = pd.read_csv(store["root"] / "reports" / "legacy@smoke" / "trials.csv")
-    assert "depth" in trials.columns and "label_smoothing" not in trials.columns
+    assert runs["gate"].map(type).eq(bool).all() and runs["width"].map(type).eq(int).all()
+    assert "depth" not in runs.columns and "shortcut" not in runs.columns
+    assert data.layer_responses.empty and data.notes == []
+
+
+def _store_with(tmp_path, tags: dict | None = None, param: tuple | None = None) -> str:
+    """failed_study() in a store of its own, with these parent tags set (None: deleted)
+    and this (name, text) param added to one trial."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spec = rf.failed_study()
+    rf.write_study(uri, spec, artifact_root=tmp_path / "artifacts")
+    client = mlflow.MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name(spec.name).experiment_id])
+    parent = next(r for r in runs if r.data.tags["ablate.role"] == "parent").info.run_id
+    for name, value in (tags or {}).items():
+        if value is None:
+            client.delete_tag(parent, name)
+        else:
+            client.set_tag(parent, name, value)
+    if param:
+        trial = next(r for r in runs if r.data.tags["ablate.role"] == "trial").info.run_id
+        client.log_param(trial, *param)
+    return uri
+
+
+def test_a_store_written_before_the_contract_is_refused(tmp_path):
+    uri = _store_with(tmp_path, tags={"ablate.model": None, "ablate.planned": None})
+    with pytest.raises(ReportError) as error:
+        fetch_study("shortcut_none_vs_a", uri)
+    message = str(error.value)
+    assert "lacks the tags ablate.model, ablate.planned" in message and "\n" not in message
+
+
+def test_a_param_that_does_not_decode_names_its_run_and_text(tmp_path):
+    types = {**rf.setting_types(rf.failed_study()), "curriculum": "bool"}
+    uri = _store_with(
+        tmp_path, tags={"ablate.settings": json.dumps(types)}, param=("curriculum", "sometimes")
+    )
+    with pytest.raises(ReportError) as error:
+        fetch_study("shortcut_none_vs_a", uri)
+    assert re.match(
+        r"run \w+ \(shortcut=\w+ seed=\d\): param curriculum = 'sometimes' is not a valid bool",
+        str(error.value),
+    )
+    with pytest.raises(ReportError, match="curriculum = 'sometimes'"):
+        build_report("shortcut_none_vs_a", uri, tmp_path / "out")
+
+
+def test_a_param_the_settings_tag_does_not_type_is_text_and_noted(tmp_path):
+    uri = _store_with(tmp_path, param=("curriculum", "sometimes"))
+    data = fetch_study("shortcut_none_vs_a", uri)
+    assert data.runs["curriculum"].dropna().tolist() == ["sometimes"]
+    assert data.notes == [
+        "params missing from the parent's ablate.settings, read as text: curriculum"
+    ]
 
 
 def test_fetch_histories_and_artifacts(store):
@@ -212,6 +284,73 @@ def test_partial_study_is_stated_on_the_page(built):
     assert 'id="partial-banner"' not in complete and 'id="complete-banner"' in complete
 
 
+def test_added_seeds_are_counted_from_the_tags_on_the_page(built):
+    page = _without_scripts(built["degradation@adaptive"].read_text())
+    assert "Complete: all 13 planned trials finished." in page
+    assert "<dt>Seeds</dt><dd>0, 1, 2, 3 (2 to 4 per arm)</dd>" in page
+    assert "(of 13 planned)" in page and "seeds 0, 1, 2, 3 (2 to 4 per arm)." in page
+    assert "target not met: ±" in page
+
+
+def test_a_user_model_gets_its_own_report_without_the_papers(store, built):
+    folder = built["se_gate"].parent
+    page = _without_scripts(built["se_gate"].read_text())
+    arms = pd.read_csv(folder / "arms.csv")
+    assert sorted(arms["arm"]) == sorted(
+        f"width={w} gate={g}" for w in (16, 32) for g in (False, True)
+    )
+    assert pd.read_csv(folder / "effects.csv")["term"].tolist() == ["width", "gate", "width × gate"]
+    for ident in ("factor-width", "factor-gate", "training-curves", "cost-macs", "cost-params"):
+        assert f'id="{ident}"' in page, ident
+    assert "<th>paper %</th>" not in page and arms["paper_test_error_pct"].isna().all()
+    assert "Table 6" not in page and 'id="degradation"' not in page
+    assert 'id="layer-responses"' not in page and "shortcut" not in page
+    assert "The paper's finding" not in page
+
+
+def test_load_study_gives_the_reports_numbers(store, built):
+    for name in ("shortcut_types", "degradation@adaptive", "se_gate"):
+        study = load_study(name, store["uri"])
+        folder = built[name].parent
+        written = pd.read_csv(folder / "arms.csv")
+        # The same frame as the file, cell for cell, and its numbers straight from it.
+        pd.testing.assert_frame_equal(
+            pd.read_csv(io.StringIO(study.arms.to_csv(index=False))), written
+        )
+        for column in ("test_error_pct_mean", "test_error_pct_ci_low", "p_holm", "mde_pct"):
+            np.testing.assert_allclose(study.arms[column].astype(float), written[column])
+        trials = pd.read_csv(folder / "trials.csv")
+        assert study.trials["trial_key"].tolist() == trials["trial_key"].tolist()
+        np.testing.assert_allclose(study.trials["test/error"], trials["test/error"])
+        assert study.info == fetch_study(name, store["uri"]).info
+    # Curves: every evaluation of every trial, by trial key and seed.
+    spec = store["specs"]["se_gate"]
+    curves = load_study("se_gate", store["uri"]).curves
+    assert list(curves.columns) == ["trial_key", "arm", "seed", "iteration", "metric", "value"]
+    trial = spec.trials[0]
+    settings = rf.resolved(trial)
+    key = f"{rf.arm_label(settings, spec.factors)} seed={settings['seed']}"
+    got = curves[(curves["trial_key"] == key) & (curves["metric"] == "test/error")]
+    want = rf.curves(settings)["test/error"]
+    assert got["iteration"].tolist() == [s for s, _ in want]
+    np.testing.assert_allclose(got["value"], [v for _, v in want])
+    with pytest.raises(ReportError, match="no study named nope"):
+        load_study("nope", store["uri"])
+
+
+def test_load_study_of_a_user_model_has_one_arm_per_combination(store):
+    study = load_study("se_gate", store["uri"])
+    assert not study.info.resnet and study.info.model_factors == ["width", "gate"]
+    arms = study.arms.set_index(["width", "gate"])
+    assert sorted(arms.index) == [(16, False), (16, True), (32, False), (32, True)]
+    for (width, gate), row in arms.iterrows():
+        settings = {**rf.USER_SETTINGS, **rf.RECIPE, "width": width, "gate": gate}
+        assert row["params"] == rf.param_count(settings)
+        assert row["test_error_pct_n"] == 3 and row["seeds_planned"] == 3
+    assert study.trials["gate"].map(type).eq(bool).all()
+    assert set(study.trials["params"]) == {int(p) for p in arms["params"]}
+
+
 def _without_scripts(page: str) -> str:
     return re.sub(r"<(script|style)\b.*?</\1>", "", page, flags=re.S)
 
@@ -256,11 +395,10 @@ def test_experiment_without_ablate_runs(store):
         fetch_study("hand_made", store["uri"])
 
 
-def test_default_output_folder_and_expected_trials(store, tmp_path, monkeypatch):
+def test_default_output_folder(store, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    index = build_report("degradation@smoke", store["uri"], expected_trials=30, log_to_mlflow=False)
+    index = build_report("degradation@smoke", store["uri"], log_to_mlflow=False)
     assert index.resolve() == (tmp_path / "ablate-reports" / "degradation@smoke" / "index.html")
-    assert "18 of 30 planned trials have no run yet" in index.read_text()
 
 
 def test_store_that_is_not_a_database(tmp_path):
@@ -328,7 +466,7 @@ def test_report_through_a_tracking_server(mlflow_server):
     spec = rf.complete_study()
     # Small: every call goes over HTTP. Two arms, two seeds.
     spec.trials = [t for t in spec.trials if t.settings["seed"] < 2 and t.settings["depth"] == 8]
-    spec.seeds, spec.expected_trials = [0, 1], len(spec.trials)
+    spec.seeds = [0, 1]
     rf.write_study(url, spec)  # artifacts go through the server's proxy
     data = fetch_study(spec.name, url)
     assert data.runs["arm"].nunique() == 2 and data.notes == []
@@ -346,14 +484,16 @@ def test_report_through_a_tracking_server(mlflow_server):
 
 
 def _sections(name: str) -> list[str]:
-    """What each page must show, as CSS selectors (the new sections included)."""
+    """What each page must show, as CSS selectors."""
     if name == "shortcut_none_vs_a":
-        return ["#failed-banner", "#failure-reasons", "#problems", "#what-ran"]
-    common = ["#what-ran", "#fixed-settings", "#comparison", "#comparison-legend", "#effects"]
-    common += ["#cost-macs", "#cost-params"]
+        return ["#failed-banner", "#failure-reasons", "#problems", "#what-ran", "#answer"]
+    common = ["#answer", "#what-ran", "#fixed-settings", "#comparison", "#comparison-legend"]
+    common += ["#effects", "#effects-table", "#cost-macs", "#cost-params", "#arm-costs"]
     if name == "shortcut_types":
-        return [*common, "#partial-banner", "#effects-table", "#shortcut-depth-finding"]
-    return [*common, "#complete-banner", "#reduced-notice", "#effects-table"]
+        return [*common, "#partial-banner", "#shortcut-depth-finding", "#degradation"]
+    if name == "se_gate":
+        return [*common, "#complete-banner", "#training-curves", "#factor-width", "#factor-gate"]
+    return [*common, "#complete-banner", "#reduced-notice", "#degradation"]
 
 
 def _distinct_colors(png: bytes) -> int:
@@ -367,57 +507,30 @@ def _distinct_colors(png: bytes) -> int:
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")
 def test_pages_render_in_headless_chromium(store, built):
-    from playwright.sync_api import sync_playwright
-
     shots = store["root"] / "screenshots"
     shots.mkdir(exist_ok=True)
-    args = [
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-    ]
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=args)
-        try:
-            for name, index in built.items():
-                page = browser.new_page(viewport={"width": 1400, "height": 900})
-                failed = name == "shortcut_none_vs_a"
-                problems, fetched = [], []
-                page.on("console", lambda m, out=problems: m.type == "error" and out.append(m.text))
-                page.on("pageerror", lambda e, out=problems: out.append(str(e)))
-                # The page must not reach for anything but itself: any other request fails.
-                page.route(
-                    "**/*",
-                    lambda route, seen=fetched: (
-                        route.continue_()
-                        if route.request.url.startswith("file:")
-                        else (seen.append(route.request.url), route.abort())
-                    ),
-                )
-                page.goto(index.as_uri(), wait_until="load")
-                expected = page.locator(".plotly-graph-div").count()
-                page.wait_for_function(
-                    f"document.querySelectorAll('.js-plotly-plot .main-svg').length >= {expected}"
-                )
-                plots = page.locator(".js-plotly-plot")
-                # A study where every trial failed has nothing to plot.
-                assert plots.count() == expected >= (0 if failed else 8), name
-                for i in range(expected):
-                    assert plots.nth(i).locator(".main-svg").count() >= 1, (name, i)
-                    # Drawn: at least one trace has marks in it.
-                    assert plots.nth(i).locator(".scatterlayer .trace, .boxlayer .trace").count()
-                for selector in _sections(name):
-                    assert page.locator(selector).first.is_visible(), (name, selector)
-                png = page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
-                assert problems == [], name
-                assert fetched == [], name
-                assert _distinct_colors(png) > (100 if failed else 500), name
-                page.close()
-        finally:
-            browser.close()
+    with chromium() as browser:
+        for name, index in built.items():
+            failed = name == "shortcut_none_vs_a"
+            problems, fetched = [], []
+            page = open_report(browser, index, problems, fetched)
+            plots = page.locator(".js-plotly-plot")
+            # A study where every trial failed has nothing to plot; a user's model has no
+            # degradation or layer-response figures.
+            assert plots.count() >= (0 if failed else 6 if name == "se_gate" else 8), name
+            for i in range(plots.count()):
+                assert plots.nth(i).locator(".main-svg").count() >= 1, (name, i)
+                # Drawn: at least one trace has marks in it.
+                assert plots.nth(i).locator(".scatterlayer .trace, .boxlayer .trace").count()
+            for selector in _sections(name):
+                assert page.locator(selector).first.is_visible(), (name, selector)
+            # At 1400 x 900 the answer is on the first screen and nothing is cut off.
+            assert layout_problems(page) == [], name
+            png = page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
+            assert problems == [], name
+            assert fetched == [], name
+            assert _distinct_colors(png) > (100 if failed else 500), name
+            page.close()
 
 
 def test_store_values_are_finite_where_the_contract_says(store):
@@ -425,3 +538,26 @@ def test_store_values_are_finite_where_the_contract_says(store):
     data = fetch_study("degradation@smoke", store["uri"])
     assert data.runs["test/error"].map(math.isfinite).all()
     assert data.info.seeds == [0, 1, 2]  # the parent's plan, decoded
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")
+def test_the_layout_check_sees_what_a_reader_would_miss(tmp_path):
+    # The check the pages above pass must fail a page that hides its answer below the
+    # fold, scrolls a table sideways and cuts off a plot label.
+    import plotly.graph_objects as go
+
+    from reports.html import figure, page, table
+
+    labels = go.Figure(
+        go.Scatter(x=[1, 2], y=[1, 2], mode="markers+text", text=["a", "a very long label " * 4])
+    )
+    labels.update_traces(textposition="middle right")
+    wide = table(["x"] * 60, [["wide cell"] * 60])
+    body = '<div style="height:1200px"></div><section id="answer">late</section>'
+    index = tmp_path / "index.html"
+    index.write_text(page("bad", wide + figure(labels, "", "labels") + body))
+    with chromium() as browser:
+        found = layout_problems(open_report(browser, index))
+    assert len(found) == 3, found
+    assert found[0].startswith("the answer spans") and "px wide in a 1400 px window" in found[1]
+    assert found[2].startswith('label "a very long label')

@@ -9,7 +9,7 @@ import pytest
 from scipy import stats as sps
 
 from reports import stats
-from reports.data import trial_status
+from reports.data import decode
 from reports.paper import paper_result, table6_points
 
 SEED_ERRORS = [7.1, 6.8, 7.4, 7.0, 6.6]
@@ -99,27 +99,47 @@ def test_verdict_with_one_seed_says_what_is_needed():
     assert "needs ≥ 2 seeds per arm" in text
 
 
+# The recorded (resolved) settings of the paper's CIFAR-10 and ImageNet nets.
+CIFAR_NET = {
+    "dataset": "cifar10",
+    "shortcut": "A",
+    "skip_length": 2,
+    "bottleneck": False,
+    "preactivation": False,
+    "stem": "cifar",
+    "width": 16,
+}
+IMAGENET_NET = {**CIFAR_NET, "dataset": "imagenet", "stem": "imagenet", "width": 64}
+
+
 @pytest.mark.parametrize(
     ("settings", "expected"),
     [
-        ({"dataset": "cifar10", "depth": 20, "shortcut": "A"}, 8.75),
-        ({"dataset": "CIFAR-10", "depth": "56", "shortcut": "A", "width": "16"}, 6.97),
-        ({"dataset": "cifar10", "depth": 110, "shortcut": "A"}, 6.61),
-        ({"dataset": "cifar10", "depth": 110, "shortcut": "A", "skip_length": 1}, 9.90),
-        ({"dataset": "cifar10", "depth": 110, "shortcut": "C"}, 12.22),
-        ({"dataset": "cifar10", "depth": 164, "shortcut": "B", "bottleneck": "True"}, 5.93),
+        ({**CIFAR_NET, "depth": 20}, 8.75),
+        ({**CIFAR_NET, "dataset": "CIFAR-10", "depth": 56}, 6.97),
+        ({**CIFAR_NET, "depth": 110}, 6.61),
+        ({**CIFAR_NET, "depth": 110, "skip_length": 1}, 9.90),
+        ({**CIFAR_NET, "depth": 110, "shortcut": "C"}, 12.22),
+        ({**CIFAR_NET, "depth": 164, "shortcut": "B", "bottleneck": True, "skip_length": 3}, 5.93),
         (
             {
-                "dataset": "cifar10",
+                **CIFAR_NET,
                 "depth": 164,
                 "shortcut": "B",
                 "bottleneck": True,
+                "skip_length": 3,
                 "preactivation": True,
             },
             5.46,
         ),
-        ({"dataset": "imagenet", "depth": 34, "shortcut": "none"}, 28.54),
-        ({"dataset": "imagenet", "depth": 34, "shortcut": "B"}, 24.52),
+        ({**IMAGENET_NET, "depth": 34, "shortcut": "none"}, 28.54),
+        ({**IMAGENET_NET, "depth": 34, "shortcut": "B"}, 24.52),
+        (
+            {**IMAGENET_NET, "depth": 50, "shortcut": "B", "bottleneck": True, "skip_length": 3},
+            22.85,
+        ),
+        # Settings the entry does not list (the recipe) do not matter.
+        ({**CIFAR_NET, "depth": 20, "lr": 0.05, "bn_batch": 64}, 8.75),
     ],
 )
 def test_paper_numbers_match_their_settings(settings, expected):
@@ -130,14 +150,21 @@ def test_paper_numbers_match_their_settings(settings, expected):
 @pytest.mark.parametrize(
     "settings",
     [
-        {"dataset": "digits", "depth": 20, "shortcut": "A"},
-        {"dataset": "cifar10", "depth": 20, "shortcut": "B"},
-        {"dataset": "cifar10", "depth": 20, "shortcut": "none"},
-        {"dataset": "cifar10", "depth": 20, "shortcut": "A", "preactivation": True},
-        {"dataset": "cifar10", "depth": 20, "shortcut": "A", "width": 32},
-        {"dataset": "cifar10", "depth": 110, "shortcut": "A", "stem": "imagenet"},
+        {**CIFAR_NET, "dataset": "digits", "depth": 20},
+        {**CIFAR_NET, "depth": 20, "shortcut": "B"},
+        {**CIFAR_NET, "depth": 20, "shortcut": "none"},
+        {**CIFAR_NET, "depth": 20, "preactivation": True},
+        {**CIFAR_NET, "depth": 20, "width": 32},
+        {**CIFAR_NET, "depth": 110, "stem": "imagenet"},
         # The 2016 bottleneck nets project where dimensions grow; option A is another net.
-        {"dataset": "cifar10", "depth": 164, "shortcut": "A", "bottleneck": True},
+        {**CIFAR_NET, "depth": 164, "bottleneck": True, "skip_length": 3},
+        # A bottleneck net records its 3-layer units; one that says 2 is no paper net.
+        {**CIFAR_NET, "depth": 164, "shortcut": "B", "bottleneck": True},
+        # A setting the arm does not record is not filled in with the paper's.
+        {"dataset": "cifar10", "depth": 20, "shortcut": "A"},
+        {k: v for k, v in CIFAR_NET.items() if k != "bottleneck"} | {"depth": 20},
+        # Text is not a decoded value: "20" is not the depth 20.
+        {**CIFAR_NET, "depth": "20"},
     ],
 )
 def test_paper_numbers_need_every_setting_to_match(settings):
@@ -156,25 +183,38 @@ def test_table6_points_are_the_papers():
 
 
 @pytest.mark.parametrize(
-    ("tag", "mlflow_status", "expected"),
+    ("kind", "text", "expected"),
     [
-        ("finished", "FINISHED", "finished"),
-        ("diverged", "FINISHED", "diverged"),
-        ("failed", "FAILED", "failed"),
-        ("running", "RUNNING", "running"),
-        ("interrupted", "KILLED", "interrupted"),  # stopped, resumable: not a failure
-        ("pending", "SCHEDULED", "pending"),
-        # A store from before `interrupted`: a stopped trial kept the tag `running`.
-        ("running", "KILLED", "interrupted"),
-        (None, "FAILED", "failed"),
-        (None, "KILLED", "interrupted"),
-        (None, "SCHEDULED", "pending"),
-        (None, "FINISHED", "finished"),
-        (None, "RUNNING", "running"),
+        ("int", "3", 3),
+        ("int", "3.0", 3),
+        ("int", "-12", -12),
+        ("float", "1e-4", 1e-4),
+        ("float", "0.1", 0.1),
+        ("bool", "True", True),
+        ("bool", "false", False),
+        ("bool", "1", True),
+        ("bool", "0", False),
+        ("bool", "YES", True),
+        ("bool", "no", False),
+        ("str", "A", "A"),
+        ("str", "none", "none"),  # the plain net's shortcut, not an unset one
+        ("int", "None", None),
+        ("bool", None, None),
     ],
 )
-def test_trial_status(tag, mlflow_status, expected):
-    assert trial_status(tag, mlflow_status) == expected
+def test_decode(kind, text, expected):
+    value = decode(kind, text)
+    assert value == expected and type(value) is type(expected)
+
+
+@pytest.mark.parametrize(
+    ("kind", "text"),
+    [("int", "3.5"), ("int", "inf"), ("int", "nan"), ("int", "x"), ("float", "fast"),
+     ("bool", "maybe"), ("bool", ""), ("bool", "2"), ("list", "[1]")],
+)  # fmt: skip
+def test_decode_refuses_junk(kind, text):
+    with pytest.raises(ValueError):
+        decode(kind, text)
 
 
 def test_reports_import_no_training_stack():
@@ -192,8 +232,8 @@ def test_reports_import_no_training_stack():
     assert out.stdout.strip() == "[]"
 
 
-# Power: reports.stats computes it exactly from the noncentral t distribution; statsmodels'
-# TTestIndPower (a separate implementation) is the reference.
+# Power: reports.stats asks statsmodels' TTestIndPower; these pin the questions it asks
+# (sides, seeds, levels) and the integer answers it rounds to.
 
 
 @pytest.mark.parametrize(("n_a", "n_b"), [(2, 2), (3, 3), (3, 5), (5, 5), (10, 7)])
@@ -239,12 +279,31 @@ def test_seeds_needed_refuses_nonsense():
 
 
 def test_power_at_the_mde_is_the_target():
-    assert stats.t_test_power(stats.mde(4, 6, 0.5), 4, 6, 0.5) == pytest.approx(0.8)
+    from statsmodels.stats.power import TTestIndPower
+
+    d = stats.mde(4, 6, 0.5) / 0.5
+    assert TTestIndPower().power(d, nobs1=4, ratio=1.5, alpha=0.05) == pytest.approx(0.8)
+    # By hand: the noncentral t of a two-sided test on 8 degrees of freedom.
+    crit, nc = sps.t.ppf(0.975, 8), d * math.sqrt(4 * 6 / 10)
+    assert sps.nct.sf(crit, 8, nc) + sps.nct.cdf(-crit, 8, nc) == pytest.approx(0.8)
+
+
+def test_seeds_needed_is_at_least_two():
+    assert stats.seeds_needed(5.0, 0.5) == 2  # detectable with any test at all
 
 
 def test_prior_seed_sd_is_the_stated_half_point():
     assert stats.PRIOR_SEED_SD == 0.5
     assert "docs/paper.md §6" in stats.PRIOR_SEED_SD_SOURCE
+
+
+def test_pooled_sd_by_hand():
+    # a: squares 2 on 2 df; b: squares 2 on 1 df (NaN dropped); c: one value, no df.
+    groups = {"a": [1.0, 2.0, 3.0], "b": [5.0, math.nan, 7.0], "c": [4.0]}
+    sd, df = stats.pooled_sd(groups)
+    assert df == 3 and sd == pytest.approx(math.sqrt(4 / 3))
+    assert stats.pooled_sd({"c": [4.0], "d": [math.inf, 2.0]}) is None
+    assert stats.pooled_sd({}) is None
 
 
 def test_pooled_seed_spread_by_hand():
@@ -257,3 +316,25 @@ def test_pooled_seed_spread_by_hand():
     sd, df = stats.seed_spread_of(frame)
     assert df == 3 and sd == pytest.approx(math.sqrt(4 / 3))
     assert stats.seed_spread_of(frame[frame["arm"] == "c"]) is None
+
+
+@pytest.mark.parametrize(
+    ("sd", "half_width", "confidence"),
+    [(0.5, 0.25, 0.95), (0.5, 0.5, 0.95), (1.0, 0.1, 0.95), (0.16, 0.3, 0.95), (2.0, 0.5, 0.9)],
+)
+def test_seeds_for_ci_is_the_smallest_n_that_is_precise_enough(sd, half_width, confidence):
+    def half(n: int) -> float:
+        return sps.t.ppf(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n)
+
+    n = stats.seeds_for_ci(sd, half_width, confidence)
+    assert n >= 2 and half(n) <= half_width
+    assert n == 2 or half(n - 1) > half_width
+
+
+def test_seeds_for_ci_by_hand():
+    # sd 0.5, +-0.5: n = 7 gives 2.447 * 0.5 / 2.646 = 0.462; n = 6, 2.571 * 0.5 / 2.449 = 0.525.
+    assert stats.seeds_for_ci(0.5, 0.5) == 7
+    assert stats.seeds_for_ci(0.0, 0.1) == 2  # no spread: two seeds to show it
+    for sd, width in ((-1.0, 0.3), (math.nan, 0.3), (0.5, 0.0), (0.5, math.inf)):
+        with pytest.raises(ValueError):
+            stats.seeds_for_ci(sd, width)
