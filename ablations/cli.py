@@ -244,7 +244,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("interrupted: run the same command again to resume")
         return EXIT_INTERRUPTED
     for arm, t in summary.missed.items():
-        needed = f"; about {t.needed} seeds would meet it" if t.needed else ""
+        needed = f"; about {t.needed:,} seeds would meet it" if t.needed else ""
         print(
             f"  target not met: {arm}: 95% CI +-{t.half_width:.2f} points with {t.seeds} "
             f"seeds (target +-{summary.target_ci:g}, --max-seeds reached){needed}"

@@ -18,7 +18,7 @@ from ablations.events import METRIC, Event, Final, decode
 from ablations.job import TrialJob
 from ablations.signals import stop_on_sigterm
 
-RETRIES = 2  # Ray retries of a trial whose worker process died
+RETRIES = 2  # Ray retries of a trial whose process died
 
 
 class Listener(Protocol):
@@ -112,9 +112,12 @@ def fit(
     init_ray(address, (shipped,) if shipped else ())
     # Tune's own loggers: JSON lines only (added below), no CSV or TensorBoard files.
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
-    trainable = tune.with_resources(
-        run_trial, {"cpu": placement.cpus_per_trial, "gpu": placement.gpus_per_trial}
-    )
+    resources = {"cpu": placement.cpus_per_trial, "gpu": placement.gpus_per_trial}
+    if jobs[0].config.replicas > 1:
+        # The trial only waits on its replica group, which Ray Train places itself (the
+        # placement counted the group's CPUs and GPUs); a bundle cannot be empty.
+        resources = {"memory": 1}
+    trainable = tune.with_resources(run_trial, resources)
     common = {
         "max_concurrent_trials": placement.at_once,
         "trial_name_creator": _trial_name,

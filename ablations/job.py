@@ -18,7 +18,8 @@ class TrialJob:
     study: str  # the MLflow experiment; names the study's folder in the storage
     storage: str  # Ray's storage: a folder or a bucket URI
     run_id: str = ""  # its MLflow run; "" for a tuning trial (made when Tune starts it)
-    threads: int = 1  # torch threads
+    threads: int = 1  # torch threads (CPUs) of each replica
+    gpus: float = 0.0  # GPUs of each replica
     checkpoints: bool = True  # False for short tuning trials: an interrupted one is redone
 
     @classmethod
@@ -32,6 +33,7 @@ class TrialJob:
             storage=storage,
             run_id=run_id,
             threads=plan.placement.threads,
+            gpus=plan.placement.gpus_per_trial,
             checkpoints=checkpoints,
         )
 

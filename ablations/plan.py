@@ -70,11 +70,14 @@ class Request:
     data_dir: str | None = option(None, "where data sets live (default ./data)")
     gpus_per_trial: str | None = option(
         "auto",
-        "auto (default: GPUs when the machine or cluster has them, small models 4 to a "
-        "GPU), 0 to force CPUs, a fraction to share a GPU, or a whole number",
+        "GPUs per replica: auto (default: GPUs when the machine or cluster has them, "
+        "small models 4 to a GPU), 0 to force CPUs, or a fraction to share a GPU",
     )
-    cpus_per_trial: float | None = option(None, "CPUs per trial (default 1)", float)
+    cpus_per_trial: float | None = option(None, "CPUs per replica (default 1)", float)
     max_concurrent: int | None = option(None, "trials at once, at most", int)
+    replicas: int | None = option(
+        None, "data-parallel replicas per trial (default: the study's, else 1)", int
+    )
     address: str | None = option(None, "a Ray cluster (default: RAY_ADDRESS)")
     tracking_uri: str | None = option(
         None, "MLflow store (default: MLFLOW_TRACKING_URI or ./mlflow.db)"
@@ -328,6 +331,8 @@ def make_plan(request: Request, resources: places.Resources | None = None) -> Pl
         arm_factors = dict(zip(factors, levels, strict=True))
         arm = " ".join(f"{k}={v}" for k, v in arm_factors.items())
         settings = _settings(chosen, arm_factors, dataset, data_dir)
+        if request.replicas is not None:
+            settings["replicas"] = request.replicas
         try:
             config = TrainConfig.from_dict({**settings, "model": study.model, "seed": seeds[0]})
         except ResnetError as err:
@@ -347,6 +352,7 @@ def make_plan(request: Request, resources: places.Resources | None = None) -> Pl
         places.parse_gpus(request.gpus_per_trial),
         request.cpus_per_trial,
         request.max_concurrent,
+        replicas=max(config.replicas for _, _, config in arms),
     )
     device = placement.device
     trials = [

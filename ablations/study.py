@@ -24,11 +24,14 @@ from ablations.errors import AblateError
 from resnet.builders import BUILTIN, load_builder
 from resnet.config import TrainConfig
 from resnet.errors import ResnetError, SpecError
-from resnet.settings import SCIENCE, Setting, check, settings_of
+from resnet.settings import EXECUTION, SCIENCE, Setting, check, settings_of
 
 # The recipe settings a study may fix or vary (seeds and the model have keys of their own);
-# the model builder's factors join them (`settings_for`).
+# the model builder's factors join them (`settings_for`). How a trial runs (replicas, the
+# step's form) may be fixed too; it is no part of what the study measures.
 _RECIPE = {s.name: s for s in settings_of(TrainConfig, SCIENCE) if s.name not in ("seed", "model")}
+_RUN = ("replicas", "compile", "step", "checkpoint_every")
+_EXECUTION = {s.name: s for s in settings_of(TrainConfig, EXECUTION) if s.name in _RUN}
 
 
 def settings_for(model: str) -> dict[str, Setting]:
@@ -37,7 +40,7 @@ def settings_for(model: str) -> dict[str, Setting]:
         factors = load_builder(model).factors
     except ResnetError as err:
         raise ValueError(str(err)) from None
-    return {**{s.name: s for s in factors}, **_RECIPE}
+    return {**{s.name: s for s in factors}, **_RECIPE, **_EXECUTION}
 
 
 _JSON_TYPES = {int: "integer", float: "number", bool: "boolean", str: ["string", "number"]}
@@ -146,6 +149,8 @@ class Study(Strict):
             if p.fixed is not None:
                 p.fixed = _typed(known, p.fixed, f"presets.{name}.fixed")
         for key, levels in self.scientific.items():
+            if key in _EXECUTION:
+                raise ValueError(f"scientific.{key}: how a trial runs is no factor; fix it")
             if not levels:
                 raise ValueError(f"scientific.{key}: empty list of levels; give at least one")
             if len(set(map(str, levels))) != len(levels):

@@ -116,6 +116,8 @@ class TrainConfig:
             object.__setattr__(self, "warmup", str(parse_warmup(str(self.warmup))))
         except ValueError as err:
             raise SpecError("warmup", str(err).split(": ", 1)[1]) from None
+        if self.replicas > 1 and self.step == "graph":
+            raise SpecError("step", "graph captures one process's step; replicas train eager")
         if self.compile and self.step == "graph":
             raise SpecError("step", "graph captures the whole step itself; drop compile")
         if self.device not in DEVICES and not self.device.startswith("cuda:"):

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from resnet.model import response_modules
+from resnet.parallel import all_sum
 from resnet.step import eval_autocast
 
 
@@ -15,25 +16,25 @@ from resnet.step import eval_autocast
 def evaluate(
     model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], precision: str = "fp32"
 ) -> tuple[float, float] | None:
-    """Mean cross-entropy and error (fraction) over the batches; None when there are none.
-    Sums stay on the device; one host read at the end."""
+    """Mean cross-entropy and error (fraction) over the batches (over every replica's, when
+    each evaluates its share); None when there are none. Sums stay on the device; one host
+    read at the end."""
     was_training = model.training
     model.eval()
-    loss_sum = err_sum = None
-    count = 0
+    device = next(model.parameters()).device
+    sums = torch.zeros(3, device=device)  # loss, errors, images
     for x, y in batches:
-        device = x.device
         with eval_autocast(device, precision):
             out = model(x)
-        loss = nn.functional.cross_entropy(out.float(), y, reduction="sum")
-        err = (out.argmax(1) != y).sum()
-        loss_sum = loss if loss_sum is None else loss_sum + loss
-        err_sum = err if err_sum is None else err_sum + err
-        count += len(y)
+        sums[0] += nn.functional.cross_entropy(out.float(), y, reduction="sum")
+        sums[1] += (out.argmax(1) != y).sum()
+        sums[2] += len(y)
     model.train(was_training)
+    all_sum(sums)
+    loss, err, count = sums.tolist()
     if not count:
         return None
-    return loss_sum.item() / count, err_sum.item() / count
+    return loss / count, err / count
 
 
 @torch.no_grad()

@@ -18,6 +18,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from resnet.parallel import all_sum, world
+
 
 def make_optimizer(model: nn.Module, lr: float, momentum: float, weight_decay: float):
     """SGD as the paper trains (docs/paper.md §4). The fused kernel on every device: it
@@ -154,9 +156,15 @@ class Step:
         return tensors + [*self.acc.values(), self.first_bad]
 
     # -- the window -----------------------------------------------------------------------
+    def _sums(self) -> Tensor:
+        """The window's sums over every replica (loss, errors, images)."""
+        sums = torch.stack(list(self.acc.values()))
+        all_sum(sums)
+        return sums
+
     def window(self) -> tuple[float, float, float]:
         """(mean loss, error, images) since the last call, then zeroed (one host read)."""
-        loss, err, n = (v.item() for v in self.acc.values())
+        loss, err, n = self._sums().tolist()
         for v in self.acc.values():
             v.zero_()
         n = max(n, 1.0)
@@ -164,18 +172,22 @@ class Step:
 
     def train_error(self) -> float:
         """The window's error so far, without resetting it (a host read)."""
-        return (self.acc["err"] / self.acc["n"].clamp_min(1)).item()
+        _, err, n = self._sums().tolist()
+        return err / max(n, 1.0)
 
     def state_dict(self) -> dict:
+        """The window's sums over every replica (a checkpoint resumes on any number)."""
+        sums = self._sums().cpu()
         return {
-            "acc": {k: v.detach().cpu() for k, v in self.acc.items()},
+            "acc": dict(zip(self.acc, sums, strict=True)),
             "first_bad": self.first_bad.detach().cpu(),
         }
 
     def load_state_dict(self, state: dict) -> None:
+        first = world()[0] == 0  # the sums are restored once, on the first replica
         with torch.no_grad():
             for k, v in self.acc.items():
-                v.copy_(state["acc"][k])
+                v.copy_(state["acc"][k] if first else torch.zeros(()))
             self.first_bad.copy_(state["first_bad"])
 
 

@@ -25,8 +25,9 @@ from resnet.complexity import count_macs, count_params
 from resnet.config import TrainConfig
 from resnet.data import load_dataset
 from resnet.device import Clock, compile_mode, resolve_device
-from resnet.errors import CheckpointMismatch, DataError
+from resnet.errors import CheckpointMismatch, DataError, DeviceError
 from resnet.measure import evaluate, layer_responses
+from resnet.parallel import average_statistics, earliest, ghost_batches, world
 from resnet.schedule import LRSchedule
 from resnet.splits import ImageSplits, StreamingSplits
 from resnet.step import Step, make_optimizer
@@ -182,16 +183,31 @@ def _setup(
         raise DataError(
             f"batch_size {config.batch_size} exceeds the {data.train_size} training images"
         )
+    rank, replicas = world()
+    if replicas != config.replicas:
+        raise DeviceError(
+            f"replicas: the config asks for {config.replicas}, and {replicas} process(es) "
+            "train it (torch.distributed); a study starts them itself"
+        )
     # Initialization draws from the trial's seed only (no global state leaks in or out).
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         model = config.build_model(data.num_classes, data.in_channels)
     size = tuple(data.train_x.shape[-2:]) if isinstance(data, ImageSplits) else 224
     params, macs = count_params(model), count_macs(model, size, data.in_channels)
+    if config.bn_batch < config.batch_size:
+        ghost_batches(model, config.bn_batch)
     model = model.to(device, memory_format=torch.channels_last)
+    forward = model
+    if replicas > 1:  # gradients averaged over the replicas; BN statistics stay per replica
+        ids = [device.index or 0] if device.type == "cuda" else None
+        forward = nn.parallel.DistributedDataParallel(
+            model, device_ids=ids, broadcast_buffers=False
+        )
     # The training forward (and, through AOTAutograd, backward) compiled; evaluation and
     # layer responses use the eager module, which shares its weights.
-    forward = torch.compile(model, mode=compile_mode(device)) if config.compile else model
+    if config.compile:
+        forward = torch.compile(forward, mode=compile_mode(device))
     optimizer = make_optimizer(model, config.lr, config.momentum, config.weight_decay)
     schedule = LRSchedule(
         config.lr,
@@ -311,13 +327,18 @@ def _loop(
         x, y = setup.batches.next()
         step(x, y, lr, it)
         it += 1
-        window_images += len(y)
+        window_images += config.batch_size
         cb.on_step(it)
 
         if schedule.needs_train_error() and it % WARMUP_CHECK_EVERY == 0:
             schedule.observe_train_error(step.train_error())
         stop = cb.should_stop()
         at_eval = it % setup.eval_every == 0 or it == config.iterations
+        saving = checkpoints is not None and (
+            stop or it % setup.checkpoint_every == 0 or it == config.iterations
+        )
+        if at_eval or saving:
+            average_statistics(setup.model)  # the replicas' running statistics, as one
         if at_eval:
             train_seconds = clock.lap()
             evaluation = _window(it, lr, step, window_images / max(train_seconds, 1e-9))
@@ -326,16 +347,14 @@ def _loop(
             state.history.append(evaluation)
             if "val/error" in evaluation:
                 schedule.observe_val_error(evaluation["val/error"])
-            bad = int(step.first_bad.item())
+            bad = earliest(step.first_bad)
             if bad >= 0:
                 status, diverged_at = "diverged", bad
             cb.on_eval(evaluation)
             window_images = 0
         if status == "diverged":
             break
-        if checkpoints is not None and (
-            stop or it % setup.checkpoint_every == 0 or it == config.iterations
-        ):
+        if saving:
             state.iteration = it
             state.wall_time_s += clock.total()
             where = checkpoints.save(_checkpoint_blob(config, setup, step, state), it)

@@ -41,6 +41,38 @@ def _study(**replace: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+# A user's model builder (a module beside the study file) and a study of it.
+BUILDER = """\
+from typing import Literal
+
+from torch import nn
+
+
+def build(num_classes: int, in_channels: int, width: int = 8,
+          gate: Literal["none", "se"] = "none") -> nn.Module:
+    if width > 64:
+        raise ValueError(f"width {width} is more than this net takes")
+    return nn.Sequential(
+        nn.Conv2d(in_channels, width, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Linear(width, num_classes),
+    )
+"""
+
+
+def _own(module: str, fixed: str) -> str:
+    """A study of the builder in `module`.py, its factor gate, and these fixed settings."""
+    return (
+        _study(
+            **{
+                "  shortcut:": "  gate: [none, se]",
+                "reference:": "reference: {gate: none}",
+                "fixed:": fixed,
+            }
+        )  # fmt: skip
+        + f"model: {module}:build\n"
+    )
+
+
 def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -234,7 +266,8 @@ CASES = [
         "gpus-per-trial-1.5",
         {"s.yaml": GOOD},
         ["run", "s.yaml", "--gpus-per-trial", "1.5"],
-        r"--gpus-per-trial 1\.5: use a fraction in \(0, 1\]",
+        r"--gpus-per-trial 1\.5: use auto, 0 \(CPU\), or a fraction in \(0, 1\] of a GPU "
+        r"per replica; a replica trains on one GPU: ask for --replicas N",
     ),
     (
         "gpus-per-trial-no-gpu",
@@ -342,6 +375,81 @@ CASES = [
         {"s.yaml": GOOD},
         ["run", "s.yaml", "--storage", "nope://bucket/x"],
         r"--storage nope://bucket/x: .*",
+    ),
+    (
+        "replicas-zero",
+        {"s.yaml": GOOD},
+        ["run", "s.yaml", "--replicas", "0"],
+        r"replicas: must be a positive integer, got 0",
+    ),
+    (
+        "bn-batch-not-a-divisor",
+        {"s.yaml": _study(**{"fixed:": "fixed: {depth: 8, batch_size: 32, bn_batch: 12}"})},
+        ["run", "s.yaml"],
+        r"bn_batch: 12 does not divide a replica's batch of 32 images \(batch_size 32 over 1",
+    ),
+    (
+        "replicas-unplaceable",
+        {"s.yaml": GOOD},
+        ["run", "s.yaml", "--replicas", "2", "--cpus-per-trial", "512"],
+        r"--cpus-per-trial 512: a trial of 2 replicas needs 1024 CPUs, but this machine has "
+        r"\d+ CPUs",
+    ),
+    (
+        "replicas-as-a-factor",
+        {"s.yaml": _study(**{"reference:": "  replicas: [1, 2]"})},
+        ["run", "s.yaml"],
+        r"scientific\.replicas: how a trial runs is no factor; fix it",
+    ),
+    (
+        "model-not-importable",
+        {"s.yaml": GOOD + "model: nosuch_module:build\n"},
+        ["run", "s.yaml"],
+        r"s\.yaml: model nosuch_module:build: cannot import nosuch_module \(ModuleNotFound",
+    ),
+    (
+        "model-not-a-function",
+        {"s.yaml": GOOD + "model: gm0:nothing\n", "gm0.py": "def build(): pass\n"},
+        ["run", "s.yaml"],
+        r"model gm0:nothing: gm0 has no function nothing",
+    ),
+    (
+        "model-factor-misspelt",
+        {"s.yaml": _own("gm1", "fixed: {widht: 8}"), "gm1.py": BUILDER},
+        ["run", "s.yaml"],
+        r"fixed\.widht: unknown setting; allowed: width, gate, dataset",
+    ),
+    (
+        "model-factor-wrong-type",
+        {"s.yaml": _own("gm2", "fixed: {width: wide}"), "gm2.py": BUILDER},
+        ["run", "s.yaml"],
+        r"fixed\.width: must be an integer, got 'wide'",
+    ),
+    (
+        "model-factor-not-a-choice",
+        {"s.yaml": _own("gm3", "fixed: {gate: tanh}"), "gm3.py": BUILDER},
+        ["run", "s.yaml"],
+        r"gate: 'tanh' is not one of none, se",
+    ),
+    (
+        "model-builder-raises",
+        {"s.yaml": _own("gm4", "fixed: {width: 128}"), "gm4.py": BUILDER},
+        ["run", "s.yaml"],
+        r"arm gate=none: model gm4:build failed to build with \{'gate': 'none', 'width': 128\}: "
+        r"ValueError: width 128 is more than this net takes",
+    ),
+    (
+        "model-factor-untyped",
+        {
+            "s.yaml": GOOD.replace("shortcut", "depth")
+            .replace("[none, A]", "[1, 2]")
+            .replace("{depth: A}", "{depth: 1}")
+            + "model: gm5:build\n",
+            "gm5.py": "def build(num_classes, in_channels, depth: int = 1, layers: list = ()):\n"
+            "    pass\n",
+        },
+        ["run", "s.yaml"],
+        r"model gm5:build: factor layers has type <class 'list'>; a factor is int, float",
     ),
     (
         "cifar-missing-offline",

@@ -114,7 +114,7 @@ TARGET = textwrap.dedent(
     dataset: digits
     scientific:
       shortcut: [none, A]
-    fixed: {depth: 8, iterations: 8, eval_every: 4, batch_size: 32}
+    fixed: {depth: 8, iterations: 30, eval_every: 10, batch_size: 16, lr: 0.05}
     seeds: [0, 1]
     """
 )
