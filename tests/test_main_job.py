@@ -45,13 +45,25 @@ def test_readme_main_job_shows_degradation_significantly(tmp_path):
         assert len(arm) == 3
         return 100 * arm["train/error"]
 
-    # Recomputed here from the report's own per-trial numbers.
+    # The README's stated results, recomputed here from the report's per-trial numbers.
     deep, shallow = train_errors("none", 44), train_errors("none", 8)
     plain = stats.ttest_ind(deep, shallow, equal_var=False)
+    assert 60 <= deep.mean() <= 75 and 30 <= shallow.mean() <= 42, (deep, shallow)
     assert deep.mean() - shallow.mean() > 10 and plain.pvalue < 0.01, (deep, shallow)
     deep, shallow = train_errors("A", 44), train_errors("A", 8)
     residual = stats.ttest_ind(deep, shallow, equal_var=False)
+    assert 10 <= deep.mean() <= 25 and 28 <= shallow.mean() <= 40, (deep, shallow)
     assert deep.mean() < shallow.mean() and residual.pvalue < 0.05, (deep, shallow)
+    effects = pd.read_csv(out / "effects.csv").set_index("term")
+    interaction = effects.loc["shortcut × depth"]
+    assert -65 <= interaction["estimate_pct"] <= -40 and interaction["p"] < 0.01, interaction
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    for claim in (
+        "plain-44 ends with a training error between 60 and 75%, well above plain-8's 30 to 42%",
+        "ResNet-44 ends between 10 and 25%, below ResNet-8's 28 to 40% (p < 0.05)",
+        "interaction lies between -65 and -40 points",
+    ):
+        assert claim in " ".join(readme.split()), claim  # the README states what is checked
 
     page = (out / "index.html").read_text()
     assert "Degradation appears: plain-44 ends with" in page
