@@ -11,7 +11,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from resnet.augment import (
     ResidentBatches,
-    augment_batch,
+    crop_flip,
     crop_flip_params,
     eval_batches,
     normalize,
@@ -28,6 +28,10 @@ def images(n: int, seed: int = 0, size: int = 32) -> torch.Tensor:
 
 def seeded(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
+
+
+def augment_batch(x: torch.Tensor, g: torch.Generator, pad=4, flip=True) -> torch.Tensor:
+    return crop_flip(x, *crop_flip_params(len(x), pad, flip, g), pad)
 
 
 def test_crop_flip_matches_per_image_references():
@@ -126,6 +130,33 @@ def test_resident_batches_passes_visit_every_index_once():
     assert torch.allclose(xb[:, 0, 0, 0] * 255, yb.float())  # images follow their labels
 
 
+@pytest.mark.parametrize("replicas", [1, 2, 4])
+def test_replica_shards_concatenate_to_the_global_batch(replicas, tmp_path):
+    """Each of R replicas returns its contiguous part of the global batch: put together they
+    are the one-replica batch bit for bit (images, labels), also after a resume taken
+    mid-pass, across a pass boundary (6 batches a pass)."""
+    x, y = images(100), torch.arange(100) * 7
+
+    def run(rank, replicas, n, state=None):
+        rb = ResidentBatches(x, y, 16, 3, MEAN, STD, rank=rank, replicas=replicas)
+        if state is not None:
+            rb.load_state_dict(state)
+        return batches(rb, n), rb.state_dict()
+
+    whole, state = run(0, 1, 4)
+    whole += run(0, 1, 5, state)[0]
+    parts = []
+    for rank in range(replicas):
+        first, mine = run(rank, replicas, 4)
+        torch.save(mine, tmp_path / "state.pt")
+        resumed = run(rank, replicas, 5, torch.load(tmp_path / "state.pt", weights_only=True))
+        parts.append(first + resumed[0])
+        assert first[0][0].shape == (16 // replicas, 3, 32, 32)
+    for step, (wx, wy) in enumerate(whole):
+        assert torch.equal(torch.cat([p[step][0] for p in parts]), wx)
+        assert torch.equal(torch.cat([p[step][1] for p in parts]), wy)
+
+
 def test_resident_batches_errors():
     x, y = images(10), torch.arange(10)
     with pytest.raises(DataError):
@@ -134,6 +165,10 @@ def test_resident_batches_errors():
     with pytest.raises(DataError) as e:
         ResidentBatches(x, y, 2, 0, MEAN, STD).load_state_dict(state)
     assert "batch_size=5" in str(e.value)
+    for rank, replicas in ((0, 4), (2, 2), (-1, 2), (0, 0)):  # 10 images, batch 6
+        with pytest.raises(DataError) as e:
+            ResidentBatches(x, y, 6, 0, MEAN, STD, rank=rank, replicas=replicas)
+        assert f"replicas={replicas}" in str(e.value) and "\n" not in str(e.value)
 
 
 def test_eval_batches_in_order_unaugmented():
