@@ -343,8 +343,8 @@ def test_model_compiles_without_graph_breaks():
 
 
 def test_large_image_folder_streams_trains_and_resumes(tmp_path):
-    """ImageNet-style folders (images over 64 px) stream through DataLoader workers with
-    the paper's ImageNet augmentation; a stop and a resume continue at the same batch."""
+    """ImageNet-style folders (images over 64 px) stream from disk with the paper's ImageNet
+    augmentation; a stop and a resume continue at the same batch."""
     from test_data import write_folder
 
     root = tmp_path / "big"
