@@ -19,7 +19,7 @@ from torch import Tensor
 from resnet.augment import _as_channel_tensor, normalize, shard
 from resnet.errors import DataError
 from resnet.folder import _as_tensor, _decode_one, _decoders
-from resnet.splits import StreamingSplits, channel_stats, split_indices
+from resnet.splits import StreamingSplits, channel_stats, default_val_size, split_indices
 
 THREADS = min(8, os.cpu_count() or 1)  # file readers (off CUDA also decoders)
 CROP, EVAL_SIZE, TRAIN_SIZES = 224, 256, (256, 480)  # docs/paper.md §5
@@ -35,8 +35,7 @@ def streaming_splits(
     val_size: int | None,
     split_seed: int,
 ) -> StreamingSplits:
-    if val_size is None:
-        val_size = round(0.1 * len(train))
+    val_size = default_val_size(name, len(train)) if val_size is None else val_size
     train_idx, val_idx, digest = split_indices(name, len(train), val_size, split_seed)
     train_s = [train[i] for i in train_idx.tolist()]
     # Mean/std of a fixed (seed 0) sample of training images, as evaluation sees them.
@@ -49,8 +48,7 @@ def streaming_splits(
 
 def _crop(img: Tensor, size: int, at: tuple[float, float, bool] | None) -> Tensor:
     """The shorter side resized to `size` (antialiased bilinear, as torchvision's Resize),
-    then the 224 crop at fractions `at` = (top, left, flip) of the free range, or the
-    centre crop when `at` is None."""
+    then the 224 crop at fractions `at` = (top, left, flip) of the free range, or the centre."""
     from torchvision.transforms.v2 import functional as TF
 
     img = TF.resize(img, size, antialias=True)
@@ -77,6 +75,9 @@ def _pool(threads: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(threads, thread_name_prefix="ablate-read")
 
 
+os.register_at_fork(after_in_child=_pool.cache_clear)  # a forked child has no threads
+
+
 class _Reader:
     """(uint8 B x 3 x 224 x 224, int64 B) on a device from samples and crops (by default the
     evaluation crop): `submit` starts the threads' work, `batch` waits (on CUDA: decodes)."""
@@ -101,8 +102,7 @@ class _Reader:
                 rels = [rel for rel, _ in samples]
                 done = list(self.pool.map(_decode_one, [self.root] * len(done), rels, done))
             done = [_crop(img.to(self.device), *c) for img, c in zip(done, crops, strict=True)]
-        y = torch.tensor([label for _, label in samples], dtype=torch.int64)
-        x = torch.stack(done)  # pageable: copied without a wait that would stall the device
+        x, y = torch.stack(done), torch.tensor([label for _, label in samples])  # int64
         return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
 

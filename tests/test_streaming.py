@@ -4,6 +4,7 @@ stream) written with PIL, against torchvision's PIL transforms, on CPU."""
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
 from pathlib import Path
 
 import numpy as np
@@ -223,6 +224,20 @@ def test_the_cuda_branch_run_on_the_cpu(tmp_path):
     cuda._reader.gpu = True
     for (ex, ey), (gx, gy) in zip(batches(threads, 6), batches(cuda, 6), strict=True):
         assert torch.equal(ex, gx) and torch.equal(ey, gy)
+
+
+def _eval_images(s: StreamingSplits, child: bool = False) -> int:
+    if child:  # as a DataLoader worker: the parent's OpenMP threads are not in the child
+        torch.set_num_threads(1)
+    return sum(len(y) for _, y in streaming_eval(s, "test", CPU))
+
+
+def test_a_forked_child_reads_with_threads_of_its_own(folder):
+    """A child forked after the parent read (a DataLoader worker, say) has none of the
+    parent's reading threads: it must start its own, not wait on the dead ones forever."""
+    assert _eval_images(folder) == 4
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        assert pool.apply_async(_eval_images, (folder, True)).get(timeout=60) == 4
 
 
 @pytest.mark.parametrize(
