@@ -17,6 +17,8 @@ read-ahead fills). Beside images/s it prints the CPU time spent per image in tha
 (all threads and worker processes, from /proc): on cores that other work shares, images/s
 follows the others' load, while CPU time per image hardly does, so it is the steadier
 comparison there. Target: the new pipeline at >= 2x the images/s of the old at equal cores.
+`--device cuda` puts the batches on the GPU: the old pipeline copies its workers' batches
+there, the new one decodes with nvJPEG and crops there (its threads only read files).
 """
 
 from __future__ import annotations
@@ -85,6 +87,7 @@ def reference_loader(
         drop_last=train,
         num_workers=workers,
         generator=g,
+        pin_memory=torch.cuda.is_available(),
     )
 
 
@@ -137,35 +140,41 @@ def cpu_seconds(pids: list[int]) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def rate(batches, pids: list[int], warmup: int, count: int) -> tuple[float, float]:
-    """Images/s of `count` batches taken after `warmup` untimed ones, and the CPU
-    milliseconds spent per image meanwhile (all threads and worker processes)."""
+def rate(batches, pids: list[int], warmup: int, count: int, device) -> tuple[float, float]:
+    """Images/s of `count` batches taken after `warmup` untimed ones (on CUDA until the
+    device has them), and the CPU milliseconds spent per image meanwhile (all threads and
+    worker processes)."""
     for _ in range(warmup):
         next(batches)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     start, cpu, images = time.perf_counter(), cpu_seconds(pids), 0
     for _ in range(count):
         images += len(next(batches)[1])
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     cpu = cpu_seconds(pids) - cpu
     return images / (time.perf_counter() - start), 1000 * cpu / images
 
 
 def reference_batches(splits, args, train: bool, pids: list[int]):
-    """The earlier StreamingBatches' per-batch work: the loader's batch, channels_last."""
+    """The earlier StreamingBatches' per-batch work: the loader's batch to the device, in
+    channels_last."""
     loader = reference_loader(splits, splits.train_samples, args.batch_size, 0, train, args.cores)
     batches = iter(loader)
     pids.extend(w.pid for w in batches._workers)
     for x, y in batches:
-        yield x.contiguous(memory_format=torch.channels_last), y
+        x = x.to(args.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        yield x, y.to(args.device, non_blocking=True)
 
 
 def new_batches(splits, args, train: bool, pids: list[int]):
-    cpu = torch.device("cpu")
     if not train:
         yield from streaming_eval(
-            splits, "train", cpu, batch_size=args.batch_size, threads=args.cores
+            splits, "train", args.device, batch_size=args.batch_size, threads=args.cores
         )
         return
-    batches = StreamingBatches(splits, args.batch_size, 0, cpu, threads=args.cores)
+    batches = StreamingBatches(splits, args.batch_size, 0, args.device, threads=args.cores)
     while True:
         yield batches.next()
 
@@ -178,7 +187,7 @@ def measure(splits: StreamingSplits, args) -> dict[str, list[tuple[float, float]
             for name, make in pair if r % 2 == 0 else pair[::-1]:
                 pids: list[int] = []
                 batches = make(splits, args, kind == "train", pids)
-                speed, cpu = rate(batches, pids, args.warmup, args.batches)
+                speed, cpu = rate(batches, pids, args.warmup, args.batches, args.device)
                 batches.close()
                 runs.setdefault(f"{kind} {name}", []).append((speed, cpu))
                 print(f"  {kind} run {r + 1}: {name} {speed:.1f} images/s, {cpu:.2f} CPU ms/image")
@@ -196,7 +205,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--batches", type=int, default=8)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda: nvJPEG and the GPU")
     args = parser.parse_args()
+    args.device = torch.device(args.device)
     warnings.filterwarnings("ignore", "The image decoding", DeprecationWarning)
     available = sorted(os.sched_getaffinity(0))
     if args.cores > len(available):
@@ -228,7 +239,8 @@ def main() -> None:
     print(
         f"\n{args.cores} cores (of {os.cpu_count()}), batch {args.batch_size}, "
         f"{args.batches} batches timed after {args.warmup}, median of {args.runs} runs; load "
-        f"average {load[0]:.2f} before, {after[0]:.2f} after; torch {torch.__version__}"
+        f"average {load[0]:.2f} before, {after[0]:.2f} after; torch {torch.__version__}; "
+        f"batches on {args.device}"
     )
     print("| batches | pipeline | images/s | CPU ms/image |")
     print("|---|---|--:|--:|")
