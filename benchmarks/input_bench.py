@@ -208,6 +208,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu, or cuda: nvJPEG and the GPU")
     args = parser.parse_args()
     args.device = torch.device(args.device)
+    if args.warmup % args.cores or args.batches % args.cores:
+        # The workers finish their batches together: a window must take whole rounds.
+        sys.exit("--warmup and --batches must be multiples of --cores")
     warnings.filterwarnings("ignore", "The image decoding", DeprecationWarning)
     available = sorted(os.sched_getaffinity(0))
     if args.cores > len(available):
