@@ -212,6 +212,18 @@ def test_replica_shards_concatenate_to_the_global_batch(folder, replicas):
     assert "replicas=4" in str(e.value)
 
 
+def test_training_wires_the_replica_shard(folder):
+    from resnet.config import TrainConfig
+    from resnet.train import _data_on_device
+
+    cfg = TrainConfig(dataset=f"imagefolder:{folder.root}", batch_size=8, seed=1)
+    whole, _, probe = _data_on_device(cfg, folder, CPU)
+    part = _data_on_device(cfg, folder, CPU, rank=1, replicas=4)[0]
+    assert isinstance(part, StreamingBatches) and probe.shape == (4, 3, 224, 224)
+    (wx, wy), (px, py) = whole.next(), part.next()
+    assert torch.equal(px, wx[2:4]) and torch.equal(py, wy[2:4])
+
+
 def test_the_cuda_branch_run_on_the_cpu(tmp_path):
     """The CUDA branch (one decode_jpeg call a batch, then the crops where it decoded) gives
     the batches the threads give; a PNG in a batch fails the call, and the threads decode
