@@ -19,7 +19,8 @@ AUGMENT_SEED_OFFSET = 1_000_003
 
 
 def _as_channel_tensor(v: Tensor | Sequence[float], device: torch.device) -> Tensor:
-    return torch.as_tensor(v, dtype=torch.float32, device=device).reshape(1, -1, 1, 1)
+    t = torch.as_tensor(v, dtype=torch.float32, device=device)
+    return t if t.dim() == 4 else t.reshape(1, -1, 1, 1)
 
 
 def normalize(
@@ -28,7 +29,8 @@ def normalize(
     std: Tensor | Sequence[float],
     dtype: torch.dtype = torch.float32,
 ) -> Tensor:
-    """uint8 B x C x H x W -> (x/255 - mean)/std as `dtype`, channels_last memory format."""
+    """uint8 B x C x H x W -> (x/255 - mean)/std as `dtype`, channels_last memory format;
+    mean/std per channel, or per pixel (1 x C x H x W channels_last: a flat loop, faster)."""
     mean_t = _as_channel_tensor(mean, x_uint8.device)
     std_t = _as_channel_tensor(std, x_uint8.device)
     # One fused multiply-add: x * (1/(255 std)) - mean/std.

@@ -165,7 +165,7 @@ def load_dataset(
     elif name.startswith("imagefolder:"):
         root, classes, train, test = scan_folder(name)
         if not is_small(root, train):
-            return streaming_splits(name, root, classes, train, test, val_size, split_seed)
+            return streaming_splits(name, (root, classes, train, test), val_size, split_seed)
         x, y, tx, ty = cached_decode(root, classes, train, test, data_dir)
         k = len(classes)
     else:

@@ -24,19 +24,15 @@ from resnet.splits import StreamingSplits, channel_stats, default_val_size, spli
 THREADS = min(8, os.cpu_count() or 1)  # file readers (off CUDA also decoders)
 CROP, EVAL_SIZE, TRAIN_SIZES = 224, 256, (256, 480)  # docs/paper.md §5
 _STATS_SAMPLE = 256  # images used to estimate mean/std of a streamed folder
+_pool = functools.cache(functools.partial(ThreadPoolExecutor, thread_name_prefix="ablate-read"))
+os.register_at_fork(after_in_child=_pool.cache_clear)  # a forked child has no threads
 
 
-def streaming_splits(
-    name: str,
-    root: Path,
-    classes: list[str],
-    train: list,
-    test: list,
-    val_size: int | None,
-    split_seed: int,
-) -> StreamingSplits:
+def streaming_splits(name: str, scan: tuple, val_size: int | None, seed: int) -> StreamingSplits:
+    """The splits of a folder of large images; `scan` is scan_folder's result."""
+    root, classes, train, test = scan
     val_size = default_val_size(name, len(train)) if val_size is None else val_size
-    train_idx, val_idx, digest = split_indices(name, len(train), val_size, split_seed)
+    train_idx, val_idx, digest = split_indices(name, len(train), val_size, seed)
     train_s = [train[i] for i in train_idx.tolist()]
     # Mean/std of a fixed (seed 0) sample of training images, as evaluation sees them.
     pick = torch.randperm(len(train_s), generator=torch.Generator().manual_seed(0))
@@ -70,21 +66,17 @@ def _load(root: Path, rel: str, crop: tuple | None) -> bytes | Tensor:
     return data if crop is None else _crop(_decode_one(root, rel, data), *crop)
 
 
-@functools.cache
-def _pool(threads: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(threads, thread_name_prefix="ablate-read")
-
-
-os.register_at_fork(after_in_child=_pool.cache_clear)  # a forked child has no threads
-
-
 class _Reader:
-    """(uint8 B x 3 x 224 x 224, int64 B) on a device from samples and crops (by default the
-    evaluation crop): `submit` starts the threads' work, `batch` waits (on CUDA: decodes)."""
+    """(B x 3 x 224 x 224 uint8, or normalized by `stats` = (mean, std); int64 B) on a device,
+    from samples and crops (by default the evaluation crop): `submit` starts the threads'
+    work, `batch` waits for it (on CUDA: decodes)."""
 
-    def __init__(self, root: Path, device: torch.device, threads: int = THREADS) -> None:
+    def __init__(self, root: Path, device: torch.device, threads: int = THREADS, stats=()):
         self.root, self.device, self.pool = root, device, _pool(threads)
         self.gpu = device.type == "cuda" and _decoders()[2] is not None
+        # Mean and std one value a pixel: normalize() then runs one flat loop, 3x faster.
+        pixel = [_as_channel_tensor(v, device).expand(1, 3, CROP, CROP) for v in stats]
+        self.stats = [t.contiguous(memory_format=torch.channels_last) for t in pixel]
 
     def submit(self, samples: list[tuple[str, int]], crops: list | None = None) -> tuple:
         crops = crops or [(EVAL_SIZE, None)] * len(samples)
@@ -102,8 +94,9 @@ class _Reader:
                 rels = [rel for rel, _ in samples]
                 done = list(self.pool.map(_decode_one, [self.root] * len(done), rels, done))
             done = [_crop(img.to(self.device), *c) for img, c in zip(done, crops, strict=True)]
-        x, y = torch.stack(done), torch.tensor([label for _, label in samples])  # int64
-        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        x = torch.stack(done).to(self.device, non_blocking=True)
+        y = torch.tensor([label for _, label in samples]).to(self.device, non_blocking=True)
+        return (normalize(x, *self.stats) if self.stats else x), y
 
 
 class StreamingBatches:
@@ -129,8 +122,7 @@ class StreamingBatches:
         if not 0 < batch_size <= splits.train_size:
             raise DataError(f"batch_size={batch_size} must be in [1, {splits.train_size}]")
         self.splits, self.batch_size, self.seed = splits, batch_size, seed
-        self.mean, self.std = (_as_channel_tensor(v, device) for v in (splits.mean, splits.std))
-        self._reader = _Reader(splits.root, device, threads)
+        self._reader = _Reader(splits.root, device, threads, (splits.mean, splits.std))
         # Where the next batch starts; the epoch's draws; the batch read ahead and its place.
         self.epoch, self.pos, self._draws, self._ahead = 0, 0, (-1,), (None, None)
 
@@ -156,8 +148,7 @@ class StreamingBatches:
             key, submitted = self._submit(self.epoch, self.pos)
         self.load_state_dict({"epoch": self.epoch, "pos": self.pos + 1})  # rolls over epochs
         self._ahead = self._submit(self.epoch, self.pos)  # read while this batch trains
-        x, y = self._reader.batch(submitted)
-        return normalize(x, self.mean, self.std), y
+        return self._reader.batch(submitted)
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "pos": self.pos}
@@ -184,10 +175,8 @@ def streaming_eval(
     samples = getattr(splits, f"{split}_samples")
     if limit is not None:
         samples, batch_size = samples[:limit], limit
-    reader = _Reader(splits.root, device, threads)
-    mean, std = (_as_channel_tensor(v, device) for v in (splits.mean, splits.std))
+    reader = _Reader(splits.root, device, threads, (splits.mean, splits.std))
     ahead = reader.submit(samples[:batch_size])
     for i in range(batch_size, len(samples) + batch_size, batch_size):
         submitted, ahead = ahead, reader.submit(samples[i : i + batch_size])
-        x, y = reader.batch(submitted)
-        yield normalize(x, mean, std), y
+        yield reader.batch(submitted)

@@ -81,6 +81,10 @@ def test_normalize():
         ref = (x.double() / 255 - mean) / std
         assert out.dtype == dtype and out.is_contiguous(memory_format=torch.channels_last)
         assert torch.allclose(out.double(), ref, atol=tol, rtol=tol)
+    # mean/std given a value a pixel (the faster layout on a CPU): the same normalization
+    pixel = [torch.tensor(v).view(1, 3, 1, 1).expand(1, 3, 32, 32) for v in (MEAN, STD)]
+    pixel = [t.contiguous(memory_format=torch.channels_last) for t in pixel]
+    assert torch.allclose(normalize(x, *pixel), normalize(x, MEAN, STD), atol=1e-6, rtol=0)
 
 
 def batches(rb: ResidentBatches, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
