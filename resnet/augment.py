@@ -19,7 +19,8 @@ AUGMENT_SEED_OFFSET = 1_000_003
 
 
 def _as_channel_tensor(v: Tensor | Sequence[float], device: torch.device) -> Tensor:
-    return torch.as_tensor(v, dtype=torch.float32, device=device).reshape(1, -1, 1, 1)
+    t = torch.as_tensor(v, dtype=torch.float32, device=device)
+    return t if t.dim() == 4 else t.reshape(1, -1, 1, 1)
 
 
 def normalize(
@@ -28,7 +29,8 @@ def normalize(
     std: Tensor | Sequence[float],
     dtype: torch.dtype = torch.float32,
 ) -> Tensor:
-    """uint8 B x C x H x W -> (x/255 - mean)/std as `dtype`, channels_last memory format."""
+    """uint8 B x C x H x W -> (x/255 - mean)/std as `dtype`, channels_last memory format;
+    mean/std per channel, or per pixel (1 x C x H x W channels_last: a flat loop, faster)."""
     mean_t = _as_channel_tensor(mean, x_uint8.device)
     std_t = _as_channel_tensor(std, x_uint8.device)
     # One fused multiply-add: x * (1/(255 std)) - mean/std.
@@ -68,16 +70,16 @@ def crop_flip(x: Tensor, top: Tensor, left: Tensor, flips: Tensor, pad: int) -> 
     return out.view(b, c, h, w) * inside[:, None].to(x.dtype)
 
 
-def augment_batch(
-    x_uint8: Tensor, generator: torch.Generator, pad: int = 4, flip: bool = True
-) -> Tensor:
-    """Random crop of the zero-padded image (black, like RandomCrop(padding=4)) and a
-    horizontal flip with p=1/2, per image; uint8 B x C x H x W in and out, on x's device.
-
-    Offsets come from `generator` (which must live on x.device); no host sync.
-    """
-    top, left, flips = crop_flip_params(x_uint8.shape[0], pad, flip, generator)
-    return crop_flip(x_uint8, top, left, flips, pad)
+def shard(batch_size: int, rank: int, replicas: int) -> slice:
+    """The contiguous part [rank*b/R, (rank+1)*b/R) of a global batch of b that one of R
+    data-parallel replicas trains on."""
+    if replicas < 1 or not 0 <= rank < replicas or batch_size % replicas:
+        raise DataError(
+            f"batch_size={batch_size} must split evenly over replicas={replicas}, and rank="
+            f"{rank} be in [0, {replicas})"
+        )
+    part = batch_size // replicas
+    return slice(rank * part, (rank + 1) * part)
 
 
 class ResidentBatches:
@@ -85,7 +87,8 @@ class ResidentBatches:
 
     Each pass is a randperm drawn from a CPU generator seeded with `seed`; batches are
     consecutive slices of it and the incomplete tail is dropped. Augmentation draws from a
-    second generator on x.device seeded with seed + AUGMENT_SEED_OFFSET.
+    second generator on x.device seeded with seed + AUGMENT_SEED_OFFSET. Every replica
+    draws the order and the crops of the whole global batch and returns its `shard` of it.
     """
 
     def __init__(
@@ -98,7 +101,10 @@ class ResidentBatches:
         std: Tensor | Sequence[float],
         augment: bool = True,
         dtype: torch.dtype = torch.float32,
+        rank: int = 0,
+        replicas: int = 1,
     ) -> None:
+        self._part = shard(batch_size, rank, replicas)
         if not 0 < batch_size <= len(x):
             raise DataError(f"batch_size={batch_size} must be in [1, {len(x)}] (training images)")
         self.x, self.y = x, y
@@ -116,11 +122,13 @@ class ResidentBatches:
         if self._pos + self.batch_size > len(self._perm):
             self._new_pass()
         # The permutation crosses to the device once per pass, so a batch needs no sync.
-        idx = self._perm_dev[self._pos : self._pos + self.batch_size]
+        idx = self._perm_dev[self._pos : self._pos + self.batch_size][self._part]
         self._pos += self.batch_size
         xb = self.x.index_select(0, idx)
         if self.augment:
-            xb = augment_batch(xb, self._augment_rng)
+            top, left, flips = crop_flip_params(self.batch_size, 4, True, self._augment_rng)
+            p = self._part
+            xb = crop_flip(xb, top[p], left[p], flips[p], 4)
         return normalize(xb, self.mean, self.std, self.dtype), self.y.index_select(0, idx)
 
     def _new_pass(self) -> None:

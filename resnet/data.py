@@ -2,7 +2,7 @@
 
 Small images (CIFAR, digits, small image folders) come back as uint8 tensors held in
 memory (`ImageSplits`, resnet/splits.py); large images (ImageNet-style folders) as file
-lists decoded by DataLoader workers (`StreamingSplits`, resnet/streaming.py).
+lists decoded batch by batch on the trial's device (`StreamingSplits`, resnet/streaming.py).
 
 Finding a data set and loading it are separate on purpose: the driver of a study checks
 (and, for CIFAR, downloads once) with `ensure_available`; trials only `load_dataset`, which
@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from resnet.errors import DataError
 from resnet.folder import cached_decode, image_size, is_small, scan_folder
 from resnet.splits import ImageSplits, StreamingSplits, image_splits
-from resnet.streaming import streaming_loader, streaming_splits
+from resnet.streaming import streaming_splits
 
 __all__ = [
     "DATASETS",
@@ -32,7 +32,6 @@ __all__ = [
     "dataset_info",
     "ensure_available",
     "load_dataset",
-    "streaming_loader",
 ]
 
 DATASETS = ("cifar10", "cifar100", "digits", "imagefolder:<path>")
@@ -166,7 +165,7 @@ def load_dataset(
     elif name.startswith("imagefolder:"):
         root, classes, train, test = scan_folder(name)
         if not is_small(root, train):
-            return streaming_splits(name, root, classes, train, test, val_size, split_seed)
+            return streaming_splits(name, (root, classes, train, test), val_size, split_seed)
         x, y, tx, ty = cached_decode(root, classes, train, test, data_dir)
         k = len(classes)
     else:

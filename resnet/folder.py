@@ -193,7 +193,7 @@ def _decode_one(root: Path, rel: str, data: bytes) -> torch.Tensor:
     if decode_image is not None:
         try:
             return decode_image(_as_tensor(data), mode=ImageReadMode.RGB)
-        except RuntimeError:
+        except (RuntimeError, ValueError):  # ValueError: an empty file
             pass
     try:  # formats torchvision.io does not read (BMP, TIFF, ...)
         with Image.open(root / rel) as im:

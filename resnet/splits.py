@@ -53,7 +53,7 @@ class ImageSplits:
 
 @dataclass(frozen=True, eq=False)
 class StreamingSplits:
-    """Large images as (path relative to root, label) lists, decoded by loader workers."""
+    """Large images as (path relative to root, label) lists, decoded as batches are made."""
 
     name: str
     root: Path

@@ -1,142 +1,112 @@
-"""Large images (ImageNet-style folders) streamed through DataLoader workers, behind the same
-batch interface as the device-resident small-image path (resnet/augment.py)."""
+"""Large images (ImageNet-style folders) read batch by batch, behind the interface of the
+device-resident small images (resnet/augment.py). Threads read the next batch's files while
+the current one trains. On CUDA one nvJPEG call (torchvision.io.decode_jpeg) decodes a
+batch's JPEGs and the GPU resizes and crops them; elsewhere the threads decode (libjpeg-turbo
+releases the GIL), resize and crop. Other formats, and batches nvJPEG refuses, are decoded
+on the CPU by resnet/folder.py (decode_image, else PIL)."""
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
-from PIL import Image
 from torch import Tensor
 
+from resnet.augment import _as_channel_tensor, normalize, shard
 from resnet.errors import DataError
-from resnet.splits import StreamingSplits, channel_stats, split_indices
+from resnet.folder import _as_tensor, _decode_one, _decoders
+from resnet.splits import StreamingSplits, channel_stats, default_val_size, split_indices
 
-# Decoding workers: up to 4, never more than the machine's cores.
-WORKERS = min(4, os.cpu_count() or 1)
+THREADS = min(8, os.cpu_count() or 1)  # file readers (off CUDA also decoders)
+CROP, EVAL_SIZE, TRAIN_SIZES = 224, 256, (256, 480)  # docs/paper.md §5
 _STATS_SAMPLE = 256  # images used to estimate mean/std of a streamed folder
+_pool = functools.cache(functools.partial(ThreadPoolExecutor, thread_name_prefix="ablate-read"))
+os.register_at_fork(after_in_child=_pool.cache_clear)  # a forked child has no threads
 
 
-def streaming_splits(
-    name: str,
-    root: Path,
-    classes: list[str],
-    train: list,
-    test: list,
-    val_size: int | None,
-    split_seed: int,
-) -> StreamingSplits:
-    if val_size is None:
-        val_size = round(0.1 * len(train))
-    train_idx, val_idx, digest = split_indices(name, len(train), val_size, split_seed)
+def streaming_splits(name: str, scan: tuple, val_size: int | None, seed: int) -> StreamingSplits:
+    """The splits of a folder of large images; `scan` is scan_folder's result."""
+    root, classes, train, test = scan
+    val_size = default_val_size(name, len(train)) if val_size is None else val_size
+    train_idx, val_idx, digest = split_indices(name, len(train), val_size, seed)
     train_s = [train[i] for i in train_idx.tolist()]
-    mean, std = _estimate_stats(root, train_s)
-    return StreamingSplits(
-        name=name,
-        root=root,
-        train_samples=train_s,
-        val_samples=[train[i] for i in val_idx.tolist()],
-        test_samples=test,
-        num_classes=len(classes),
-        mean=mean,
-        std=std,
-        val_digest=digest,
-    )
+    # Mean/std of a fixed (seed 0) sample of training images, as evaluation sees them.
+    pick = torch.randperm(len(train_s), generator=torch.Generator().manual_seed(0))
+    reader = _Reader(root, torch.device("cpu"))
+    x, _ = reader.batch(reader.submit([train_s[i] for i in pick[:_STATS_SAMPLE].tolist()]))
+    val_s, (mean, std) = [train[i] for i in val_idx.tolist()], channel_stats(x)
+    return StreamingSplits(name, root, train_s, val_s, test, len(classes), mean, std, digest)
 
 
-def _estimate_stats(
-    root: Path, samples: list[tuple[str, int]]
-) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Mean/std of a fixed (seed 0) sample of training images, as evaluation sees them."""
+def _crop(img: Tensor, size: int, at: tuple[float, float, bool] | None) -> Tensor:
+    """The shorter side resized to `size` (antialiased bilinear, as torchvision's Resize),
+    then the 224 crop at fractions `at` = (top, left, flip) of the free range, or the centre."""
     from torchvision.transforms.v2 import functional as TF
 
-    pick = torch.randperm(len(samples), generator=torch.Generator().manual_seed(0))
-    imgs = []
-    for i in pick[:_STATS_SAMPLE].tolist():
-        with Image.open(root / samples[i][0]) as im:
-            im.draft("RGB", (256, 256))  # JPEG: decode at the smallest scale >= 256, faster
-            im = TF.center_crop(TF.resize(im.convert("RGB"), 256), 224)
-            imgs.append(TF.pil_to_tensor(im))
-    return channel_stats(torch.stack(imgs))
+    img = TF.resize(img, size, antialias=True)
+    if at is None:
+        return TF.center_crop(img, CROP)
+    (u, v, flip), (h, w) = at, img.shape[-2:]
+    top, left = int(u * (h - CROP + 1)), int(v * (w - CROP + 1))
+    img = img[:, top : top + CROP, left : left + CROP]
+    return img.flip(-1) if flip else img
 
 
-class _Files(torch.utils.data.Dataset):
-    """(path relative to root, label) samples read with PIL, converted to RGB."""
-
-    def __init__(self, root: Path, samples: list[tuple[str, int]], transform) -> None:
-        self.root, self.samples, self.transform = root, samples, transform
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        rel, y = self.samples[i]
-        with Image.open(self.root / rel) as im:
-            return self.transform(im.convert("RGB")), y
+def _load(root: Path, rel: str, crop: tuple | None) -> bytes | Tensor:
+    """In a pool thread: the file's bytes, and with `crop` its decoded crop."""
+    try:
+        with open(root / rel, "rb", buffering=0) as f:
+            data = f.readall()
+    except OSError as e:
+        raise DataError(f"imagefolder:{root}: cannot read {rel}: {e.strerror or e}") from None
+    return data if crop is None else _crop(_decode_one(root, rel, data), *crop)
 
 
-def streaming_loader(
-    splits: StreamingSplits,
-    split: str,
-    batch_size: int,
-    seed: int,
-    epoch: int,
-    train: bool,
-    workers: int,
-) -> torch.utils.data.DataLoader:
-    """Batches (float32 B x 3 x 224 x 224 normalized, int64 B) of split "train"|"val"|"test".
+class _Reader:
+    """(B x 3 x 224 x 224 uint8, or normalized by `stats` = (mean, std); int64 B) on a device,
+    from samples and crops (by default the evaluation crop): `submit` starts the threads'
+    work, `batch` waits for it (on CUDA: decodes)."""
 
-    train=True: the paper's ImageNet augmentation (docs/paper.md §5): shorter side
-    resized to a random size in [256, 480], random 224 crop, horizontal flip; the order
-    is a randperm seeded by (seed, epoch), the incomplete last batch dropped, and worker
-    seeds drawn from the same seed so augmentation repeats too (with workers > 0).
-    train=False: shorter side 256, center 224 crop, in order. The paper's color
-    augmentation and 10-crop testing are not done.
-    """
-    from torchvision.transforms import v2
+    def __init__(self, root: Path, device: torch.device, threads: int = THREADS, stats=()):
+        self.root, self.device, self.pool = root, device, _pool(threads)
+        self.gpu = device.type == "cuda" and _decoders()[2] is not None
+        # Mean and std one value a pixel: normalize() then runs one flat loop, 3x faster.
+        pixel = [_as_channel_tensor(v, device).expand(1, 3, CROP, CROP) for v in stats]
+        self.stats = [t.contiguous(memory_format=torch.channels_last) for t in pixel]
 
-    samples = {
-        "train": splits.train_samples,
-        "val": splits.val_samples,
-        "test": splits.test_samples,
-    }.get(split)
-    if samples is None:
-        raise DataError(f"split {split!r}; allowed: train, val, test")
-    if train:
-        geometry = [v2.RandomResize(256, 481), v2.RandomCrop(224), v2.RandomHorizontalFlip()]
-    else:
-        geometry = [v2.Resize(256), v2.CenterCrop(224)]
-    transform = v2.Compose(
-        [
-            *geometry,
-            v2.PILToTensor(),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(list(splits.mean), list(splits.std)),
-        ]
-    )
-    # Distinct streams per (seed, epoch); 1_000_003 is prime so epochs never collide.
-    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    order = torch.randperm(len(samples), generator=g).tolist() if train else None
-    return torch.utils.data.DataLoader(
-        _Files(splits.root, samples, transform),
-        batch_size=batch_size,
-        sampler=order,
-        drop_last=train,
-        num_workers=workers,
-        generator=g,
-        pin_memory=torch.cuda.is_available(),
-    )
+    def submit(self, samples: list[tuple[str, int]], crops: list | None = None) -> tuple:
+        crops = crops or [(EVAL_SIZE, None)] * len(samples)
+        args = [(rel, None if self.gpu else c) for (rel, _), c in zip(samples, crops, strict=True)]
+        return samples, crops, [self.pool.submit(_load, self.root, *a) for a in args]
+
+    def batch(self, submitted: tuple) -> tuple[Tensor, Tensor]:
+        samples, crops, work = submitted
+        done = [f.result() for f in work]
+        if self.gpu:
+            ImageReadMode, _, decode_jpeg = _decoders()
+            try:  # one nvJPEG call a batch; a file it refuses (a PNG, say) fails the call
+                done = decode_jpeg([_as_tensor(d) for d in done], ImageReadMode.RGB, self.device)
+            except RuntimeError:  # then the threads decode this batch on the CPU
+                rels = [rel for rel, _ in samples]
+                done = list(self.pool.map(_decode_one, [self.root] * len(done), rels, done))
+            done = [_crop(img.to(self.device), *c) for img, c in zip(done, crops, strict=True)]
+        x = torch.stack(done).to(self.device, non_blocking=True)
+        y = torch.tensor([label for _, label in samples]).to(self.device, non_blocking=True)
+        return (normalize(x, *self.stats) if self.stats else x), y
 
 
 class StreamingBatches:
-    """Training batches from worker processes; resumable at a batch boundary.
-
-    The order is seeded by (seed, epoch), so resuming re-creates the epoch's loader and
-    skips the batches already consumed (they are decoded again: resume costs up to one
-    epoch of decoding, the price of not holding ImageNet in memory).
-    """
+    """Training batches with the paper's ImageNet augmentation (docs/paper.md §5: shorter
+    side resized to a random size in [256, 480], random 224 crop, flip with p=1/2) as
+    normalized float32 channels_last and int64 labels on the device. Epoch e is a randperm
+    from a generator seeded by (seed, e), the incomplete last batch dropped; the generator
+    then draws each position's crop. A batch is thus fixed by (seed, epoch, position): a
+    resumed run sees the very same crops, and each of `replicas` ranks reads and decodes
+    only its `shard` of the global batch."""
 
     def __init__(
         self,
@@ -144,46 +114,49 @@ class StreamingBatches:
         batch_size: int,
         seed: int,
         device: torch.device,
-        workers: int = WORKERS,
+        threads: int = THREADS,
+        rank: int = 0,
+        replicas: int = 1,
     ):
+        self._part = shard(batch_size, rank, replicas)
+        if not 0 < batch_size <= splits.train_size:
+            raise DataError(f"batch_size={batch_size} must be in [1, {splits.train_size}]")
         self.splits, self.batch_size, self.seed = splits, batch_size, seed
-        self.device, self.workers = device, workers
-        self.epoch, self.pos = 0, 0
-        self._it: Iterator | None = None
+        self._reader = _Reader(splits.root, device, threads, (splits.mean, splits.std))
+        # Where the next batch starts; the epoch's draws; the batch read ahead and its place.
+        self.epoch, self.pos, self._draws, self._ahead = 0, 0, (-1,), (None, None)
 
-    def _loader(self):
-        return iter(
-            streaming_loader(
-                self.splits,
-                "train",
-                self.batch_size,
-                self.seed,
-                self.epoch,
-                train=True,
-                workers=self.workers,
-            )
-        )
+    def _submit(self, epoch: int, pos: int) -> tuple:
+        n = self.splits.train_size
+        if self._draws[0] != epoch:
+            # Distinct streams per (seed, epoch); 1_000_003 is prime so epochs never collide.
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            order = torch.randperm(n, generator=g)
+            sizes = torch.randint(TRAIN_SIZES[0], TRAIN_SIZES[1] + 1, (n,), generator=g)
+            at = torch.rand(n, 2, generator=g, dtype=torch.float64)
+            self._draws = epoch, order, sizes, at, torch.randint(0, 2, (n,), generator=g)
+        _, order, sizes, at, flips = self._draws
+        p = slice(pos * self.batch_size + self._part.start, pos * self.batch_size + self._part.stop)
+        samples = [self.splits.train_samples[i] for i in order[p].tolist()]
+        crops = zip(sizes[p].tolist(), at[p].tolist(), flips[p].tolist(), strict=True)
+        crops = [(size, (u, v, bool(flip))) for size, (u, v), flip in crops]
+        return (epoch, pos), self._reader.submit(samples, crops)
 
     def next(self) -> tuple[Tensor, Tensor]:
-        if self._it is None:
-            self._it = self._loader()
-            for _ in range(self.pos):
-                next(self._it)
-        try:
-            x, y = next(self._it)
-        except StopIteration:
-            self.epoch, self.pos = self.epoch + 1, 0
-            self._it = self._loader()
-            x, y = next(self._it)
-        self.pos += 1
-        x = x.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        return x, y.to(self.device, non_blocking=True)
+        key, submitted = self._ahead
+        if key != (self.epoch, self.pos):
+            key, submitted = self._submit(self.epoch, self.pos)
+        self.load_state_dict({"epoch": self.epoch, "pos": self.pos + 1})  # rolls over epochs
+        self._ahead = self._submit(self.epoch, self.pos)  # read while this batch trains
+        return self._reader.batch(submitted)
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "pos": self.pos}
 
     def load_state_dict(self, state: dict) -> None:
-        self.epoch, self.pos, self._it = int(state["epoch"]), int(state["pos"]), None
+        """Continue at batch `pos` of epoch `epoch` (pos = batches a pass: the next epoch)."""
+        epoch, pos = divmod(int(state["pos"]), self.splits.train_size // self.batch_size)
+        self.epoch, self.pos = int(state["epoch"]) + epoch, pos
 
 
 def streaming_eval(
@@ -192,12 +165,18 @@ def streaming_eval(
     device: torch.device,
     limit: int | None = None,
     batch_size: int = 256,
-) -> Iterator:
-    """In-order evaluation batches (shorter side 256, center crop 224) on the device."""
-    loader = streaming_loader(
-        splits, split, limit or batch_size, 0, 0, train=False, workers=WORKERS
-    )
-    for i, (x, y) in enumerate(loader):
-        if limit is not None and i:
-            return
-        yield x.to(device).contiguous(memory_format=torch.channels_last), y.to(device)
+    threads: int = THREADS,
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """In-order batches of split "train"|"val"|"test": shorter side 256, centre 224 crop,
+    normalized on the device, the last may be short; the next is read while one is used.
+    With `limit`, the first `limit` images as one batch."""
+    if split not in ("train", "val", "test"):
+        raise DataError(f"split {split!r}; allowed: train, val, test")
+    samples = getattr(splits, f"{split}_samples")
+    if limit is not None:
+        samples, batch_size = samples[:limit], limit
+    reader = _Reader(splits.root, device, threads, (splits.mean, splits.std))
+    ahead = reader.submit(samples[:batch_size])
+    for i in range(batch_size, len(samples) + batch_size, batch_size):
+        submitted, ahead = ahead, reader.submit(samples[i : i + batch_size])
+        yield reader.batch(submitted)

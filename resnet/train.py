@@ -235,9 +235,12 @@ def _setup(
     )
 
 
-def _data_on_device(config: TrainConfig, data, device: torch.device):
-    """Training batches, a function giving fresh (val, test) batch iterators, and the
-    fixed batch of test images for the layer responses."""
+def _data_on_device(
+    config: TrainConfig, data, device: torch.device, rank: int = 0, replicas: int = 1
+):
+    """Training batches (replica `rank`'s part of each), a function giving fresh (val, test)
+    batch iterators, and the fixed batch of test images for the layer responses."""
+    part = {"rank": rank, "replicas": replicas}
     if isinstance(data, ImageSplits):
         batches = ResidentBatches(
             data.train_x.to(device),
@@ -246,6 +249,7 @@ def _data_on_device(config: TrainConfig, data, device: torch.device):
             config.seed,
             data.mean,
             data.std,
+            **part,
         )
         val = (data.val_x.to(device), data.val_y.to(device))
         test = (data.test_x.to(device), data.test_y.to(device))
@@ -261,7 +265,7 @@ def _data_on_device(config: TrainConfig, data, device: torch.device):
             eval_batches(probe, probe.new_zeros(len(probe)), len(probe), data.mean, data.std)
         )[0]
         return batches, eval_sets, probe
-    batches = StreamingBatches(data, config.batch_size, config.seed, device)
+    batches = StreamingBatches(data, config.batch_size, config.seed, device, **part)
 
     def streamed():
         return streaming_eval(data, "val", device), streaming_eval(data, "test", device)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,7 +11,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from resnet.augment import (
     ResidentBatches,
-    augment_batch,
+    crop_flip,
     crop_flip_params,
     eval_batches,
     normalize,
@@ -26,6 +28,10 @@ def images(n: int, seed: int = 0, size: int = 32) -> torch.Tensor:
 
 def seeded(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
+
+
+def augment_batch(x: torch.Tensor, g: torch.Generator, pad=4, flip=True) -> torch.Tensor:
+    return crop_flip(x, *crop_flip_params(len(x), pad, flip, g), pad)
 
 
 def test_crop_flip_matches_per_image_references():
@@ -75,6 +81,10 @@ def test_normalize():
         ref = (x.double() / 255 - mean) / std
         assert out.dtype == dtype and out.is_contiguous(memory_format=torch.channels_last)
         assert torch.allclose(out.double(), ref, atol=tol, rtol=tol)
+    # mean/std given a value a pixel (the faster layout on a CPU): the same normalization
+    pixel = [torch.tensor(v).view(1, 3, 1, 1).expand(1, 3, 32, 32) for v in (MEAN, STD)]
+    pixel = [t.contiguous(memory_format=torch.channels_last) for t in pixel]
+    assert torch.allclose(normalize(x, *pixel), normalize(x, MEAN, STD), atol=1e-6, rtol=0)
 
 
 def batches(rb: ResidentBatches, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -98,6 +108,18 @@ def test_resident_batches_resume_bit_identically(tmp_path):
     assert not torch.equal(torch.cat([yb for _, yb in batches(c, 5)]), y[:80])
 
 
+def test_resident_batches_are_pinned():
+    """A seed's batches never change, so studies run before reproduce bit for bit. The hash
+    was taken with the code as it stood before batches could be split over replicas; mean
+    0 and std 1 make normalization one float32 rounding per pixel, the same on every CPU."""
+    rb = ResidentBatches(images(100), torch.arange(100), 16, 7, (0, 0, 0), (1, 1, 1))
+    h = hashlib.sha256()
+    for xb, yb in batches(rb, 8):  # 6 batches a pass: the second pass starts
+        h.update(xb.contiguous().numpy().tobytes())
+        h.update(yb.numpy().tobytes())
+    assert h.hexdigest()[:16] == "7e0a02c69c9a77a4"
+
+
 def test_resident_batches_passes_visit_every_index_once():
     n, bs = 100, 16
     x = torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 3, 2, 2).contiguous()
@@ -112,6 +134,33 @@ def test_resident_batches_passes_visit_every_index_once():
     assert torch.allclose(xb[:, 0, 0, 0] * 255, yb.float())  # images follow their labels
 
 
+@pytest.mark.parametrize("replicas", [1, 2, 4])
+def test_replica_shards_concatenate_to_the_global_batch(replicas, tmp_path):
+    """Each of R replicas returns its contiguous part of the global batch: put together they
+    are the one-replica batch bit for bit (images, labels), also after a resume taken
+    mid-pass, across a pass boundary (6 batches a pass)."""
+    x, y = images(100), torch.arange(100) * 7
+
+    def run(rank, replicas, n, state=None):
+        rb = ResidentBatches(x, y, 16, 3, MEAN, STD, rank=rank, replicas=replicas)
+        if state is not None:
+            rb.load_state_dict(state)
+        return batches(rb, n), rb.state_dict()
+
+    whole, state = run(0, 1, 4)
+    whole += run(0, 1, 5, state)[0]
+    parts = []
+    for rank in range(replicas):
+        first, mine = run(rank, replicas, 4)
+        torch.save(mine, tmp_path / "state.pt")
+        resumed = run(rank, replicas, 5, torch.load(tmp_path / "state.pt", weights_only=True))
+        parts.append(first + resumed[0])
+        assert first[0][0].shape == (16 // replicas, 3, 32, 32)
+    for step, (wx, wy) in enumerate(whole):
+        assert torch.equal(torch.cat([p[step][0] for p in parts]), wx)
+        assert torch.equal(torch.cat([p[step][1] for p in parts]), wy)
+
+
 def test_resident_batches_errors():
     x, y = images(10), torch.arange(10)
     with pytest.raises(DataError):
@@ -120,6 +169,10 @@ def test_resident_batches_errors():
     with pytest.raises(DataError) as e:
         ResidentBatches(x, y, 2, 0, MEAN, STD).load_state_dict(state)
     assert "batch_size=5" in str(e.value)
+    for rank, replicas in ((0, 4), (2, 2), (-1, 2), (0, 0)):  # 10 images, batch 6
+        with pytest.raises(DataError) as e:
+            ResidentBatches(x, y, 6, 0, MEAN, STD, rank=rank, replicas=replicas)
+        assert f"replicas={replicas}" in str(e.value) and "\n" not in str(e.value)
 
 
 def test_eval_batches_in_order_unaugmented():

@@ -341,9 +341,18 @@ def test_model_compiles_without_graph_breaks():
     assert all(p.grad is not None for p in model.parameters())
 
 
+def test_data_on_device_gives_a_replica_its_part_of_the_batch(digits):
+    from resnet.train import _data_on_device
+
+    cpu = torch.device("cpu")
+    whole = _data_on_device(TrainConfig(**TINY), digits, cpu)[0].next()
+    part = _data_on_device(TrainConfig(**TINY), digits, cpu, rank=1, replicas=2)[0].next()
+    assert torch.equal(part[0], whole[0][16:]) and torch.equal(part[1], whole[1][16:])
+
+
 def test_large_image_folder_streams_trains_and_resumes(tmp_path):
-    """ImageNet-style folders (images over 64 px) stream through DataLoader workers with
-    the paper's ImageNet augmentation; a stop and a resume continue at the same batch."""
+    """ImageNet-style folders (images over 64 px) stream from disk with the paper's ImageNet
+    augmentation; a stop and a resume continue at the same batch."""
     from test_data import write_folder
 
     root = tmp_path / "big"
