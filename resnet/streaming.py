@@ -71,7 +71,7 @@ class _Reader:
     from samples and crops (by default the evaluation crop): `submit` starts the threads'
     work, `batch` waits for it (on CUDA: decodes)."""
 
-    def __init__(self, root: Path, device: torch.device, threads: int = THREADS, stats=()):
+    def __init__(self, root: Path, device: torch.device, threads: int = THREADS, stats=()) -> None:
         self.root, self.device, self.pool = root, device, _pool(threads)
         self.gpu = device.type == "cuda" and _decoders()[2] is not None
         # Mean and std one value a pixel: normalize() then runs one flat loop, 3x faster.
@@ -106,7 +106,7 @@ class StreamingBatches:
     from a generator seeded by (seed, e), the incomplete last batch dropped; the generator
     then draws each position's crop. A batch is thus fixed by (seed, epoch, position): a
     resumed run sees the very same crops, and each of `replicas` ranks reads and decodes
-    only its `shard` of the global batch."""
+    only its `shard` of the global batch. (The paper's colour augmentation is not done.)"""
 
     def __init__(
         self,
@@ -169,7 +169,7 @@ def streaming_eval(
 ) -> Iterator[tuple[Tensor, Tensor]]:
     """In-order batches of split "train"|"val"|"test": shorter side 256, centre 224 crop,
     normalized on the device, the last may be short; the next is read while one is used.
-    With `limit`, the first `limit` images as one batch."""
+    With `limit`, the first `limit` images as one batch. (Not the paper's 10-crop testing.)"""
     if split not in ("train", "val", "test"):
         raise DataError(f"split {split!r}; allowed: train, val, test")
     samples = getattr(splits, f"{split}_samples")
