@@ -56,6 +56,8 @@ def environment(config, data, threads: int) -> dict:
         name = torch.cuda.get_device_name(index)
     else:
         name = f"cpu ({threads} thread{'s' if threads != 1 else ''})"
+    if config.replicas > 1:
+        name = f"{config.replicas} replicas x {name}"
     return {
         "versions": {
             "ablate": _version("ablate"),

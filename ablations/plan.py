@@ -129,14 +129,16 @@ class Plan:
         factors = {s.name: s.type_name for s in load_builder(self.model).factors}
         counts = {"num_classes": "int", "in_channels": "int", "params": "int", "macs": "int"}
         recipe = type_table(TrainConfig, SCIENCE)
-        return {**factors, **recipe, **counts, "tuned_from": "str"}
+        return {**factors, **recipe, "replicas": "int", **counts, "tuned_from": "str"}
 
     def params(self, trial: Trial) -> dict[str, Any]:
-        """What a trial records as MLflow params: its resolved science settings, the data
-        set's classes and channels, its model's size, and where its tuned values came from."""
+        """What a trial records as MLflow params: its resolved science settings, its
+        replicas, the data set's classes and channels, its model's size, and where its
+        tuned values came from."""
         extra = {"tuned_from": trial.tuned_from} if trial.tuned_from else {}
         data = {"num_classes": self.data["num_classes"], "in_channels": self.data["in_channels"]}
-        return {**trial.config.science(), **data, **_complexity(trial.config, self.data), **extra}
+        counts = {**data, **_complexity(trial.config, self.data), **extra}
+        return {**trial.config.science(), "replicas": trial.config.replicas, **counts}
 
     def tuning_trial(self, arm: str) -> Trial:
         """What an arm's tuning trials train before the searcher's values are applied."""

@@ -217,7 +217,7 @@ def _setup(
         config.warmup_lr,
         config.plateau_patience,
     )
-    batches, eval_sets, probe = _data_on_device(config, data, device)
+    batches, eval_sets, probe = _data_on_device(config, data, device, rank, replicas)
     eval_every = config.eval_every or max(1, data.train_size // config.batch_size)
     return _Setup(
         model=model,
@@ -251,8 +251,10 @@ def _data_on_device(
             data.std,
             **part,
         )
-        val = (data.val_x.to(device), data.val_y.to(device))
-        test = (data.test_x.to(device), data.test_y.to(device))
+        # Each replica evaluates its share; evaluate() sums the shares.
+        val = _share(data.val_x, rank, replicas), _share(data.val_y, rank, replicas)
+        test = _share(data.test_x, rank, replicas), _share(data.test_y, rank, replicas)
+        val, test = [tuple(t.to(device) for t in pair) for pair in (val, test)]
 
         def eval_sets():
             return (
@@ -267,11 +269,17 @@ def _data_on_device(
         return batches, eval_sets, probe
     batches = StreamingBatches(data, config.batch_size, config.seed, device, **part)
 
-    def streamed():
+    def streamed():  # every replica evaluates the whole split (the means are unchanged)
         return streaming_eval(data, "val", device), streaming_eval(data, "test", device)
 
     probe = next(iter(streaming_eval(data, "test", device, limit=64)))[0]
     return batches, streamed, probe
+
+
+def _share(x: torch.Tensor, rank: int, replicas: int) -> torch.Tensor:
+    """Replica `rank`'s contiguous share of the rows of x."""
+    n = len(x)
+    return x[rank * n // replicas : (rank + 1) * n // replicas]
 
 
 def _restore(config: TrainConfig, setup: _Setup, saved: dict) -> _State:
