@@ -11,8 +11,7 @@ import pandas as pd
 
 from reports import plots, stats
 from reports.comparison import Column, columns_table, comparison_table, cost_table
-from reports.effect_words import reduced_suffix, signed
-from reports.effects import Effects
+from reports.effects import Effects, reduced_suffix, signed
 from reports.findings import degradation_applies
 from reports.html import esc, figure, is_missing, link, run_url, table
 from reports.paper import normalize_dataset
