@@ -10,9 +10,8 @@ import mlflow
 from mlflow.exceptions import MlflowException
 
 from reports.errors import ReportError
-from reports.fetch import connect, fetch_study, redact
+from reports.fetch import connect, fetch_study, first_line, redact
 from reports.page import Report, render_report
-from reports.runfiles import first_line
 
 DEFAULT_ROOT = Path("ablate-reports")
 ARTIFACT_PATH = "report"
