@@ -7,10 +7,7 @@ import math
 import pandas as pd
 
 from reports import stats
-
-
-def is_plain(shortcut: object) -> bool:
-    return str(shortcut) == "none"
+from reports.tables import is_plain
 
 
 def degradation_applies(trials: pd.DataFrame) -> tuple[bool, str]:

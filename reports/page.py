@@ -13,10 +13,10 @@ import pandas as pd
 from reports import sections
 from reports.answer import answer
 from reports.data import StudyData
-from reports.export import comparison_latex, comparison_markdown
 from reports.header import details, header
 from reports.html import page
 from reports.study import analyse, arms_frame, trials_frame
+from reports.tables import comparison_latex, comparison_markdown
 
 
 @dataclass

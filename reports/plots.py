@@ -12,9 +12,8 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from reports.findings import is_plain
 from reports.paper import normalize_dataset, table6_points
-from reports.tables import level_key
+from reports.tables import is_plain, level_key
 
 PALETTE = qualitative.D3 + qualitative.Plotly
 LAYOUT = {

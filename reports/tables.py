@@ -1,4 +1,6 @@
-"""Report tables as DataFrames: trial counts, the per-arm comparison, problems.
+"""Report tables as DataFrames: trial counts, the per-arm comparison, problems; and the
+comparison ready for a paper, as Markdown (comparison.md) and LaTeX with booktabs
+(comparison.tex).
 
 Errors are fractions in MLflow (docs/tracking.md) and percent here, as in the paper;
 columns holding percent end in `_pct`.
@@ -8,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +33,10 @@ def level_key(value: Any) -> tuple:
     except (TypeError, ValueError):
         pass
     return (2, SHORTCUT_ORDER.get(str(value), 9), str(value))
+
+
+def is_plain(shortcut: object) -> bool:
+    return str(shortcut) == "none"
 
 
 def plural(n: int, noun: str) -> str:
@@ -346,3 +353,92 @@ def problem_table(runs: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows, columns=columns)
+
+
+# (header, mean column, std column, n column); the paper column has no spread.
+ERROR_COLUMNS = (
+    ("test error %", "test_error_pct_mean", "test_error_pct_std", "test_error_pct_n"),
+    ("train error %", "train_error_pct_mean", "train_error_pct_std", "train_error_pct_n"),
+)
+PAPER_COLUMN = ("paper test error %", "paper_test_error_pct", None, None)
+
+# Plain ASCII LaTeX for the few non-ASCII signs the tables use, after the special characters.
+LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+                 "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
+                 "^": r"\textasciicircum{}", "±": r"$\pm$", "–": "--", "×": r"$\times$",
+                 "−": "$-$"}  # fmt: skip
+
+
+def _paper_rows(
+    arms: pd.DataFrame, factors: list[str], cell: Callable[[str, bool], str]
+) -> tuple[list[list[str]], int, str]:
+    """The header row and one row per arm: its factor levels, the final test and training
+    error as mean ± std (n seeds) over finished seeds, and the paper's number where one is
+    known; each cell made by `cell(text, bold)`, bold for the lowest mean of its column.
+    Also how many columns are factors, and the footnote."""
+    factors = [f for f in factors if f in arms.columns] or ["arm"]
+    paper = bool(arms[PAPER_COLUMN[1]].notna().any())
+    columns = [*ERROR_COLUMNS, *([PAPER_COLUMN] if paper else [])]
+    rows = [[cell(h, False) for h in [*factors, *(c[0] for c in columns)]]]
+    for _, arm in arms.iterrows():
+        row = [cell(str(arm[f]), False) for f in factors]
+        for _, mean, std, n in columns:
+            value = arm[mean]
+            text = f"{value:.2f}"
+            text += f" ± {arm[std]:.2f}" if std and not pd.isna(arm[std]) else ""
+            text += f" (n={int(arm[n])})" if n else ""
+            row.append(cell("–" if pd.isna(value) else text, value == arms[mean].min()))
+        rows.append(row)
+    note = (
+        "Final error in percent, mean ± standard deviation over finished seeds (n); "
+        "bold: the lowest mean in its column."
+    )
+    if paper:
+        note += " Paper: the published test error for the same setting, where one exists."
+    return rows, len(factors), note
+
+
+def comparison_markdown(arms: pd.DataFrame, factors: list[str], title: str) -> str:
+    """The comparison as a GitHub-flavoured Markdown table."""
+    if arms.empty:
+        return f"# {title}\n\nNo trial has been recorded yet.\n"
+
+    def cell(text: str, bold: bool) -> str:
+        return (f"**{text}**" if bold else text).replace("|", "\\|")
+
+    rows, keys, note = _paper_rows(arms, factors, cell)
+    aligns = ["---"] * keys + ["---:"] * (len(rows[0]) - keys)
+    lines = ["| " + " | ".join(row) + " |" for row in [rows[0], aligns, *rows[1:]]]
+    return "\n".join([f"# {title}", "", *lines, "", note]) + "\n"
+
+
+def latex_escape(text: str) -> str:
+    return "".join(LATEX_SPECIAL.get(ch, ch) for ch in text)
+
+
+def comparison_latex(arms: pd.DataFrame, factors: list[str], title: str) -> str:
+    """The comparison as a LaTeX table (needs \\usepackage{booktabs})."""
+    if arms.empty:
+        return f"% {latex_escape(title)}: no trial has been recorded yet.\n"
+
+    def cell(text: str, bold: bool) -> str:
+        return f"\\textbf{{{latex_escape(text)}}}" if bold else latex_escape(text)
+
+    rows, keys, note = _paper_rows(arms, factors, cell)
+    header, *body = (" & ".join(row) + " \\\\" for row in rows)
+    lines = [
+        "% " + latex_escape(title),
+        "% Needs \\usepackage{booktabs}.",
+        "\\begin{table}[t]",
+        "\\centering",
+        f"\\begin{{tabular}}{{{'l' * keys + 'r' * (len(rows[0]) - keys)}}}",
+        "\\toprule",
+        header,
+        "\\midrule",
+        *body,
+        "\\bottomrule",
+        "\\end{tabular}",
+        f"\\caption{{{latex_escape(title)}. {latex_escape(note)}}}",
+        "\\end{table}",
+    ]
+    return "\n".join(lines) + "\n"
