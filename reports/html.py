@@ -150,6 +150,12 @@ def table(
     )
 
 
+def section(title: str, intro: str, body: str, section_id: str = "") -> str:
+    intro_html = f'<p class="muted">{esc(intro)}</p>' if intro else ""
+    ident = f' id="{esc(section_id)}"' if section_id else ""
+    return f"<section{ident}><h2>{esc(title)}</h2>{intro_html}{body}</section>"
+
+
 def legend(items: list[tuple[str, str]], legend_id: str) -> str:
     """What each column of a table means, under it."""
     rows = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in items)
