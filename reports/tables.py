@@ -100,11 +100,9 @@ def count_trials(runs: pd.DataFrame, info: StudyInfo) -> Counts:
     """Counts of trials by status, and of the planned ones (`ablate.expected_trials`, which
     grows when seeds are added) that have no run yet."""
     trials = select_trials(runs)
-    by_status = trials["status"].value_counts() if not trials.empty else pd.Series(dtype=int)
-    seen = len(trials)
-    expected = info.expected_trials or 0
+    seen, expected = len(trials), info.expected_trials or 0
     missing = max(0, expected - seen)
-    n = {s: int(by_status.get(s, 0)) for s in STATUSES}
+    n = {s: int((trials["status"] == s).sum()) for s in STATUSES}
     reasons = [
         text
         for count, text in (
@@ -121,13 +119,12 @@ def count_trials(runs: pd.DataFrame, info: StudyInfo) -> Counts:
         )  # fmt: skip
         if count
     ]
-    role_trial = runs[runs["role"] == "trial"] if not runs.empty else runs
     return Counts(
         **n,
         missing=missing,
         expected=expected,
-        retried=len(role_trial) - seen,
-        tune_runs=int((runs["role"] == "tune").sum()) if not runs.empty else 0,
+        retried=int((runs["role"] == "trial").sum()) - seen,
+        tune_runs=int((runs["role"] == "tune").sum()),
         partial_reasons=reasons,
     )
 
@@ -138,8 +135,6 @@ DIVERGED_REASON = "diverged: the loss became non-finite"
 def failure_groups(trials: pd.DataFrame) -> list[tuple[int, str]]:
     """(count, reason) of the failed and diverged trials (select_trials() rows), identical
     reasons grouped, most frequent first; a failure without a recorded reason says so."""
-    if trials.empty:
-        return []
     ended = trials[trials["status"].isin(["failed", "diverged"])]
     reasons = Counter(
         DIVERGED_REASON
@@ -258,17 +253,14 @@ def _add_targets(table: pd.DataFrame, info: StudyInfo) -> pd.DataFrame:
     table["target_status"], table["seeds_for_target"] = "", math.nan
     if not target:
         return table
-    pooled = float(table["mde_sd_pct"].iloc[0])
-    for i, row in table.iterrows():
-        if row["ci_half_width_pct"] <= target:
-            table.loc[i, "target_status"] = "met"
-            continue
-        own = row["test_error_pct_std"]
-        sd = own if row["test_error_pct_n"] >= 2 and math.isfinite(own) else pooled
-        table.loc[i, ["target_status", "seeds_for_target"]] = [
-            "not met",
-            stats.seeds_for_ci(sd, target),
-        ]
+    met = table["ci_half_width_pct"] <= target
+    own = table["test_error_pct_std"].where(table["test_error_pct_n"] >= 2)
+    sds = own.fillna(table["mde_sd_pct"])
+    table["target_status"] = met.map({True: "met", False: "not met"})
+    needs = [
+        math.nan if ok else stats.seeds_for_ci(sd, target) for ok, sd in zip(met, sds, strict=True)
+    ]
+    table["seeds_for_target"] = np.array(needs, dtype=float)
     return table
 
 
@@ -286,14 +278,15 @@ def _add_tests(
     sd = spread[0] if spread else stats.PRIOR_SEED_SD
     # Arms by their factor values, as text: the reference JSON says 20, a param may be "20".
     arm_of = {tuple(str(r[f]) for f in factors): r["arm"] for _, r in table.iterrows()}
-    refs, tests, verdicts = [], [], []
+    refs, welch, sizes, verdicts = [], [], [], []
     for _, row in table.iterrows():
         wanted = {**{f: row[f] for f in factors}, **reference}
         ref = arm_of.get(tuple(str(wanted[f]) for f in factors)) if reference else None
-        refs.append(ref or "")
         a, b = errors.get(row["arm"], np.array([])), errors.get(ref, np.array([]))
-        tested = ref is not None and ref != row["arm"]
-        tests.append((stats.welch(a, b), a.size, b.size) if tested else None)
+        tested = ref not in (None, row["arm"])
+        refs.append(ref or "")
+        welch.append(stats.welch(a, b) if tested else stats.welch([], []))
+        sizes.append((a.size, b.size) if tested else None)
         if not reference:
             verdicts.append("the study names no reference arm")
         elif ref is None:
@@ -301,23 +294,19 @@ def _add_tests(
             verdicts.append(f"no reference arm ({label}) in this study's runs")
         else:
             verdicts.append("" if tested else "reference")
-    none = stats.Welch(math.nan, math.nan, math.nan, math.nan, math.nan)
-    welch = [t[0] if t else none for t in tests]
     holm = stats.holm([w.p for w in welch])
     short_ref = " ".join(f"{k}={v}" for k, v in reference.items())
-    for i, test in enumerate(tests):
-        if test:
+    for i, size in enumerate(sizes):
+        if size:
             arm = " ".join(f"{k}={table.iloc[i][k]}" for k in reference)
-            verdicts[i] = stats.verdict(
-                arm, short_ref, test[0], holm[i], *test[1:], evidence=evidence
-            )
+            verdicts[i] = stats.verdict(arm, short_ref, welch[i], holm[i], *size, evidence=evidence)
     table["reference_arm"] = refs
     table["diff_vs_reference_pct"] = [w.diff for w in welch]
     table["diff_se_pct"] = [w.se for w in welch]
     table["p_value"] = [w.p for w in welch]
     table["p_holm"] = holm
     table["verdict"] = verdicts
-    table["mde_pct"] = [stats.mde(t[1], t[2], sd) if t else math.nan for t in tests]
+    table["mde_pct"] = [stats.mde(*size, sd) if size else math.nan for size in sizes]
     table["mde_sd_pct"] = sd
     table["mde_sd_measured"] = spread is not None
     return table
@@ -326,33 +315,24 @@ def _add_tests(
 def problem_table(runs: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
     """Diverged and failed trial runs, retried attempts included, with the iteration where
     they stopped: the divergence point, or the last logged evaluation for a failure."""
-    columns = ["trial_key", "arm", "status", "iteration", "reason", "run_id"]
-    if runs.empty:
-        return pd.DataFrame(columns=columns)
-    trials = runs[(runs["role"] == "trial") & runs["status"].isin(["diverged", "failed"])]
-    kept = set(select_trials(runs)["run_id"])
-    last_step = (
-        history.groupby("run_id")["step"].max() if not history.empty else pd.Series(dtype=float)
+    problems = runs[(runs["role"] == "trial") & runs["status"].isin(["diverged", "failed"])]
+    diverged = problems["status"] == "diverged"
+    stopped = zip(
+        diverged,
+        pd.to_numeric(problems["diverged_at"], errors="coerce"),
+        problems["run_id"].map(history.groupby("run_id")["step"].max()),
+        strict=True,
     )
-    rows = []
-    for _, run in trials.iterrows():
-        if run["status"] == "diverged":
-            iteration = pd.to_numeric(run.get("diverged_at"), errors="coerce")
-        else:
-            iteration = last_step.get(run["run_id"], math.nan)
-        status = run["status"] if run["run_id"] in kept else f"{run['status']} (retried)"
-        rows.append(
-            {
-                "trial_key": run["trial_key"],
-                "arm": run["arm"],
-                "status": status,
-                "iteration": iteration,
-                "reason": run.get("reason")
-                or ("loss became non-finite" if run["status"] == "diverged" else ""),
-                "run_id": run["run_id"],
-            }
-        )
-    return pd.DataFrame(rows, columns=columns)
+    kept = problems["run_id"].isin(select_trials(runs)["run_id"])
+    reasons = problems["reason"].where(problems["reason"].astype(bool))
+    problems = problems.assign(
+        status=problems["status"].where(kept, problems["status"] + " (retried)"),
+        # A list, not a Series: integer iterations stay integers in problems.csv.
+        iteration=[at if stop else last for stop, at, last in stopped],
+        reason=reasons.fillna(diverged.map({True: "loss became non-finite", False: ""})),
+    )
+    columns = ["trial_key", "arm", "status", "iteration", "reason", "run_id"]
+    return problems[columns].reset_index(drop=True)
 
 
 # (header, mean column, std column, n column); the paper column has no spread.
