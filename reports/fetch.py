@@ -9,7 +9,6 @@ import json
 import os
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -28,7 +27,6 @@ from reports.data import (
     FINAL_METRICS,
     HISTORY_METRICS,
     REPRO_TAGS,
-    STATUSES,
     StudyData,
     StudyInfo,
     decode,
@@ -91,18 +89,9 @@ def connect(tracking_uri: str | None) -> MlflowClient:
     return MlflowClient(tracking_uri=tracking_uri)
 
 
-@dataclass
-class _Read:
-    client: MlflowClient
-    uri: str
-    info: StudyInfo
-    children: list[Run]
-    runs: pd.DataFrame
-    notes: list[str]
-
-
-def _read(experiment_name: str, tracking_uri: str | None) -> _Read:
-    """The study's parent and child runs, without histories or artifacts."""
+def _read(experiment_name: str, tracking_uri: str | None):
+    """The client, the study's info, its trial runs, the frame of all its child runs and
+    the notes made reading them; no histories or artifacts."""
     uri = redact(tracking_uri or mlflow.get_tracking_uri())
     try:
         client = connect(tracking_uri)
@@ -127,17 +116,16 @@ def _read(experiment_name: str, tracking_uri: str | None) -> _Read:
         raise ReportError(
             f"experiment {experiment_name} in {uri} has no ablate runs (no ablate.role tags)"
         )
-    parents = sorted(
-        (r for r in ours if r.data.tags["ablate.role"] == "parent"),
-        key=lambda r: r.info.start_time or 0,
-    )
+    parents = [r for r in ours if r.data.tags["ablate.role"] == "parent"]
     if not parents:
         raise ReportError(f"experiment {experiment_name} in {uri} has no parent run")
-    info = _study_info(experiment_name, experiment.experiment_id, parents[-1])
-    children = [r for r in ours if r.data.tags["ablate.role"] in ("trial", "tune")]
+    parent = max(parents, key=lambda r: r.info.start_time or 0)
+    info = _study_info(experiment_name, experiment.experiment_id, parent)
+    children = [r for r in ours if r.data.tags["ablate.role"] != "parent"]
     notes: list[str] = []
     frame = _runs_frame(children, info.settings, notes)
-    return _Read(client, uri, info, children, frame, notes)
+    trials = [r for r in children if r.data.tags["ablate.role"] == "trial"]
+    return client, info, trials, frame, notes
 
 
 def fetch_study(experiment_name: str, tracking_uri: str | None = None) -> StudyData:
@@ -145,18 +133,11 @@ def fetch_study(experiment_name: str, tracking_uri: str | None = None) -> StudyD
 
     Raises ReportError when the store cannot be read or has no such study.
     """
-    read = _read(experiment_name, tracking_uri)
-    trial_runs = [r for r in read.children if r.data.tags.get("ablate.role") == "trial"]
-    history = histories(read.client, trial_runs, remote=_is_remote(read.uri))
-    lr_traces, layers = artifacts(read.client, trial_runs, read.runs, read.notes)
-    return StudyData(
-        info=read.info,
-        runs=read.runs,
-        history=history,
-        lr_traces=lr_traces,
-        layer_responses=layers,
-        notes=read.notes,
-    )
+    client, info, trials, runs, notes = _read(experiment_name, tracking_uri)
+    scheme = urlparse(tracking_uri or mlflow.get_tracking_uri()).scheme
+    history = histories(client, trials, remote=scheme in ("http", "https", "databricks"))
+    lr_traces, layers = artifacts(client, trials, runs, notes)
+    return StudyData(info, runs, history, lr_traces, layers, notes)
 
 
 def seed_spread(experiment_name: str, tracking_uri: str | None = None) -> tuple[float, int] | None:
@@ -168,18 +149,15 @@ def seed_spread(experiment_name: str, tracking_uri: str | None = None) -> tuple[
     result to reports.stats.seeds_needed / mde. Reads runs only, no histories or
     artifacts. Raises ReportError as fetch_study does.
     """
-    trials = select_trials(_read(experiment_name, tracking_uri).runs)
-    return stats.seed_spread_of(trials)
+    return stats.seed_spread_of(select_trials(_read(experiment_name, tracking_uri)[3]))
 
 
 def _search_all(client: MlflowClient, experiment_id: str) -> list[Run]:
-    runs: list[Run] = []
-    token = None
+    runs, token = [], None
     while True:
         page = client.search_runs([experiment_id], max_results=1000, page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
+        runs += page
+        if not (token := page.token):
             return runs
 
 
@@ -226,24 +204,16 @@ def _study_info(name: str, experiment_id: str, parent: Run) -> StudyInfo:
     )
 
 
-# docs/tracking.md's MLflow run statuses, for a run without a valid `ablate.status`.
-_FROM_MLFLOW = {"FAILED": "failed", "FINISHED": "finished", "SCHEDULED": "pending",
-                "KILLED": "interrupted"}  # fmt: skip
-
-
 def _runs_frame(runs: list[Run], types: dict[str, str], notes: list[str]) -> pd.DataFrame:
     rows, untyped = [], set()
     for run in runs:
         tags = run.data.tags
-        status = tags.get("ablate.status")
-        if status not in STATUSES:
-            status = _FROM_MLFLOW.get(run.info.status, "running")
         row: dict[str, Any] = {
             "run_id": run.info.run_id,
             "role": tags.get("ablate.role"),
             "arm": tags.get("ablate.arm", ""),
             "trial_key": tags.get("ablate.trial_key", run.info.run_id),
-            "status": status,
+            "status": tags.get("ablate.status"),
             "mlflow_status": run.info.status,
             "diverged_at": _int_or_none(tags.get("ablate.diverged_at")),
             "reason": tags.get("ablate.error", ""),
@@ -277,10 +247,6 @@ def _int_or_none(text: str | None) -> int | None:
         return int(float(text)) if text is not None else None
     except ValueError:
         return None
-
-
-def _is_remote(uri: str) -> bool:
-    return urlparse(uri).scheme in ("http", "https", "databricks")
 
 
 def first_line(error: BaseException) -> str:
@@ -376,16 +342,13 @@ def read_json_artifact(client: MlflowClient, run: Run, path: str) -> Any:
 def _lr_trace_runs(runs: list[Run], frame: pd.DataFrame) -> list[Run]:
     """A few runs per distinct LR setting, finished ones first."""
     by_id = {r.info.run_id: r for r in runs}
-    trials = frame[frame["run_id"].isin(by_id)].copy()
-    keys = [c for c in LR_SETTINGS if c in trials.columns]
-    if trials.empty:
-        return []
-    trials["_order"] = (trials["status"] != "finished").astype(int)
-    trials = trials.sort_values(["_order", "start_time"])
+    trials = frame[frame["run_id"].isin(by_id)]
+    trials = trials.assign(_order=trials["status"] != "finished").sort_values(
+        ["_order", "start_time"]
+    )
     chosen = []
-    groups = trials.groupby([trials[k].astype(str) for k in keys]) if keys else [("", trials)]
-    for _, group in groups:
-        policy = str(group["lr_policy"].iloc[0]) if "lr_policy" in group.columns else ""
+    for _, group in trials.groupby([trials[k].astype(str) for k in LR_SETTINGS]):
+        policy = str(group["lr_policy"].iloc[0])
         # One per arm at most, so plateau traces come from different arms.
         group = group.drop_duplicates("arm")
         chosen.extend(group["run_id"].head(LR_TRACES_PER_SETTING.get(policy, 1)))
@@ -403,20 +366,16 @@ def artifacts(
             lr_rows.extend(
                 (run.info.run_id, int(i), float(v)) for i, v in zip(its, lrs, strict=False)
             )
-    finished = set(frame.loc[frame["status"] == "finished", "run_id"]) if not frame.empty else set()
+    finished = set(frame.loc[frame["status"] == "finished", "run_id"])
     layer_rows: list[tuple[str, int, str, float]] = []
     missing = 0
-    for run in runs:
-        if run.info.run_id not in finished:
-            continue
+    for run in (r for r in runs if r.info.run_id in finished):
         responses = _safe_read(client, run, "layer_responses.json", notes)
         if not responses:
             missing += 1
             continue
-        names = responses.get("names") or []
-        for i, std in enumerate(responses.get("std", [])):
-            name = names[i] if i < len(names) else f"layer {i + 1}"
-            layer_rows.append((run.info.run_id, i + 1, name, float(std)))
+        pairs = zip(responses["names"], responses["std"], strict=True)
+        layer_rows += [(run.info.run_id, i, n, float(std)) for i, (n, std) in enumerate(pairs, 1)]
     if missing and layer_rows:  # a model that records none has no layer responses to miss
         notes.append(f"{missing} finished trials have no readable layer_responses.json")
     return (
@@ -430,8 +389,5 @@ def _safe_read(client: MlflowClient, run: Run, path: str, notes: list[str]) -> A
         value = read_json_artifact(client, run, path)
     except (ValueError, OSError) as error:
         notes.append(f"{path} of run {run.info.run_id} is unreadable: {first_line(error)}")
-        return None
-    if value is not None and not isinstance(value, dict):
-        notes.append(f"{path} of run {run.info.run_id} is not a JSON object")
         return None
     return value
