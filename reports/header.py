@@ -8,7 +8,6 @@ judged here too."""
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import math
 import platform
 from collections import Counter
@@ -17,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from reports import stats
-from reports.data import StudyInfo, setting_names
+from reports.data import StudyInfo, parse_json, setting_names
 from reports.html import duration, esc, experiment_url, is_missing, link, section
 from reports.stats import ALPHA
 from reports.study import Analysis, max_iterations
@@ -33,7 +32,7 @@ SIGN_CONVENTION = (
 
 
 def show(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if pd.isna(value):
         return "unset"
     if isinstance(value, float) and value.is_integer() and abs(value) >= 1000:
         return f"{value:,.0f}"
@@ -77,9 +76,8 @@ def what_ran(info: StudyInfo, trials: pd.DataFrame, factors: list[str]) -> str:
     ]
     if levels:
         parts.append(" × ".join(levels))
-    dataset = info.dataset
-    if dataset:
-        parts.append(f"on {dataset}")
+    if info.dataset:
+        parts.append(f"on {info.dataset}")
     fixed = [
         f"{name} {show(trials[name].iloc[0])}"
         for name in info.model_factors
@@ -110,10 +108,7 @@ def _tally(values: pd.Series, label: str = "") -> str:
 
 
 def _versions(text: str) -> str:
-    try:
-        value = json.loads(text)
-    except (TypeError, ValueError):
-        return text
+    value = parse_json(text, text)
     return ", ".join(f"{k} {v}" for k, v in value.items()) if isinstance(value, dict) else text
 
 
@@ -177,12 +172,8 @@ def reproducibility(trials: pd.DataFrame, info: StudyInfo) -> tuple[list, list[s
 
 def degradation_applies(trials: pd.DataFrame) -> tuple[bool, str]:
     """Whether the degradation plots mean anything here, and if not, why they are absent."""
-    depths = trials["depth"].dropna().unique() if "depth" in trials.columns else []
-    kinds = (
-        {is_plain(s) for s in trials["shortcut"].dropna()}
-        if "shortcut" in trials.columns
-        else set()
-    )
+    depths = trials.get("depth", pd.Series()).dropna().unique()
+    kinds = {is_plain(s) for s in trials.get("shortcut", pd.Series()).dropna()}
     if len(depths) > 1 or len(kinds) == 2:
         return True, ""
     depth_text = f"a single depth ({depths[0]})" if len(depths) == 1 else "no recorded depth"
@@ -197,15 +188,13 @@ def degradation_sentence(arms: pd.DataFrame, trials: pd.DataFrame, factors: list
     """Does a deeper plain net end with a higher training error than a shallower one with
     the same other factors (the degradation problem)? The largest such gap in final
     training error over finished seeds, with Welch's p (uncorrected: it is one descriptive
-    contrast, not the study's family)."""
-    if arms.empty or "depth" not in arms.columns or "shortcut" not in arms.columns:
-        return "Degradation cannot be judged: the arms do not record depth and shortcut."
+    contrast, not the study's family). "" where it cannot be judged: without finished plain
+    nets (shortcut none) at two or more depths."""
+    if not {"depth", "shortcut"} <= set(arms.columns):
+        return ""
     plain = arms[arms["shortcut"].map(is_plain) & arms["train_error_pct_mean"].notna()]
     if plain["depth"].nunique() < 2:
-        return (
-            "Degradation cannot be judged: it needs finished plain nets (shortcut none) at "
-            "two or more depths."
-        )
+        return ""
     others = [f for f in factors if f not in ("depth", "shortcut")]
     plain = plain.assign(_same=plain[others].astype(str).agg(" ".join, axis=1) if others else "")
     pairs = plain.merge(plain, on="_same", suffixes=("_shallow", "_deep"))
@@ -274,8 +263,7 @@ def findings(a: Analysis) -> list[tuple[str, str]]:
     if a.effects.shortcut_depth:
         items.append(("shortcut-depth-finding", a.effects.shortcut_depth))
     if a.info.resnet and degradation_applies(a.trials)[0]:
-        sentence = degradation_sentence(a.arms, a.trials, a.factors)
-        if not sentence.startswith("Degradation cannot be judged"):
+        if sentence := degradation_sentence(a.arms, a.trials, a.factors):
             items.append(("degradation-finding", sentence))
     rest = _effects(a) if a.effects.rows else _comparisons(a)
     return items + [("", text) for text in rest]
@@ -420,7 +408,7 @@ def _counts_text(counts: Counts) -> str:
 
 
 def _compute_time(runs: pd.DataFrame) -> str:
-    if runs.empty or "wall_time_s" not in runs.columns:
+    if "wall_time_s" not in runs.columns:
         return "not recorded"
     wall = pd.to_numeric(runs["wall_time_s"], errors="coerce")
     trial = wall[runs["role"] == "trial"].sum()
@@ -430,20 +418,6 @@ def _compute_time(runs: pd.DataFrame) -> str:
     if unmeasured:
         text += f"; {plural(unmeasured, 'run')} without wall_time_s (not ended) not counted"
     return esc(text)
-
-
-def _seeds(info: StudyInfo) -> str:
-    """Every planned seed, and how many each arm has: adaptive replication adds seeds to
-    the arms whose mean is not yet precise enough."""
-    if not info.seeds:
-        return "–"
-    each = per_arm([len(seeds) for seeds in info.planned.values()] or [len(info.seeds)])
-    return f"{', '.join(map(str, info.seeds))} ({each})"
-
-
-def _model(info: StudyInfo) -> str:
-    builder = info.model + (" (the built-in ResNets)" if info.resnet else "")
-    return f"{builder}; its settings: {', '.join(info.model_factors) or '–'}"
 
 
 def header(a: Analysis) -> str:
@@ -478,10 +452,16 @@ def details(a: Analysis, when: str, links: dict[str, Any]) -> str:
     fixed = ", ".join(f"{k} = {show(v)}" for k, v in fixed) or "–"
     varying = "; ".join(f"{k}: {', '.join(show(v) for v in values)}" for k, values in varying)
     reference = ", ".join(f"{k} = {v}" for k, v in info.reference.items()) or "not named"
+    model = info.model + (" (the built-in ResNets)" if info.resnet else "")
+    model += f"; its settings: {', '.join(info.model_factors) or '–'}"
+    # Every planned seed, and how many each arm has: adaptive replication adds seeds to
+    # the arms whose mean is not yet precise enough.
+    each = per_arm([len(seeds) for seeds in info.planned.values()] or [len(info.seeds)])
+    seeds = f"{', '.join(map(str, info.seeds))} ({each})" if info.seeds else "–"
     facts = [
         ("Data set", esc(info.dataset or "not recorded")),
         ("Preset", esc(info.preset or "–")),
-        ("Model", esc(_model(info))),
+        ("Model", esc(model)),
         ("Scientific factors", esc(", ".join(a.factors) or "–")),
         ("Reference arm", esc(reference)),
         ("Fixed settings", f'<span id="fixed-settings">{esc(fixed)}</span>'),
@@ -489,7 +469,7 @@ def details(a: Analysis, when: str, links: dict[str, Any]) -> str:
     if varying:
         facts.append(("Varying, not a factor", esc(varying + " (tuned, or changed mid-study)")))
     facts += [
-        ("Seeds", esc(_seeds(info))),
+        ("Seeds", esc(seeds)),
         ("Replication rule", esc(info.replication or "not recorded")),
         ("Trials", _counts_text(a.counts)),
         ("Tuning runs", esc(f"{a.counts.tune_runs} (not part of the comparison)")),
