@@ -17,7 +17,7 @@ import pandas as pd
 
 from reports import stats
 from reports.data import StudyInfo, parse_json, setting_names
-from reports.html import duration, esc, experiment_url, is_missing, link, section
+from reports.html import duration, esc, experiment_url, link, section
 from reports.stats import ALPHA
 from reports.study import Analysis, max_iterations
 from reports.tables import Counts, is_plain, level_key, per_arm, plural
@@ -330,7 +330,7 @@ def target_text(row: pd.Series, info: StudyInfo) -> str:
     """An arm against the precision target, in words; past the study's seed limit when
     the seeds it needs are more than adaptive replication may add."""
     half, n = row["ci_half_width_pct"], row["test_error_pct_n"]
-    width = "no interval (fewer than 2 seeds)" if is_missing(half) else f"±{half:.2f}"
+    width = "no interval (fewer than 2 seeds)" if pd.isna(half) else f"±{half:.2f}"
     if row["target_status"] == "met":
         return f"met ({width})"
     needs = int(row["seeds_for_target"])

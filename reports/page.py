@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 
@@ -25,7 +25,6 @@ from reports.html import (
     duration,
     esc,
     figure,
-    is_missing,
     legend,
     link,
     num,
@@ -98,8 +97,7 @@ def render_report(
     )
 
 
-@dataclass(frozen=True)
-class Column:
+class Column(NamedTuple):
     header: str
     legend: str
     cell: Callable[[Any], str]  # a row (or an item) to HTML
@@ -109,7 +107,7 @@ class Column:
 def _error(row: pd.Series) -> str:
     if row["test_error_pct_n"] == 0:
         return "–"
-    if is_missing(row["test_error_pct_std"]):
+    if pd.isna(row["test_error_pct_std"]):
         return f"{num(row['test_error_pct_mean'])} <small>(one seed, no spread)</small>"
     return f"{num(row['test_error_pct_mean'])} ± {num(row['test_error_pct_std'])}"
 
@@ -121,7 +119,7 @@ def _trials(row: pd.Series) -> str:
 
 
 def _ci(row: pd.Series) -> str:
-    if is_missing(row["test_error_pct_ci_low"]):
+    if pd.isna(row["test_error_pct_ci_low"]):
         return "–"
     return f"[{num(row['test_error_pct_ci_low'])}, {num(row['test_error_pct_ci_high'])}]"
 
@@ -138,7 +136,7 @@ def _spread(arms: pd.DataFrame) -> str:
 
 def _columns(a: Analysis, links: dict[str, Any], sources: list[str]) -> list[Column]:
     def paper(row: pd.Series) -> str:
-        if is_missing(row["paper_test_error_pct"]):
+        if pd.isna(row["paper_test_error_pct"]):
             return "–"
         # Sources as numbered notes under the table: inline they would double its width.
         if row["paper_source"] not in sources:
@@ -152,10 +150,9 @@ def _columns(a: Analysis, links: dict[str, Any], sources: list[str]) -> list[Col
         return f'<span class="verdict-win">{text}</span>' if win else text
 
     def runs(row: pd.Series) -> str:
-        seeds = row["seeds"] or [None] * len(row["run_ids"])
         return " ".join(
-            link(esc(f"s{s}" if s is not None else "run"), run_url(links["ui"], links["exp"], r))
-            for s, r in zip(seeds, row["run_ids"], strict=True)
+            link(esc(f"s{s}"), run_url(links["ui"], links["exp"], r))
+            for s, r in zip(row["seeds"], row["run_ids"], strict=True)
         )
 
     arms, target = a.arms, a.info.target_ci
@@ -183,7 +180,7 @@ def _columns(a: Analysis, links: dict[str, Any], sources: list[str]) -> list[Col
             Column("paper %", "the papers' published test error for the same net (sources "
                    "below).", paper),
             Column("vs paper (σ)", "our mean minus the paper's number, in our standard "
-                   "deviations.", lambda r: "–" if is_missing(r["paper_gap_sd"])
+                   "deviations.", lambda r: "–" if pd.isna(r["paper_gap_sd"])
                    else f"{r['paper_gap_sd']:+.1f}"),
         ]  # fmt: skip
     if target:
@@ -350,7 +347,7 @@ def problems_section(
         [
             link(esc(p["trial_key"]), run_url(links["ui"], links["exp"], p["run_id"])),
             esc(p["status"]),
-            "–" if is_missing(p["iteration"]) else str(int(p["iteration"])),
+            "–" if pd.isna(p["iteration"]) else str(int(p["iteration"])),
             esc(p["reason"]),
         ]
         for _, p in problems.iterrows()

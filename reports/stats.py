@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -31,8 +31,7 @@ PRIOR_SEED_SD_SOURCE = (
 )
 
 
-@dataclass(frozen=True)
-class Summary:
+class Summary(NamedTuple):
     """Mean, sample standard deviation (ddof=1), count and a t confidence interval of the
     finite values. With n < 2 the spread and interval are NaN: one seed says nothing about
     the spread."""
@@ -44,8 +43,7 @@ class Summary:
     ci_high: float
 
 
-@dataclass(frozen=True)
-class Welch:
+class Welch(NamedTuple):
     """Welch's unequal-variance t-test of a against b. diff = mean(a) - mean(b); se is the
     standard error of that difference."""
 
@@ -85,10 +83,8 @@ def welch(a: Iterable[float], b: Iterable[float]) -> Welch:
     if se == 0.0:
         # Identical seeds on both sides: the t statistic is undefined, not infinite.
         return Welch(diff, 0.0, math.nan, math.nan, math.nan)
-    result = stats.ttest_ind(x, y, equal_var=False)
-    # Welch-Satterthwaite degrees of freedom, reported beside the p-value.
-    df = float((vx + vy) ** 2 / (vx**2 / (x.size - 1) + vy**2 / (y.size - 1)))
-    return Welch(diff, se, float(result.statistic), df, float(result.pvalue))
+    result = stats.ttest_ind(x, y, equal_var=False)  # df: Welch-Satterthwaite's
+    return Welch(diff, se, float(result.statistic), float(result.df), float(result.pvalue))
 
 
 def holm(pvalues: Sequence[float]) -> np.ndarray:

@@ -225,7 +225,7 @@ def _arm_row(
         "images_per_s": _mean(done, "images_per_s"),
         "wall_time_s": _mean(done, "wall_time_s"),
         "run_ids": list(group["run_id"]),
-        "seeds": list(group["seed"]) if "seed" in group.columns else [],
+        "seeds": list(group["seed"]),
         **_paper_columns(found, settings, test),
     }
 
