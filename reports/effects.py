@@ -130,13 +130,12 @@ def _effects(trials: pd.DataFrame, factors: list[str]) -> Effects:
         name = ":".join(f"{design.codes[f]}[T.L{len(design.levels[f]) - 1:02d}]" for f in term)
         est = float(model.params[name])
         se = math.sqrt(float(model.normalized_cov_params.loc[name, name]) * full.scale)
-        ci = (est - t_crit * se, est + t_crit * se)
         row = anova.loc[":".join(design.codes[f] for f in term)]
-        p = float(row["PR(>F)"])
-        return Effect(
-            " × ".join(term), term, contrast, est, *ci, p, float(row["F"]), int(row["df"]),
-            int(full.df_resid), words(est, ci, p),
+        e = Effect(
+            " × ".join(term), term, contrast, est, est - t_crit * se, est + t_crit * se,
+            float(row["PR(>F)"]), float(row["F"]), int(row["df"]), int(full.df_resid), "",
         )  # fmt: skip
+        return replace(e, sentence=words(e))
 
     for factor in design.factors:
         levels, others = design.levels[factor], [f for f in design.factors if f != factor]
@@ -340,16 +339,10 @@ def _clear(ci: tuple[float, float]) -> bool:
     return ci[0] > 0 or ci[1] < 0
 
 
-def main_sentence(
-    factor: str,
-    levels: list[Any],
-    others: list[str],
-    est: float,
-    ci: tuple[float, float],
-    p: float,
-) -> str:
+def main_sentence(factor: str, levels: list[Any], others: list[str], e: Effect) -> str:
     """A main effect: level 2 minus level 1, or the F test and the extreme levels' contrast
     for a factor with more levels; averaged over the `others`."""
+    est, ci, p = e.estimate, (e.ci_low, e.ci_high), e.p
     low, high = levels[0], levels[-1]
     over = ", ".join(others)
     size = f"{signed(est)} points ({ci_text(*ci)}), {format_p(p)}"
@@ -371,15 +364,10 @@ def main_sentence(
     )
 
 
-def interaction_sentence(
-    pair: tuple[str, str],
-    levels: tuple[list[Any], list[Any]],
-    est: float,
-    ci: tuple[float, float],
-    p: float,
-) -> str:
+def interaction_sentence(pair: tuple[str, str], levels: tuple[list, list], e: Effect) -> str:
     """A two-factor interaction: how the effect of the first factor (its extreme levels)
     changes from the lowest to the highest level of the second."""
+    est, ci, p = e.estimate, (e.ci_low, e.ci_high), e.p
     (a, b), (a_levels, b_levels) = pair, levels
     change = (
         f"the effect of {a} ({a_levels[-1]} − {a_levels[0]}) changes by {signed(est)} points "

@@ -69,17 +69,10 @@ class Counts:
         return bool(self.partial_reasons)
 
     @property
-    def seen(self) -> int:
-        return self.finished + self.diverged + self.failed + self.not_ended
-
-    @property
-    def not_ended(self) -> int:
-        return self.running + self.interrupted + self.pending
-
-    @property
     def total(self) -> int:
         """Trials planned, or seen if more ran than planned."""
-        return max(self.expected, self.seen)
+        ended = self.finished + self.diverged + self.failed
+        return max(self.expected, ended + self.running + self.interrupted + self.pending)
 
     @property
     def state(self) -> str:
