@@ -1,20 +1,15 @@
-"""Factorial effects: a linear model of the seed-level final test errors (in points) on the
-study's scientific factors, with main effects and two-factor interactions.
+"""Factorial effects: a linear model (statsmodels OLS) of the seed-level final test errors,
+in points, on the study's scientific factors, with main effects and two-factor
+interactions, and the sentences that state them.
 
-Fitted with statsmodels OLS; each term is tested with anova_lm's Type II sums of squares,
-which stay meaningful when cells hold unequal numbers of seeds (a trial diverged or
-failed): a main effect is tested after every term that does not contain it. The size of a
-term is a contrast with a 95% t interval, estimated in that same Type II model, so the
-interval and the p-value of a two-level term agree (t squared is the F statistic):
-- a two-level factor: level 2 minus level 1 (levels in the paper's order);
-- a factor with more levels: the F test over all levels, and the contrast between its
-  extreme levels;
-- an interaction: the difference of differences between the extreme levels of both
-  factors (how much the effect of one changes from the lowest to the highest level of
-  the other).
-Three-factor and higher interactions are not modelled: ablation studies rarely have the
-seeds to estimate them. Every number in the sentences is a change in test error in points,
-later level minus earlier (negative: lower error), the same sign as in the effects table.
+Each term is tested with anova_lm's Type II sums of squares, which stay meaningful when
+cells hold unequal numbers of seeds (a trial diverged or failed). Its size is a contrast
+with a 95% t interval in that same Type II model, so interval and p-value agree for a
+two-level term: level 2 minus level 1 (levels in the paper's order); for more levels, the
+extreme levels; for an interaction, the difference of differences between the extreme
+levels of both factors. Higher interactions are not modelled: ablation studies rarely have
+the seeds to estimate them. Every number is later level minus earlier (negative: lower
+error), the sign of the effects table.
 """
 
 from __future__ import annotations
@@ -87,10 +82,8 @@ class _Design:
 
 
 def _one_blas_thread() -> contextlib.AbstractContextManager:
-    """The models here are a few hundred rows by tens of columns, far below the size where
-    BLAS threads help; on a busy 2-core machine OpenBLAS's threads made one 500-row fit
-    take 1 s instead of 25 ms. threadpoolctl (installed with scikit-learn) caps them; it is
-    optional."""
+    """BLAS threads do not help models of a few hundred rows: on a busy 2-core machine they
+    made one 500-row fit take 1 s instead of 25 ms. threadpoolctl, if installed, caps them."""
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
@@ -101,10 +94,9 @@ def _one_blas_thread() -> contextlib.AbstractContextManager:
 def factorial_effects(
     trials: pd.DataFrame, factors: list[str], evidence: bool = True, paper: bool = False
 ) -> Effects:
-    """The effects of `factors` on the final test error of the finished trials of `trials`
-    (select_trials() rows). With `evidence` False (a reduced run) the sentences say that
-    what they describe is no evidence; with `paper` (the built-in ResNets) the paper's
-    shortcut × depth finding is judged too."""
+    """The effects of `factors` on the final test error of the finished select_trials()
+    rows. With `evidence` False (a reduced run) the sentences say they are no evidence;
+    with `paper` (the built-in ResNets) the paper's shortcut × depth finding is judged."""
     with _one_blas_thread():
         out = _effects(trials, factors)
     out.evidence = evidence
@@ -281,11 +273,9 @@ def _fit(design: _Design, pairs: list[tuple[str, str]], out: Effects):
 
 
 def _shortcut_depth(out: Effects, trials: pd.DataFrame, factors: list[str]) -> str:
-    """Does the benefit of shortcuts grow with depth, as the paper finds? Read from the
-    shortcut × depth interaction row (deep minus shallow; negative is a growing benefit)
-    with the effect of shortcuts (against `none`, the first level) at the shallowest and
-    the deepest depth from the cell means. No reduced-run caveat here: the answer that
-    states it says whether it is evidence."""
+    """Does the benefit of shortcuts (against `none`) grow with depth, as the paper finds?
+    From the shortcut × depth interaction (negative: a growing benefit) and the cell means
+    at the shallowest and deepest depth. The answer that states it says if it is evidence."""
     if not {"shortcut", "depth"} <= set(factors):
         return ""
     row = next((e for e in out.rows if set(e.factors) == {"shortcut", "depth"}), None)

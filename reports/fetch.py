@@ -62,11 +62,9 @@ def _check_sqlite_exists(uri: str) -> None:
 
 
 def probe_server(uri: str) -> None:
-    """Raise ReportError at once when an http(s) tracking URI has no server answering.
-
-    MLflow retries a dead server with backoff for minutes; one quick probe of the
-    server's /health endpoint turns a typo into an immediate, clear error. Other URIs
-    pass. `ablate run` calls it too, before it writes anything."""
+    """Raise ReportError at once when an http(s) tracking URI has no server answering:
+    MLflow retries a dead server for minutes, one probe of /health turns a typo into a
+    clear error. `ablate run` calls it too, before it writes anything."""
     if urlparse(uri).scheme not in ("http", "https"):
         return
     parts = urlsplit(uri)
@@ -129,10 +127,8 @@ def _read(experiment_name: str, tracking_uri: str | None):
 
 
 def fetch_study(experiment_name: str, tracking_uri: str | None = None) -> StudyData:
-    """Everything the report shows about one study: runs, histories, artifacts.
-
-    Raises ReportError when the store cannot be read or has no such study.
-    """
+    """Everything the report shows about one study: runs, histories, artifacts. Raises
+    ReportError when the store cannot be read or has no such study."""
     client, info, trials, runs, notes = _read(experiment_name, tracking_uri)
     scheme = urlparse(tracking_uri or mlflow.get_tracking_uri()).scheme
     history = histories(client, trials, remote=scheme in ("http", "https", "databricks"))
@@ -141,14 +137,9 @@ def fetch_study(experiment_name: str, tracking_uri: str | None = None) -> StudyD
 
 
 def seed_spread(experiment_name: str, tracking_uri: str | None = None) -> tuple[float, int] | None:
-    """The seed-to-seed spread of study `experiment_name`: the pooled within-arm standard
-    deviation of the final test error, in points (percent), over its finished trials, with
-    its degrees of freedom; None when no arm has 2 finished seeds.
-
-    For sizing studies (`ablate show NAME --effect`, `ablate run --target-ci`): pass the
-    result to reports.stats.seeds_needed / mde. Reads runs only, no histories or
-    artifacts. Raises ReportError as fetch_study does.
-    """
+    """stats.seed_spread_of() the study's finished trials: the pooled within-arm standard
+    deviation of the final test error in points, and its degrees of freedom. For sizing
+    studies (`ablate show NAME --effect`, `ablate run --target-ci`); reads runs only."""
     return stats.seed_spread_of(select_trials(_read(experiment_name, tracking_uri)[3]))
 
 
@@ -275,15 +266,11 @@ BULK_LIMIT = 50_000_000
 def _bulk_histories(client: MlflowClient, run_ids: list[str]) -> Rows | None:
     """Histories in one SQL query per 100 runs and key, or None where the store cannot.
 
-    MlflowClient has only the one-run-one-key get_metric_history, which costs a session
-    and a run check per call: 1000 calls for a 500-run study took 2.6 s idle and 5.4 s
-    on a busy 2-core machine, against 1.6 s busy for this path. The SQL store's
-    get_metric_history_bulk (the query behind the MLflow UI's chart of many runs) is
-    public on the store, but the store itself is reached through the client's private
-    `_tracking_client`; so this path is optional, checked, and falls back to the public
-    API on any other store or a changed signature. test_reports_mlflow pins that both
-    paths agree.
-    """
+    MlflowClient's one-run-one-key get_metric_history took 5.4 s for a 500-run study on a
+    busy 2-core machine, this path 1.6 s. The SQL store's get_metric_history_bulk (behind
+    the MLflow UI's charts) is reached through the client's private `_tracking_client`, so
+    this path is optional and falls back to the public API; test_reports_mlflow pins that
+    both agree."""
     store = getattr(getattr(client, "_tracking_client", None), "store", None)
     bulk = getattr(store, "get_metric_history_bulk", None)
     if bulk is None:

@@ -1,9 +1,7 @@
-"""The top of the page and its details: what happened (the status banner), whether this
-run can answer its question, the answer (the findings the report computes, in a few
-sentences with their numbers), what ran, and, at the end of the page, the facts a reader
-needs to trust or reproduce it: settings, plan, code, libraries, devices and data, read
-from the trials' params and tags. The degradation problem (docs/paper.md §1, Fig. 6) is
-judged here too."""
+"""The top of the page: what happened (the status banner), whether this run can answer its
+question, the answer (the findings, among them the degradation problem of docs/paper.md
+§1, in a few sentences with their numbers) and what ran; and the details at the end of
+the page, what a reader needs to trust or reproduce it, from the trials' params and tags."""
 
 from __future__ import annotations
 
@@ -48,9 +46,8 @@ def _distinct(column: pd.Series) -> list[Any]:
 
 
 def settings_of(trials: pd.DataFrame, info: StudyInfo, factors: list[str]) -> tuple[list, list]:
-    """Every resolved setting (`ablate.settings`), split into (name, value) of those fixed
-    for all trials and (name, values) of those that vary although they are no scientific
-    factor (a tuned nuisance setting, or a study edited mid-way)."""
+    """(name, value) of the settings fixed for all trials, and (name, values) of those that
+    vary though no scientific factor (tuned, or the study edited mid-way)."""
     fixed, varying = [], []
     for name in setting_names(info) if not trials.empty else []:
         if name == "seed" or name not in trials.columns:
@@ -120,9 +117,8 @@ def _recorded(trials: pd.DataFrame, column: str) -> pd.Series:
 
 
 def reproducibility(trials: pd.DataFrame, info: StudyInfo) -> tuple[list, list[str]]:
-    """(label, text) of the code version, libraries, devices, precision and data digests
-    of the trials that ran, from their tags (docs/tracking.md), and warnings where trials
-    of one study differ in code or data."""
+    """(label, text) of the code, libraries, devices, precision and data of the trials that
+    ran, and warnings where the trials of one study differ in code or data."""
     ran = trials[trials["status"] != "pending"] if not trials.empty else trials
     warnings = []
     commits = _recorded(ran, "git_commit")
@@ -186,10 +182,8 @@ def degradation_applies(trials: pd.DataFrame) -> tuple[bool, str]:
 
 def degradation_sentence(arms: pd.DataFrame, trials: pd.DataFrame, factors: list[str]) -> str:
     """Does a deeper plain net end with a higher training error than a shallower one with
-    the same other factors (the degradation problem)? The largest such gap in final
-    training error over finished seeds, with Welch's p (uncorrected: it is one descriptive
-    contrast, not the study's family). "" where it cannot be judged: without finished plain
-    nets (shortcut none) at two or more depths."""
+    the same other factors? The largest such gap, with Welch's p (uncorrected: one
+    descriptive contrast); "" without finished plain nets at two or more depths."""
     if not {"depth", "shortcut"} <= set(arms.columns):
         return ""
     plain = arms[arms["shortcut"].map(is_plain) & arms["train_error_pct_mean"].notna()]
@@ -361,9 +355,8 @@ def _status_tally(counts: Counts) -> str:
 
 
 def banner(counts: Counts, failures: list[tuple[int, str]]) -> str:
-    """Red when no trial finished, amber while more is to come or when some trials did not
-    finish, green only when every planned trial finished. Failure reasons are grouped,
-    each shown in full."""
+    """Red when no trial finished, amber while more is to come or some trials did not
+    finish, green when every planned trial finished; failure reasons grouped, in full."""
     items = "".join(
         f"<li><strong>{esc(plural(n, 'trial'))}:</strong> {esc(reason)}</li>"
         for n, reason in failures

@@ -1,11 +1,8 @@
-"""The report page: StudyData in, HTML, CSV-ready tables and paper-ready text out. No
-MLflow here. reports.study computes the numbers and reports.header renders the top of
-the page; this module renders the sections below it (the comparison, factorial effects,
-degradation, training curves, factors, cost, layer responses, learning rates, problems
-and the data files), each from the study's Analysis, a section that does not apply to the
-study's model left out, and decides what goes on the page, in which order, and in which
-files. The per-arm tables define each column once with its legend, so a column shown is
-a column explained."""
+"""The report page: StudyData in, HTML, CSV-ready tables and paper-ready text out, no
+MLflow here. reports.header renders the top of the page; this module the sections below
+it, each from the study's Analysis (one that does not apply to the study's model is left
+out), and decides their order and the files beside the page. The per-arm tables define
+each column once with its legend, so a column shown is a column explained."""
 
 from __future__ import annotations
 

@@ -69,9 +69,9 @@ def _band(x, low, high, color: str, group: str) -> go.Scatter:
 def training_curves(
     trials: pd.DataFrame, curves: pd.DataFrame, factors: Sequence[str], split_plain: bool
 ) -> go.Figure | None:
-    """Training error (thin, dashed) and test error (bold) against iterations per arm, mean
-    over finished seeds with a min-max band. With `split_plain` (a ResNet study of plain and
-    residual nets), plain and residual side by side as in the paper's Fig. 6."""
+    """Training (dashed) and test error (bold) per arm against iterations, mean over finished
+    seeds with a min-max band; with `split_plain`, plain and residual nets side by side
+    as in the paper's Fig. 6."""
     done = trials[trials["status"] == "finished"]
     curves = curves[curves["trial_key"].isin(done["trial_key"])]
     if curves.empty:
@@ -116,10 +116,9 @@ def training_curves(
 
 
 def depth_plot(arms: pd.DataFrame, factors: Sequence[str], dataset: str) -> go.Figure | None:
-    """Final training and test error against depth, one pair of lines per setting of the
-    other factors (plain vs residual included), error bars = std over seeds. The paper's
-    Table 6 (CIFAR-10, option A) is overlaid only on CIFAR-10 studies: beside another
-    data set it would invite a meaningless comparison."""
+    """Final training and test error (± std over seeds) against depth, a pair of lines per
+    setting of the other factors. The paper's Table 6 is overlaid on CIFAR-10 studies only:
+    beside another data set it would invite a meaningless comparison."""
     if arms.empty or "depth" not in arms.columns or arms["depth"].nunique() < 2:
         return None
     others = [f for f in factors if f != "depth"]
@@ -201,9 +200,8 @@ def factor_plot(trials: pd.DataFrame, factor: str, factors: Sequence[str]) -> go
 def layer_response_plot(
     trials: pd.DataFrame, responses: pd.DataFrame, factors: Sequence[str]
 ) -> go.Figure | None:
-    """Fig. 7: std of each layer's BN output, in layer order and sorted descending, mean
-    over seeds; plain nets (shortcut none) dashed, the others solid. None when no trial
-    recorded its responses."""
+    """Fig. 7: std of each layer's BN output, mean over seeds, in layer order and sorted
+    descending; plain nets dashed."""
     merged = responses.merge(trials[["run_id", "arm"]], on="run_id")
     if merged.empty:
         return None
@@ -272,13 +270,10 @@ def lr_plot(traces: pd.DataFrame, runs: pd.DataFrame) -> go.Figure | None:
 
 
 def cost_plot(trials: pd.DataFrame, cost: str, factors: Sequence[str]) -> go.Figure | None:
-    """Final test error against a cost (`macs` or `params`), in the manner of pycls's
-    design-space plots: every finished seed a small point, each arm's mean a diamond in
-    the arm's colour, labelled with the arm when there are few. None when no finished
-    trial records the cost.
-
-    Two traces whatever the number of arms: a trace per arm would cost plotly a
-    validation each (a second for a 100-arm study), and a 100-entry legend reads nothing."""
+    """Final test error against a cost (`macs` or `params`), as pycls's design-space plots:
+    each finished seed a point, each arm's mean a diamond in its colour, labelled when few.
+    Two traces whatever the number of arms: a trace per arm costs plotly a validation each
+    (a second for 100 arms), and a 100-entry legend reads nothing."""
     if cost not in trials.columns or "test/error" not in trials.columns:
         return None
     done = trials[(trials["status"] == "finished")].copy()

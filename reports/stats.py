@@ -118,10 +118,8 @@ def verdict(
     alpha: float = ALPHA,
     evidence: bool = True,
 ) -> str:
-    """One sentence on arm vs reference. Differences are in the unit of the inputs (the
-    report passes error in percent, so 'points'); lower error wins. With `evidence` False
-    (a reduced run: another data set or a fraction of the iterations) a difference is
-    described, never declared a win."""
+    """One sentence on arm vs reference, in points of error (lower wins). With `evidence`
+    False (a reduced run) a difference is described, never declared a win."""
     if n_arm < 2 or n_reference < 2:
         return (
             f"the test needs ≥ 2 seeds per arm (have {n_arm} for {arm}, "
@@ -153,11 +151,9 @@ def _check_levels(alpha: float, power: float) -> None:
 
 
 def mde(n_a: int, n_b: int, sd_points: float, alpha: float = ALPHA, power: float = POWER) -> float:
-    """Minimum detectable difference, in points: the smallest true difference between
-    two arms with `n_a` and `n_b` seeds that a two-sided two-sample t-test at level
-    `alpha` detects with probability `power`, when seeds spread with standard deviation
-    `sd_points`. NaN with fewer than 2 seeds on a side (no test is run then) or without a
-    finite positive spread."""
+    """Minimum detectable difference, in points: the smallest true difference between arms
+    of `n_a` and `n_b` seeds that a two-sided two-sample t-test at `alpha` detects with
+    probability `power` at seed spread `sd_points`. NaN below 2 seeds a side (no test)."""
     if n_a < 2 or n_b < 2 or not math.isfinite(sd_points) or sd_points <= 0:
         return math.nan
     _check_levels(alpha, power)

@@ -1,7 +1,6 @@
 """A study's numbers, computed once from what the store holds: what the report page shows,
 the tables written beside it, and what `load_study` hands a notebook, so the three cannot
-disagree. Also whether the run is a reduced version of its study, too short to answer its
-question."""
+disagree; among them, whether the run is too reduced to answer its question."""
 
 from __future__ import annotations
 
@@ -210,9 +209,8 @@ class Study:
 
 
 def load_study(name: str, tracking_uri: str | None = None) -> Study:
-    """Study `name` (the MLflow experiment, e.g. `depth@demo`) read from the store at
-    `tracking_uri` (default: MLflow's). Raises ReportError with a one-line reason, as
-    `ablate report` does."""
+    """Study `name` (the MLflow experiment, e.g. `depth@demo`) from the store at
+    `tracking_uri` (default: MLflow's). Raises ReportError as `ablate report` does."""
     analysis = analyse(fetch_study(name, tracking_uri))
     return Study(
         info=analysis.info,

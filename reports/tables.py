@@ -76,10 +76,8 @@ class Counts:
 
     @property
     def state(self) -> str:
-        """What the banner says: `none` (red: no trial finished, and some failed or
-        diverged, or nothing more is to come), `partial` (amber: more to come), `problems`
-        (amber: ended, not every trial finished) or `complete` (green: every planned trial
-        finished)."""
+        """The banner's: `none` (no trial finished, and some failed or nothing more is to
+        come), `partial` (more to come), `problems` (ended, not all finished), `complete`."""
         if self.finished == 0 and (self.failed + self.diverged > 0 or not self.partial):
             return "none"
         if self.partial:
@@ -139,16 +137,12 @@ def failure_groups(trials: pd.DataFrame) -> list[tuple[int, str]]:
 
 
 def _pct(rows: pd.DataFrame, key: str) -> np.ndarray:
-    if key not in rows.columns:
-        return np.array([])
-    return 100.0 * pd.to_numeric(rows[key], errors="coerce").to_numpy(dtype=float)
+    """The finite values of an error column in percent; none where no run logged it."""
+    return stats.finite(100.0 * pd.to_numeric(rows.get(key, pd.Series()), errors="coerce"))
 
 
 def _mean(rows: pd.DataFrame, key: str) -> float:
-    if key not in rows.columns:
-        return math.nan
-    values = stats.finite(pd.to_numeric(rows[key], errors="coerce"))
-    return float(values.mean()) if values.size else math.nan
+    return stats.summarize(pd.to_numeric(rows.get(key, pd.Series()), errors="coerce")).mean
 
 
 def arm_settings(trials: pd.DataFrame, info: StudyInfo, factors: list[str]) -> list[str]:
@@ -163,15 +157,11 @@ def arm_settings(trials: pd.DataFrame, info: StudyInfo, factors: list[str]) -> l
 
 
 def arm_table(trials: pd.DataFrame, info: StudyInfo, evidence: bool = True) -> pd.DataFrame:
-    """One row per arm: its settings, final errors over finished seeds, cost, the paper's
-    number, Welch's test against the matching reference arm with Holm's correction across
-    arms, the difference that test could detect (mde_pct), and how precise its mean is
-    against the study's target (ci_half_width_pct, target_status, seeds_for_target).
-
-    `trials` is select_trials() output. Diverged trials are counted but left out of the
-    error statistics (their last errors are not the end of training); the row shows how
-    many there were so an arm that diverges often cannot hide. With `evidence` False (a
-    reduced run) verdicts describe differences without declaring winners.
+    """One row per arm of select_trials() output: its settings, final errors over finished
+    seeds, cost, the paper's number, the test against its reference arm (_add_tests) and
+    its precision (_add_targets). Diverged trials are counted but left out of the error
+    statistics (their last errors are not the end of training), so an arm that diverges
+    often cannot hide. With `evidence` False (a reduced run) no verdict declares a winner.
     """
     factors = factor_names(info, trials)
     if trials.empty:
@@ -239,9 +229,8 @@ def _paper_columns(found: PaperResult | None, settings: dict, test: stats.Summar
 
 
 def _add_targets(table: pd.DataFrame, info: StudyInfo) -> pd.DataFrame:
-    """With a precision target (`ablate.target_ci`): whether each arm's 95% CI half-width
-    is within it, and otherwise the seeds it would need at its own seed spread (or the
-    study's pooled one when it has fewer than 2 finished seeds)."""
+    """Whether each arm's 95% CI half-width is within the study's `ablate.target_ci`, and
+    if not, the seeds it needs at its own seed spread (the pooled one below 2 seeds)."""
     target = info.target_ci
     table["target_status"], table["seeds_for_target"] = "", math.nan
     if not target:
@@ -260,13 +249,12 @@ def _add_targets(table: pd.DataFrame, info: StudyInfo) -> pd.DataFrame:
 def _add_tests(
     table: pd.DataFrame, trials: pd.DataFrame, info: StudyInfo, factors: list[str], evidence: bool
 ) -> pd.DataFrame:
-    """Each arm against the reference arm that shares its other factor values: Welch's
-    test, Holm's correction across the arms tested, and the difference the test could
-    detect at its seeds with the study's pooled seed spread (or the prior when no arm has
-    two finished seeds: see the page's legend)."""
+    """Each arm against the reference arm with its other factor values: Welch's test, Holm's
+    correction across the arms tested, and the difference the test could detect (mde_pct)
+    at the study's pooled seed spread, or the prior when no arm has two finished seeds."""
     reference = {k: v for k, v in info.reference.items() if k in factors}
     finished = trials[trials["status"] == "finished"]
-    errors = {arm: stats.finite(_pct(g, "test/error")) for arm, g in finished.groupby("arm")}
+    errors = {arm: _pct(g, "test/error") for arm, g in finished.groupby("arm")}
     spread = stats.seed_spread_of(trials)
     sd = spread[0] if spread else stats.PRIOR_SEED_SD
     # Arms by their factor values, as text: the reference JSON says 20, a param may be "20".
@@ -345,10 +333,9 @@ LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", 
 def _paper_rows(
     arms: pd.DataFrame, factors: list[str], cell: Callable[[str, bool], str]
 ) -> tuple[list[list[str]], int, str]:
-    """The header row and one row per arm: its factor levels, the final test and training
-    error as mean ± std (n seeds) over finished seeds, and the paper's number where one is
-    known; each cell made by `cell(text, bold)`, bold for the lowest mean of its column.
-    Also how many columns are factors, and the footnote."""
+    """The header and one row per arm (factor levels, test and training error as mean ± std
+    (n seeds), the paper's number where known), each cell made by `cell(text, bold)`, bold
+    for the lowest mean of its column; also how many columns are factors, and the note."""
     factors = [f for f in factors if f in arms.columns] or ["arm"]
     paper = bool(arms[PAPER_COLUMN[1]].notna().any())
     columns = [*ERROR_COLUMNS, *([PAPER_COLUMN] if paper else [])]
