@@ -349,10 +349,8 @@ def artifacts(
     for run in _lr_trace_runs(runs, frame):
         trace = _safe_read(client, run, "lr_trace.json", notes)
         if trace:
-            its, lrs = trace.get("iteration", []), trace.get("lr", [])
-            lr_rows.extend(
-                (run.info.run_id, int(i), float(v)) for i, v in zip(its, lrs, strict=False)
-            )
+            pairs = zip(trace["iteration"], trace["lr"], strict=True)
+            lr_rows += [(run.info.run_id, int(i), float(v)) for i, v in pairs]
     finished = set(frame.loc[frame["status"] == "finished", "run_id"])
     layer_rows: list[tuple[str, int, str, float]] = []
     missing = 0

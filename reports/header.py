@@ -49,7 +49,7 @@ def settings_of(trials: pd.DataFrame, info: StudyInfo, factors: list[str]) -> tu
     """(name, value) of the settings fixed for all trials, and (name, values) of those that
     vary though no scientific factor (tuned, or the study edited mid-way)."""
     fixed, varying = [], []
-    for name in setting_names(info) if not trials.empty else []:
+    for name in setting_names(info):
         if name == "seed" or name not in trials.columns:
             continue
         values = _distinct(trials[name])
@@ -86,8 +86,7 @@ def what_ran(info: StudyInfo, trials: pd.DataFrame, factors: list[str]) -> str:
     if iterations is not None:
         varied = trials["iterations"].nunique() > 1
         parts.append(f"{'up to ' if varied else ''}{iterations:,} iterations per trial")
-    seen = _distinct(trials["seed"].dropna()) if "seed" in trials.columns else []
-    seeds = sorted({*info.seeds, *seen}, key=level_key)
+    seeds = sorted({*info.seeds, *_distinct(trials["seed"].dropna())}, key=level_key)
     if seeds:
         each = per_arm(list(trials.groupby("arm").size()))
         parts.append(f"seeds {', '.join(map(str, seeds))} ({each})")
@@ -119,7 +118,7 @@ def _recorded(trials: pd.DataFrame, column: str) -> pd.Series:
 def reproducibility(trials: pd.DataFrame, info: StudyInfo) -> tuple[list, list[str]]:
     """(label, text) of the code, libraries, devices, precision and data of the trials that
     ran, and warnings where the trials of one study differ in code or data."""
-    ran = trials[trials["status"] != "pending"] if not trials.empty else trials
+    ran = trials[trials["status"] != "pending"]
     warnings = []
     commits = _recorded(ran, "git_commit")
     dirty = _recorded(ran, "git_dirty").str.lower().eq("true").reindex(ran.index, fill_value=False)
@@ -284,8 +283,6 @@ def _effects(a: Analysis) -> list[str]:
 
 
 def _comparisons(a: Analysis) -> list[str]:
-    if a.arms.empty:
-        return []
     tested = a.arms[a.arms["p_holm"].notna()]
     clear = tested[tested["p_holm"] < ALPHA].sort_values("p_holm")
     if tested.empty:
@@ -301,7 +298,7 @@ def _target(a: Analysis) -> str:
     """The precision target, with every arm that misses it; more than MAX_ITEMS of them
     are listed under a summary the reader opens, to keep the answer on the first screen."""
     target = a.info.target_ci
-    if not target or a.arms.empty or a.counts.finished == 0:
+    if not target or a.counts.finished == 0:
         return ""
     missed = a.arms[a.arms["target_status"] == "not met"]
     goal = f"Precision target (95% CI of each arm's mean within ±{target:g} points)"

@@ -240,13 +240,12 @@ def lr_plot(traces: pd.DataFrame, runs: pd.DataFrame) -> go.Figure | None:
     `runs` labels the traces (all child runs: a trace may come from a retried attempt)."""
     if traces.empty:
         return None
-    columns = [c for c in ("lr_policy", "lr", "warmup") if c in runs.columns]
     info = runs.set_index("run_id")
     fig = go.Figure()
     for i, (run_id, rows) in enumerate(traces.groupby("run_id", sort=False)):
         run = info.loc[run_id]
-        label = " ".join(f"{c}={run[c]}" for c in columns)
-        if str(run.get("lr_policy")) == "plateau":
+        label = " ".join(f"{c}={run[c]}" for c in ("lr_policy", "lr", "warmup"))
+        if run["lr_policy"] == "plateau":
             label += f" ({run['arm']})"
         fig.add_trace(
             go.Scatter(

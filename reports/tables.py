@@ -150,8 +150,6 @@ def arm_settings(trials: pd.DataFrame, info: StudyInfo, factors: list[str]) -> l
     settings, and any tuned per arm. They become columns of the arm table."""
     names = [n for n in setting_names(info) if n not in factors and n != "seed"]
     names = [n for n in names if n in trials.columns]
-    if trials.empty:
-        return []
     per_arm = trials[names].astype(str).groupby(trials["arm"]).nunique()
     return [n for n in names if (per_arm[n] <= 1).all()]
 
