@@ -162,8 +162,6 @@ def select_trials(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per trial_key among role=trial runs: of a retried trial's runs the
     best-ended (in STATUSES order) counts, the latest among equals."""
     trials = runs[runs["role"] == "trial"].copy()
-    if trials.empty:
-        return trials
     trials["_rank"] = trials["status"].map(_STATUS_RANK).fillna(9)
     trials = trials.sort_values(["_rank", "start_time"], ascending=[True, False])
     trials = trials.drop_duplicates("trial_key", keep="first").drop(columns="_rank")
