@@ -2,10 +2,10 @@
 its CSV and paper-ready tables (`build_report`), or the same numbers as DataFrames for a
 notebook (`load_study`). Never imports resnet, ray, torch or ablations.
 
-Layers: `fetch` (and `runfiles`, for histories and artifacts) talks to MLflow and returns
-DataFrames (`data.StudyData`); `stats`, `tables`, `context`, `effects`, `findings` compute
-from frames and `study` gathers them once; `answer`, `header`, `comparison`, `sections`,
-`plots`, `html`, `export` and `page` turn them into a page; `build` writes it for the CLI.
+Layers: `fetch` talks to MLflow and returns DataFrames (`data.StudyData`); `stats`,
+`paper`, `tables` and `effects` compute from frames and `study` gathers them once; `header`
+(the top of the page) and `page` (the sections below it), with `plots` and `html`, turn
+them into a page; `build` writes it for the CLI.
 
 Also used by the runner and `ablate show`: `data.decode` reads a param's text by its type;
 `fetch.seed_spread` measures a study's seed spread, `stats.pooled_sd`, `stats.seeds_needed`,

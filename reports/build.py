@@ -10,9 +10,8 @@ import mlflow
 from mlflow.exceptions import MlflowException
 
 from reports.errors import ReportError
-from reports.fetch import connect, fetch_study, redact
+from reports.fetch import connect, fetch_study, first_line, redact
 from reports.page import Report, render_report
-from reports.runfiles import first_line
 
 DEFAULT_ROOT = Path("ablate-reports")
 ARTIFACT_PATH = "report"
@@ -44,12 +43,9 @@ def build_report(
     generated_at: datetime | None = None,
 ) -> Path:
     """Build the report of study `experiment_name` (the MLflow experiment, e.g.
-    `shortcut_types@smoke`) and return the path of its index.html.
-
-    Reads MLflow only. With `log_to_mlflow`, the written files are also logged to the
-    parent run under `report/` (replacing an earlier report there).
-    Raises ReportError with a one-line message for problems the user can fix.
-    """
+    `shortcut_types@smoke`) and return the path of its index.html; with `log_to_mlflow`,
+    also log the files to the parent run under `report/`, replacing an earlier report.
+    Raises ReportError with a one-line message for problems the user can fix."""
     data = fetch_study(experiment_name, tracking_uri)
     report = render_report(data, mlflow_ui_url, generated_at)
     target = Path(out_dir) if out_dir is not None else default_out_dir(experiment_name)

@@ -1,11 +1,10 @@
 """The shape of a study as the report sees it: plain DataFrames, no MLflow objects, and
 `decode`, the one reader of a param's text (the runner reads params back with it too).
 
-`reports.fetch` fills these from MLflow; tests build them by hand. Column names follow
-docs/tracking.md (one name per concept): params keep their names (`depth`, `shortcut`),
-final metric values keep their keys (`test/error`), tag-derived columns are listed in
-TAG_COLUMNS. Which params exist and their types come from the study itself (the parent's
-`ablate.settings`), never from a list here.
+`reports.fetch` fills these from MLflow; tests build them by hand. Columns follow
+docs/tracking.md: params and final metrics keep their names (`depth`, `test/error`),
+tag-derived columns are TAG_COLUMNS. Which params exist, and their types, come from the
+study itself (the parent's `ablate.settings`), never from a list here.
 """
 
 from __future__ import annotations
@@ -160,15 +159,9 @@ _STATUS_RANK = {status: rank for rank, status in enumerate(STATUSES)}
 
 
 def select_trials(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per trial_key among role=trial runs.
-
-    A trial that was retried has several runs; the best-ended one counts (in STATUSES
-    order: finished over diverged over failed over the ones not ended), the latest among
-    equals.
-    """
+    """One row per trial_key among role=trial runs: of a retried trial's runs the
+    best-ended (in STATUSES order) counts, the latest among equals."""
     trials = runs[runs["role"] == "trial"].copy()
-    if trials.empty:
-        return trials
     trials["_rank"] = trials["status"].map(_STATUS_RANK).fillna(9)
     trials = trials.sort_values(["_rank", "start_time"], ascending=[True, False])
     trials = trials.drop_duplicates("trial_key", keep="first").drop(columns="_rank")

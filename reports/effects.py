@@ -1,19 +1,15 @@
-"""Factorial effects: a linear model of the seed-level final test errors (in points) on the
-study's scientific factors, with main effects and two-factor interactions.
+"""Factorial effects: a linear model (statsmodels OLS) of the seed-level final test errors,
+in points, on the study's scientific factors, with main effects and two-factor
+interactions, and the sentences that state them.
 
-Fitted with statsmodels OLS; each term is tested with anova_lm's Type II sums of squares,
-which stay meaningful when cells hold unequal numbers of seeds (a trial diverged or
-failed): a main effect is tested after every term that does not contain it. The size of a
-term is a contrast with a 95% t interval, estimated in that same Type II model, so the
-interval and the p-value of a two-level term agree (t squared is the F statistic):
-- a two-level factor: level 2 minus level 1 (levels in the paper's order);
-- a factor with more levels: the F test over all levels, and the contrast between its
-  extreme levels;
-- an interaction: the difference of differences between the extreme levels of both
-  factors (how much the effect of one changes from the lowest to the highest level of
-  the other).
-Three-factor and higher interactions are not modelled: ablation studies rarely have the
-seeds to estimate them. The words about the effects are in effect_words.py.
+Each term is tested with anova_lm's Type II sums of squares, which stay meaningful when
+cells hold unequal numbers of seeds (a trial diverged or failed). Its size is a contrast
+with a 95% t interval in that same Type II model, so interval and p-value agree for a
+two-level term: level 2 minus level 1 (levels in the paper's order); for more levels, the
+extreme levels; for an interaction, the difference of differences between the extreme
+levels of both factors. Higher interactions are not modelled: ablation studies rarely have
+the seeds to estimate them. Every number is later level minus earlier (negative: lower
+error), the sign of the effects table.
 """
 
 from __future__ import annotations
@@ -30,18 +26,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from reports.effect_words import (
-    SHORTCUT_DEPTH,
-    interaction_caveat,
-    interaction_sentence,
-    main_sentence,
-    reduced_suffix,
-    shortcut_depth_sentence,
-)
-from reports.stats import ALPHA
+from reports.stats import ALPHA, format_p
 from reports.tables import level_key
 
 CONFIDENCE = 0.95
+SHORTCUT_DEPTH = "The paper's finding, that the benefit of shortcuts grows with depth: "
 
 
 @dataclass(frozen=True)
@@ -93,10 +82,8 @@ class _Design:
 
 
 def _one_blas_thread() -> contextlib.AbstractContextManager:
-    """The models here are a few hundred rows by tens of columns, far below the size where
-    BLAS threads help; on a busy 2-core machine OpenBLAS's threads made one 500-row fit
-    take 1 s instead of 25 ms. threadpoolctl (installed with scikit-learn) caps them; it is
-    optional."""
+    """BLAS threads do not help models of a few hundred rows: on a busy 2-core machine they
+    made one 500-row fit take 1 s instead of 25 ms. threadpoolctl, if installed, caps them."""
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
@@ -107,10 +94,9 @@ def _one_blas_thread() -> contextlib.AbstractContextManager:
 def factorial_effects(
     trials: pd.DataFrame, factors: list[str], evidence: bool = True, paper: bool = False
 ) -> Effects:
-    """The effects of `factors` on the final test error of the finished trials of `trials`
-    (select_trials() rows). With `evidence` False (a reduced run) the sentences say that
-    what they describe is no evidence; with `paper` (the built-in ResNets) the paper's
-    shortcut × depth finding is judged too."""
+    """The effects of `factors` on the final test error of the finished select_trials()
+    rows. With `evidence` False (a reduced run) the sentences say they are no evidence;
+    with `paper` (the built-in ResNets) the paper's shortcut × depth finding is judged."""
     with _one_blas_thread():
         out = _effects(trials, factors)
     out.evidence = evidence
@@ -136,13 +122,12 @@ def _effects(trials: pd.DataFrame, factors: list[str]) -> Effects:
         name = ":".join(f"{design.codes[f]}[T.L{len(design.levels[f]) - 1:02d}]" for f in term)
         est = float(model.params[name])
         se = math.sqrt(float(model.normalized_cov_params.loc[name, name]) * full.scale)
-        ci = (est - t_crit * se, est + t_crit * se)
         row = anova.loc[":".join(design.codes[f] for f in term)]
-        p = float(row["PR(>F)"])
-        return Effect(
-            " × ".join(term), term, contrast, est, *ci, p, float(row["F"]), int(row["df"]),
-            int(full.df_resid), words(est, ci, p),
+        e = Effect(
+            " × ".join(term), term, contrast, est, est - t_crit * se, est + t_crit * se,
+            float(row["PR(>F)"]), float(row["F"]), int(row["df"]), int(full.df_resid), "",
         )  # fmt: skip
+        return replace(e, sentence=words(e))
 
     for factor in design.factors:
         levels, others = design.levels[factor], [f for f in design.factors if f != factor]
@@ -288,10 +273,9 @@ def _fit(design: _Design, pairs: list[tuple[str, str]], out: Effects):
 
 
 def _shortcut_depth(out: Effects, trials: pd.DataFrame, factors: list[str]) -> str:
-    """Does the benefit of shortcuts grow with depth, as the paper finds? Read from the
-    shortcut × depth interaction row (its contrast, CI and p) with the effect of shortcuts
-    at the shallowest and the deepest depth from the cell means; plain nets (`none`) are
-    the first level of `shortcut`."""
+    """Does the benefit of shortcuts (against `none`) grow with depth, as the paper finds?
+    From the shortcut × depth interaction (negative: a growing benefit) and the cell means
+    at the shallowest and deepest depth. The answer that states it says if it is evidence."""
     if not {"shortcut", "depth"} <= set(factors):
         return ""
     row = next((e for e in out.rows if set(e.factors) == {"shortcut", "depth"}), None)
@@ -308,16 +292,91 @@ def _shortcut_depth(out: Effects, trials: pd.DataFrame, factors: list[str]) -> s
     means = (
         (100 * pd.to_numeric(done["test/error"])).groupby([done["shortcut"], done["depth"]]).mean()
     )
-
-    def effect(depth: Any) -> float:
-        return float(means[(levels[-1], depth)] - means[("none", depth)])
-
-    ends = (depths[0], depths[-1])
-    return shortcut_depth_sentence(
-        levels[-1],
-        ends,
-        (effect(ends[0]), effect(ends[1])),
-        row.estimate,
-        (row.ci_low, row.ci_high),
-        row.p,
+    shallow, deep = depths[0], depths[-1]
+    low, high = (float(means[(levels[-1], d)] - means[("none", d)]) for d in (shallow, deep))
+    numbers = (
+        f"shortcut {levels[-1]} changes the test error by {signed(low)} points against "
+        f"none at depth {shallow} and by {signed(high)} at depth {deep}, an "
+        f"interaction of {signed(row.estimate)} points ({ci_text(row.ci_low, row.ci_high)}, "
+        f"{format_p(row.p)})"
     )
+    if row.ci_high < 0:
+        verdict = f"the data show it: {numbers}."
+    elif row.ci_low > 0:
+        verdict = f"the data show the opposite, a benefit that shrinks with depth: {numbers}."
+    else:
+        verdict = (
+            f"the data do not show it (nor its opposite): {numbers}, within what seed noise allows."
+        )
+    return SHORTCUT_DEPTH + verdict
+
+
+def signed(value: float) -> str:
+    """Signed, two decimals; a value that rounds to zero is +0.00, never -0.00."""
+    text = f"{value:+.2f}"
+    return "+0.00" if text == "-0.00" else text
+
+
+def ci_text(low: float, high: float) -> str:
+    return f"95% CI {signed(low)} to {signed(high)}"
+
+
+def reduced_suffix(evidence: bool) -> str:
+    return "" if evidence else " In this reduced run that is no evidence for the study's question."
+
+
+def _clear(ci: tuple[float, float]) -> bool:
+    return ci[0] > 0 or ci[1] < 0
+
+
+def main_sentence(factor: str, levels: list[Any], others: list[str], e: Effect) -> str:
+    """A main effect: level 2 minus level 1, or the F test and the extreme levels' contrast
+    for a factor with more levels; averaged over the `others`."""
+    est, ci, p = e.estimate, (e.ci_low, e.ci_high), e.p
+    low, high = levels[0], levels[-1]
+    over = ", ".join(others)
+    size = f"{signed(est)} points ({ci_text(*ci)}), {format_p(p)}"
+    if len(levels) > 2:
+        return (
+            f"{factor} has {len(levels)} levels; the F test over all of them gives "
+            f"{format_p(p)}. From {low} to {high} the test error changes by {signed(est)} points "
+            f"({ci_text(*ci)}), on average over {over}."
+        )
+    if _clear(ci):
+        verb = "raises" if est > 0 else "lowers"
+        return (
+            f"{factor}={high} {verb} the test error by {abs(est):.2f} points against "
+            f"{factor}={low}, on average over {over}: {size}."
+        )
+    return (
+        f"No clear effect of {factor} ({high} − {low} = {size}): the data allow "
+        f"anything from {signed(ci[0])} to {signed(ci[1])} points."
+    )
+
+
+def interaction_sentence(pair: tuple[str, str], levels: tuple[list, list], e: Effect) -> str:
+    """A two-factor interaction: how the effect of the first factor (its extreme levels)
+    changes from the lowest to the highest level of the second."""
+    est, ci, p = e.estimate, (e.ci_low, e.ci_high), e.p
+    (a, b), (a_levels, b_levels) = pair, levels
+    change = (
+        f"the effect of {a} ({a_levels[-1]} − {a_levels[0]}) changes by {signed(est)} points "
+        f"from {b}={b_levels[0]} to {b}={b_levels[-1]} ({ci_text(*ci)})"
+    )
+    if len(a_levels) > 2 or len(b_levels) > 2:
+        return (
+            f"{a} × {b}: the F test over all level combinations gives {format_p(p)}; "
+            f"between the extreme levels, {change}."
+        )
+    if _clear(ci):
+        return f"{a} × {b}: the effect of {a} depends on {b}: {change}, {format_p(p)}."
+    return (
+        f"{a} × {b}: no clear interaction: {change}, {format_p(p)}; the data do not "
+        f"show the effect of {a} changing with {b}."
+    )
+
+
+def interaction_caveat(factor: str, partners: list[tuple[str, float]]) -> str:
+    """Said after a main effect whose factor takes part in significant interactions."""
+    which = " and ".join(f"{other} ({format_p(p)})" for other, p in partners)
+    return f" But {factor} interacts with {which}: read the per-arm numbers, not this average."

@@ -7,10 +7,10 @@ resources (plotly's JavaScript is inlined once in the head), so it works offline
 from __future__ import annotations
 
 import html
-import math
 from collections.abc import Sequence
 from typing import Any
 
+import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
@@ -72,19 +72,15 @@ def esc(value: Any) -> str:
     return html.escape("" if value is None else str(value), quote=True)
 
 
-def is_missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
 def num(value: Any, digits: int = 2) -> str:
-    if is_missing(value):
+    if pd.isna(value):
         return "–"
     return f"{value:.{digits}f}"
 
 
 def count(value: Any) -> str:
     """Parameter and MAC counts the way the paper writes them (0.27M, 1.8G)."""
-    if is_missing(value):
+    if pd.isna(value):
         return "–"
     for scale, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(value) >= scale:
@@ -93,7 +89,7 @@ def count(value: Any) -> str:
 
 
 def duration(seconds: Any) -> str:
-    if is_missing(seconds):
+    if pd.isna(seconds):
         return "–"
     if seconds >= 3600:
         return f"{seconds / 3600:.2f} h"
@@ -148,6 +144,12 @@ def table(
         f'<div class="scroll"><table{ident}><thead><tr>{head}</tr></thead>'
         f"<tbody>{''.join(body)}</tbody></table></div>"
     )
+
+
+def section(title: str, intro: str, body: str, section_id: str = "") -> str:
+    intro_html = f'<p class="muted">{esc(intro)}</p>' if intro else ""
+    ident = f' id="{esc(section_id)}"' if section_id else ""
+    return f"<section{ident}><h2>{esc(title)}</h2>{intro_html}{body}</section>"
 
 
 def legend(items: list[tuple[str, str]], legend_id: str) -> str:

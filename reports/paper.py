@@ -1,11 +1,7 @@
 """The papers' published test errors (docs/paper.md §5), each with the data set and the
-full model settings of the net that earned it.
-
-A number sits beside an arm of the built-in ResNet builder only when the data set and every
-setting of the entry equal the arm's recorded values: an arm that does not record one is
-another net. The paper trained CIFAR-10 for 64k iterations and ImageNet far longer, so a
-shortened run's gap to these numbers is expected; the report says so when the recipe
-differs.
+full model settings of the net that earned it. A number sits beside an arm of the built-in
+ResNets only when the data set and every setting equal the arm's. The paper trained
+CIFAR-10 for 64k iterations, so a shorter run's gap is expected; the report says so.
 """
 
 from __future__ import annotations

@@ -1,6 +1,5 @@
-"""Plotly figures of a study. Each takes DataFrames and returns a Figure, or None when the
-study holds nothing to draw (the page then says why or leaves the figure out); each
-function is one figure."""
+"""Plotly figures of a study. Each takes DataFrames and returns one Figure, or None when the
+study holds nothing to draw (the page then says why or leaves the figure out)."""
 
 from __future__ import annotations
 
@@ -9,12 +8,11 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-from plotly.colors import qualitative
+from plotly.colors import hex_to_rgb, qualitative
 from plotly.subplots import make_subplots
 
-from reports.findings import is_plain
 from reports.paper import normalize_dataset, table6_points
-from reports.tables import level_key
+from reports.tables import is_plain, level_key
 
 PALETTE = qualitative.D3 + qualitative.Plotly
 LAYOUT = {
@@ -23,6 +21,9 @@ LAYOUT = {
     "margin": {"l": 60, "r": 20, "t": 50, "b": 50},
     "legend": {"font": {"size": 11}},
 }
+# Arms whose means get a text label in the cost plots; more would overlap.
+MAX_LABELLED_ARMS = 12
+COST_AXES = {"macs": "multiply-accumulates per image", "params": "parameters"}
 
 
 def _color(i: int) -> str:
@@ -35,15 +36,29 @@ def _ordered_arms(trials: pd.DataFrame, factors: Sequence[str]) -> list[str]:
     return [arm for _, arm in sorted(keyed)]
 
 
+def _layout(fig: go.Figure, height: int, title: str, top: int = 50, **more) -> go.Figure:
+    """The common layout; `top` leaves room for the titles of side-by-side panels."""
+    margin = {**LAYOUT["margin"], "t": top}
+    fig.update_layout(**{**LAYOUT, "margin": margin}, height=height, title=title, **more)
+    return fig
+
+
+def _panels(titles: list[str], traces: list[go.Scatter], cols: list[int]) -> go.Figure:
+    fig = make_subplots(rows=1, cols=len(titles), subplot_titles=titles, shared_yaxes=True)
+    # One add_traces call: adding traces one by one re-validates the figure each time.
+    fig.add_traces(traces, rows=[1] * len(traces), cols=cols)
+    return fig
+
+
 def _band(x, low, high, color: str, group: str) -> go.Scatter:
-    r, g, b = (int(color[k : k + 2], 16) for k in (1, 3, 5))
+    fill = "rgba({},{},{},0.15)".format(*hex_to_rgb(color))
     return go.Scatter(
         x=np.concatenate([x, x[::-1]]),
         y=np.concatenate([high, low[::-1]]),
         fill="toself",
         # Without an explicit mode plotly adds markers to short traces.
         mode="lines",
-        fillcolor=f"rgba({r},{g},{b},0.15)",
+        fillcolor=fill,
         line={"width": 0},
         hoverinfo="skip",
         showlegend=False,
@@ -54,9 +69,9 @@ def _band(x, low, high, color: str, group: str) -> go.Scatter:
 def training_curves(
     trials: pd.DataFrame, curves: pd.DataFrame, factors: Sequence[str], split_plain: bool
 ) -> go.Figure | None:
-    """Training error (thin, dashed) and test error (bold) against iterations per arm, mean
-    over finished seeds with a min-max band. With `split_plain` (a ResNet study of plain and
-    residual nets), plain and residual side by side as in the paper's Fig. 6."""
+    """Training (dashed) and test error (bold) per arm against iterations, mean over finished
+    seeds with a min-max band; with `split_plain`, plain and residual nets side by side
+    as in the paper's Fig. 6."""
     done = trials[trials["status"] == "finished"]
     curves = curves[curves["trial_key"].isin(done["trial_key"])]
     if curves.empty:
@@ -65,26 +80,22 @@ def training_curves(
     panels = [("all arms", None)]
     if split_plain and plain.nunique() == 2:
         panels = [("plain nets (shortcut none)", True), ("residual nets", False)]
-    fig = make_subplots(
-        rows=1, cols=len(panels), subplot_titles=[p[0] for p in panels], shared_yaxes=True
-    )
-    summary = (
-        curves.groupby(["arm", "metric", "iteration"])["value"].agg(["mean", "min", "max"]) * 100
-    )
-    series = {k: g.droplevel([0, 1]) for k, g in summary.groupby(level=[0, 1])}
+    summary = curves.groupby(["arm", "metric", "iteration"])["value"].agg(["mean", "min", "max"])
+    series = {k: 100 * g.droplevel([0, 1]) for k, g in summary.groupby(level=[0, 1])}
     # One colour per arm across both panels, so a colour never means two arms.
     colors = {arm: _color(i) for i, arm in enumerate(_ordered_arms(done, factors))}
     traces, cols = [], []
     for col, (_, kind) in enumerate(panels, start=1):
         for arm in (a for a in colors if kind is None or plain[a] == kind):
-            color = colors[arm]
             for key, width, dash in (("train/error", 1.2, "dash"), ("test/error", 3, "solid")):
                 if (arm, key) not in series:
                     continue
                 s = series[(arm, key)]
-                x = s.index.to_numpy()
-                traces.append(_band(x, s["min"].to_numpy(), s["max"].to_numpy(), color, arm))
-                traces.append(
+                x, color = s.index.to_numpy(), colors[arm]
+                hover = f"{arm}<br>{key}: %{{y:.2f}}%<br>iteration %{{x}}<extra></extra>"
+                line = {"color": color, "width": width, "dash": dash}
+                traces += [
+                    _band(x, s["min"].to_numpy(), s["max"].to_numpy(), color, arm),
                     go.Scatter(
                         x=x,
                         y=s["mean"].to_numpy(),
@@ -92,56 +103,41 @@ def training_curves(
                         name=arm,
                         legendgroup=arm,
                         showlegend=key == "test/error",
-                        line={"color": color, "width": width, "dash": dash},
-                        hovertemplate=(
-                            f"{arm}<br>{key}: %{{y:.2f}}%<br>iteration %{{x}}<extra></extra>"
-                        ),
-                    )
-                )
+                        line=line,
+                        hovertemplate=hover,
+                    ),
+                ]
                 cols += [col, col]
-        fig.update_xaxes(title_text="iteration", row=1, col=col)
-    # One add_traces call: adding traces one by one re-validates the figure each time.
-    fig.add_traces(traces, rows=[1] * len(traces), cols=cols)
+    fig = _panels([p[0] for p in panels], traces, cols)
+    fig.update_xaxes(title_text="iteration")
     fig.update_yaxes(title_text="error (%)", row=1, col=1)
-    fig.update_layout(
-        **{**LAYOUT, "margin": {**LAYOUT["margin"], "t": 90}},
-        height=480,
-        title="Training (thin, dashed) and test (bold) error during training",
-    )
-    return fig
+    title = "Training (thin, dashed) and test (bold) error during training"
+    return _layout(fig, 480, title, top=90)
 
 
 def depth_plot(arms: pd.DataFrame, factors: Sequence[str], dataset: str) -> go.Figure | None:
-    """Final training and test error against depth, one pair of lines per setting of the
-    other factors (plain vs residual included), error bars = std over seeds. The paper's
-    Table 6 (CIFAR-10, option A) is overlaid only on CIFAR-10 studies: beside another
-    data set it would invite a meaningless comparison."""
+    """Final training and test error (± std over seeds) against depth, a pair of lines per
+    setting of the other factors. The paper's Table 6 is overlaid on CIFAR-10 studies only:
+    beside another data set it would invite a meaningless comparison."""
     if arms.empty or "depth" not in arms.columns or arms["depth"].nunique() < 2:
         return None
     others = [f for f in factors if f != "depth"]
-    fig = go.Figure()
-
-    def series_label(row: pd.Series) -> str:
-        return " ".join(f"{f}={row[f]}" for f in others) or "all arms"
-
-    labels = arms.apply(series_label, axis=1)
+    labels = arms.apply(lambda r: " ".join(f"{f}={r[f]}" for f in others) or "all arms", axis=1)
     order = sorted(labels.unique(), key=lambda s: [level_key(v.split("=")[-1]) for v in s.split()])
+    fig = go.Figure()
     for i, label in enumerate(order):
         rows = arms[labels == label].sort_values("depth")
-        color = _color(i)
-        for column, std, width, dash, name in (
-            ("train_error_pct_mean", "train_error_pct_std", 1.5, "dash", "train"),
-            ("test_error_pct_mean", "test_error_pct_std", 3, "solid", "test"),
-        ):
+        for metric, width, dash in (("train", 1.5, "dash"), ("test", 3, "solid")):
+            std = rows[f"{metric}_error_pct_std"].to_numpy()
             fig.add_trace(
                 go.Scatter(
                     x=rows["depth"].to_numpy(),
-                    y=rows[column].to_numpy(),
-                    error_y={"type": "data", "array": rows[std].to_numpy(), "visible": True},
+                    y=rows[f"{metric}_error_pct_mean"].to_numpy(),
+                    error_y={"type": "data", "array": std, "visible": True},
                     mode="lines+markers",
-                    name=f"{label} · {name}",
+                    name=f"{label} · {metric}",
                     legendgroup=label,
-                    line={"color": color, "width": width, "dash": dash},
+                    line={"color": _color(i), "width": width, "dash": dash},
                 )
             )
     low, high = arms["depth"].min(), arms["depth"].max()
@@ -159,37 +155,22 @@ def depth_plot(arms: pd.DataFrame, factors: Sequence[str], dataset: str) -> go.F
                 marker={"symbol": "star", "size": 12, "color": "black"},
             )
         )
-    fig.update_xaxes(
-        title_text="depth (weight layers)",
-        type="log" if arms["depth"].max() / arms["depth"].min() > 8 else "linear",
-    )
+    fig.update_xaxes(title_text="depth (weight layers)", type="log" if high / low > 8 else "linear")
     fig.update_yaxes(title_text="final error (%)")
-    fig.update_layout(
-        **LAYOUT, height=440, title="Final error against depth (mean ± std over seeds)"
-    )
-    return fig
+    return _layout(fig, 440, "Final error against depth (mean ± std over seeds)")
 
 
 def factor_plot(trials: pd.DataFrame, factor: str, factors: Sequence[str]) -> go.Figure | None:
     """Final test error by level of one factor with every finished seed shown; one box per
     combination of the other factors, so depth does not blur a shortcut comparison."""
-    done = (
-        trials[(trials["status"] == "finished") & trials["test/error"].notna()]
-        if "test/error" in trials.columns
-        else trials.iloc[0:0]
-    )
-    if done.empty or factor not in done.columns:
+    if "test/error" not in trials.columns or factor not in trials.columns:
+        return None
+    done = trials[(trials["status"] == "finished") & trials["test/error"].notna()]
+    if done.empty:
         return None
     others = [f for f in factors if f != factor]
-    if others:
-        grouped = done.groupby([done[f].astype(str) for f in others])
-        groups = sorted(
-            ((k if isinstance(k, tuple) else (k,), g) for k, g in grouped),
-            key=lambda item: [level_key(v) for v in item[0]],
-        )
-    else:
-        groups = [((), done)]
-    levels = sorted(done[factor].unique(), key=level_key)
+    groups = done.groupby([done[f].astype(str) for f in others]) if others else [((), done)]
+    groups = sorted(groups, key=lambda item: [level_key(v) for v in item[0]])
     boxes = []
     for i, (key, group) in enumerate(groups):
         name = " ".join(f"{f}={v}" for f, v in zip(others, key, strict=True)) or "all"
@@ -208,36 +189,25 @@ def factor_plot(trials: pd.DataFrame, factor: str, factors: Sequence[str]) -> go
             )
         )
     fig = go.Figure(data=boxes)
+    levels = [str(v) for v in sorted(done[factor].unique(), key=level_key)]
     fig.update_xaxes(
-        title_text=factor,
-        type="category",
-        categoryorder="array",
-        categoryarray=[str(v) for v in levels],
+        title_text=factor, type="category", categoryorder="array", categoryarray=levels
     )
     fig.update_yaxes(title_text="final test error (%)")
-    fig.update_layout(
-        **LAYOUT, height=400, boxmode="group", title=f"Final test error by {factor} (every seed)"
-    )
-    return fig
+    return _layout(fig, 400, f"Final test error by {factor} (every seed)", boxmode="group")
 
 
 def layer_response_plot(
     trials: pd.DataFrame, responses: pd.DataFrame, factors: Sequence[str]
 ) -> go.Figure | None:
-    """Fig. 7: std of each layer's BN output, in layer order and sorted descending, mean
-    over seeds; plain nets (shortcut none) dashed, the others solid. None when no trial
-    recorded its responses."""
-    if responses.empty:
-        return None
+    """Fig. 7: std of each layer's BN output, mean over seeds, in layer order and sorted
+    descending; plain nets dashed."""
     merged = responses.merge(trials[["run_id", "arm"]], on="run_id")
     if merged.empty:
         return None
     shortcut = trials.drop_duplicates("arm").set_index("arm").get("shortcut")
-    fig = make_subplots(
-        rows=1, cols=2, subplot_titles=["by layer index", "sorted by magnitude"], shared_yaxes=True
-    )
     means = merged.groupby(["arm", "layer"])["std"].mean()
-    traces, cols = [], []
+    traces = []
     for i, arm in enumerate(_ordered_arms(trials[trials["arm"].isin(merged["arm"])], factors)):
         mean = means.loc[arm]
         plain = shortcut is not None and is_plain(shortcut[arm])
@@ -247,19 +217,22 @@ def layer_response_plot(
             (mean.index, mean, True),
             (np.arange(1, len(ranked) + 1), ranked, False),
         ):
-            traces.append(go.Scatter(x=np.asarray(x), y=np.asarray(y), mode="lines", name=arm,
-                                     legendgroup=arm, showlegend=legend, line=line))  # fmt: skip
-        cols += [1, 2]
-    fig.add_traces(traces, rows=[1] * len(traces), cols=cols)
+            traces.append(
+                go.Scatter(
+                    x=np.asarray(x),
+                    y=np.asarray(y),
+                    mode="lines",
+                    name=arm,
+                    legendgroup=arm,
+                    showlegend=legend,
+                    line=line,
+                )
+            )
+    fig = _panels(["by layer index", "sorted by magnitude"], traces, [1, 2] * (len(traces) // 2))
     fig.update_xaxes(title_text="layer index", row=1, col=1)
     fig.update_xaxes(title_text="rank", row=1, col=2)
     fig.update_yaxes(title_text="std of layer response", row=1, col=1)
-    fig.update_layout(
-        **{**LAYOUT, "margin": {**LAYOUT["margin"], "t": 90}},
-        height=440,
-        title="Layer responses (plain dashed, residual solid)",
-    )
-    return fig
+    return _layout(fig, 440, "Layer responses (plain dashed, residual solid)", top=90)
 
 
 def lr_plot(traces: pd.DataFrame, runs: pd.DataFrame) -> go.Figure | None:
@@ -267,17 +240,13 @@ def lr_plot(traces: pd.DataFrame, runs: pd.DataFrame) -> go.Figure | None:
     `runs` labels the traces (all child runs: a trace may come from a retried attempt)."""
     if traces.empty:
         return None
-    columns = [c for c in ("lr_policy", "lr", "warmup") if c in runs.columns]
     info = runs.set_index("run_id")
     fig = go.Figure()
     for i, (run_id, rows) in enumerate(traces.groupby("run_id", sort=False)):
-        if run_id in info.index:
-            run = info.loc[run_id]
-            label = " ".join(f"{c}={run[c]}" for c in columns)
-            if str(run.get("lr_policy")) == "plateau":
-                label += f" ({run['arm']})"
-        else:
-            label = run_id
+        run = info.loc[run_id]
+        label = " ".join(f"{c}={run[c]}" for c in ("lr_policy", "lr", "warmup"))
+        if run["lr_policy"] == "plateau":
+            label += f" ({run['arm']})"
         fig.add_trace(
             go.Scatter(
                 x=rows["iteration"].to_numpy(),
@@ -296,23 +265,14 @@ def lr_plot(traces: pd.DataFrame, runs: pd.DataFrame) -> go.Figure | None:
     else:
         # A cosine schedule reaches 0, which a log axis cannot show.
         fig.update_yaxes(title_text="learning rate")
-    fig.update_layout(**LAYOUT, height=380, title="Learning-rate schedules used")
-    return fig
-
-
-# Arms whose means get a text label in the cost plots; more would overlap.
-MAX_LABELLED_ARMS = 12
-COST_AXES = {"macs": "multiply-accumulates per image", "params": "parameters"}
+    return _layout(fig, 380, "Learning-rate schedules used")
 
 
 def cost_plot(trials: pd.DataFrame, cost: str, factors: Sequence[str]) -> go.Figure | None:
-    """Final test error against a cost (`macs` or `params`), in the manner of pycls's
-    design-space plots: every finished seed a small point, each arm's mean a diamond in
-    the arm's colour, labelled with the arm when there are few. None when no finished
-    trial records the cost.
-
-    Two traces whatever the number of arms: a trace per arm would cost plotly a
-    validation each (a second for a 100-arm study), and a 100-entry legend reads nothing."""
+    """Final test error against a cost (`macs` or `params`), as pycls's design-space plots:
+    each finished seed a point, each arm's mean a diamond in its colour, labelled when few.
+    Two traces whatever the number of arms: a trace per arm costs plotly a validation each
+    (a second for 100 arms), and a 100-entry legend reads nothing."""
     if cost not in trials.columns or "test/error" not in trials.columns:
         return None
     done = trials[(trials["status"] == "finished")].copy()
@@ -325,49 +285,40 @@ def cost_plot(trials: pd.DataFrame, cost: str, factors: Sequence[str]) -> go.Fig
     colors = {arm: _color(i) for i, arm in enumerate(order)}
     means = done.groupby("arm")[["x", "y"]].mean().loc[order]
     counts = done.groupby("arm").size().loc[order]
-    label = len(order) <= MAX_LABELLED_ARMS
     log = done["x"].min() > 0 and done["x"].max() / done["x"].min() > 8
     # Labels point away from the nearer side of the plot, so none runs off its edge.
     where = np.log(means["x"]) if log else means["x"]
     middle = (where.min() + where.max()) / 2
-    sides = ["middle left" if x > middle else "middle right" for x in where]
-    fig = go.Figure(
-        data=[
-            go.Scatter(
-                x=done["x"].to_numpy(),
-                y=done["y"].to_numpy(),
-                mode="markers",
-                name="seed",
-                marker={"color": done["arm"].map(colors).tolist(), "size": 6, "opacity": 0.55},
-                text=done["trial_key"].to_numpy(),
-                hovertemplate="%{text}<br>test error %{y:.2f}%<br>%{x:.4s}<extra></extra>",
-            ),
-            go.Scatter(
-                x=means["x"].to_numpy(),
-                y=means["y"].to_numpy(),
-                mode="markers+text" if label else "markers",
-                name="arm mean",
-                marker={
-                    "color": [colors[a] for a in order],
-                    "size": 14,
-                    "symbol": "diamond",
-                    "line": {"width": 1},
-                },
-                text=order,
-                textposition=sides,
-                cliponaxis=False,
-                customdata=counts.to_numpy(),
-                hovertemplate=(
-                    "%{text}<br>mean of %{customdata} seeds: %{y:.2f}%<br>%{x:.4s}<extra></extra>"
-                ),
-            ),
-        ]
+    seeds = go.Scatter(
+        x=done["x"].to_numpy(),
+        y=done["y"].to_numpy(),
+        mode="markers",
+        name="seed",
+        marker={"color": done["arm"].map(colors).tolist(), "size": 6, "opacity": 0.55},
+        text=done["trial_key"].to_numpy(),
+        hovertemplate="%{text}<br>test error %{y:.2f}%<br>%{x:.4s}<extra></extra>",
     )
-    fig.update_xaxes(title_text=COST_AXES.get(cost, cost), type="log" if log else "linear")
+    arm_means = go.Scatter(
+        x=means["x"].to_numpy(),
+        y=means["y"].to_numpy(),
+        name="arm mean",
+        mode="markers+text" if len(order) <= MAX_LABELLED_ARMS else "markers",
+        marker={
+            "color": [colors[a] for a in order],
+            "size": 14,
+            "symbol": "diamond",
+            "line": {"width": 1},
+        },
+        text=order,
+        cliponaxis=False,
+        customdata=counts.to_numpy(),
+        textposition=["middle left" if x > middle else "middle right" for x in where],
+        hovertemplate=(
+            "%{text}<br>mean of %{customdata} seeds: %{y:.2f}%<br>%{x:.4s}<extra></extra>"
+        ),
+    )
+    fig = go.Figure(data=[seeds, arm_means])
+    axis = COST_AXES.get(cost, cost)
+    fig.update_xaxes(title_text=axis, type="log" if log else "linear")
     fig.update_yaxes(title_text="final test error (%)")
-    fig.update_layout(
-        **LAYOUT,
-        height=440,
-        title=f"Final test error against {COST_AXES.get(cost, cost)} (dots: seeds; ◆: arm means)",
-    )
-    return fig
+    return _layout(fig, 440, f"Final test error against {axis} (dots: seeds; ◆: arm means)")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -31,8 +31,7 @@ PRIOR_SEED_SD_SOURCE = (
 )
 
 
-@dataclass(frozen=True)
-class Summary:
+class Summary(NamedTuple):
     """Mean, sample standard deviation (ddof=1), count and a t confidence interval of the
     finite values. With n < 2 the spread and interval are NaN: one seed says nothing about
     the spread."""
@@ -44,8 +43,7 @@ class Summary:
     ci_high: float
 
 
-@dataclass(frozen=True)
-class Welch:
+class Welch(NamedTuple):
     """Welch's unequal-variance t-test of a against b. diff = mean(a) - mean(b); se is the
     standard error of that difference."""
 
@@ -85,10 +83,8 @@ def welch(a: Iterable[float], b: Iterable[float]) -> Welch:
     if se == 0.0:
         # Identical seeds on both sides: the t statistic is undefined, not infinite.
         return Welch(diff, 0.0, math.nan, math.nan, math.nan)
-    result = stats.ttest_ind(x, y, equal_var=False)
-    # Welch-Satterthwaite degrees of freedom, reported beside the p-value.
-    df = float((vx + vy) ** 2 / (vx**2 / (x.size - 1) + vy**2 / (y.size - 1)))
-    return Welch(diff, se, float(result.statistic), df, float(result.pvalue))
+    result = stats.ttest_ind(x, y, equal_var=False)  # df: Welch-Satterthwaite's
+    return Welch(diff, se, float(result.statistic), float(result.df), float(result.pvalue))
 
 
 def holm(pvalues: Sequence[float]) -> np.ndarray:
@@ -122,10 +118,8 @@ def verdict(
     alpha: float = ALPHA,
     evidence: bool = True,
 ) -> str:
-    """One sentence on arm vs reference. Differences are in the unit of the inputs (the
-    report passes error in percent, so 'points'); lower error wins. With `evidence` False
-    (a reduced run: another data set or a fraction of the iterations) a difference is
-    described, never declared a win."""
+    """One sentence on arm vs reference, in points of error (lower wins). With `evidence`
+    False (a reduced run) a difference is described, never declared a win."""
     if n_arm < 2 or n_reference < 2:
         return (
             f"the test needs ≥ 2 seeds per arm (have {n_arm} for {arm}, "
@@ -157,11 +151,9 @@ def _check_levels(alpha: float, power: float) -> None:
 
 
 def mde(n_a: int, n_b: int, sd_points: float, alpha: float = ALPHA, power: float = POWER) -> float:
-    """Minimum detectable difference, in points: the smallest true difference between
-    two arms with `n_a` and `n_b` seeds that a two-sided two-sample t-test at level
-    `alpha` detects with probability `power`, when seeds spread with standard deviation
-    `sd_points`. NaN with fewer than 2 seeds on a side (no test is run then) or without a
-    finite positive spread."""
+    """Minimum detectable difference, in points: the smallest true difference between arms
+    of `n_a` and `n_b` seeds that a two-sided two-sample t-test at `alpha` detects with
+    probability `power` at seed spread `sd_points`. NaN below 2 seeds a side (no test)."""
     if n_a < 2 or n_b < 2 or not math.isfinite(sd_points) or sd_points <= 0:
         return math.nan
     _check_levels(alpha, power)

@@ -1,14 +1,13 @@
 """A study's numbers, computed once from what the store holds: what the report page shows,
 the tables written beside it, and what `load_study` hands a notebook, so the three cannot
-disagree."""
+disagree; among them, whether the run is too reduced to answer its question."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
-from reports.context import Reduction, reduction
 from reports.data import (
     FINAL_METRICS,
     REPRO_TAGS,
@@ -21,9 +20,89 @@ from reports.data import (
 )
 from reports.effects import Effects, factorial_effects
 from reports.fetch import fetch_study
+from reports.paper import CIFAR_ITERATIONS, normalize_dataset
 from reports.tables import Counts, arm_table, count_trials, failure_groups, problem_table
 
 CURVE_COLUMNS = ["trial_key", "arm", "seed", "iteration", "metric", "value"]
+# A run with fewer iterations than this share of its full study's (or, for a ResNet on
+# CIFAR-10, of the paper's 64k) checks the pipeline, not the question.
+REDUCED_SHARE = 0.05
+
+
+def max_iterations(trials: pd.DataFrame) -> int | None:
+    if "iterations" not in trials.columns:
+        return None
+    values = pd.to_numeric(trials["iterations"], errors="coerce").dropna()
+    return int(values.max()) if not values.empty else None
+
+
+# Trials this short (a smoke preset's tens of iterations) can only show that the pipeline
+# runs; longer reduced runs (the digits demo's 240) show effects of their own setting.
+PLUMBING_ITERATIONS = 100
+
+
+def _share(part: int, whole: int) -> str:
+    pct = 100 * part / whole
+    return f"{pct:.2f}%" if pct < 1 else f"{pct:.1f}%" if pct < 10 else f"{pct:.0f}%"
+
+
+@dataclass(frozen=True)
+class Reduction:
+    """Why this run cannot answer its study's question; empty when it can."""
+
+    reasons: list[str] = field(default_factory=list)
+    against_paper: bool = False  # reduced against the paper's recipe, not a full study
+    plumbing: bool = False  # so short that it can only check the pipeline
+
+    def __bool__(self) -> bool:
+        return bool(self.reasons)
+
+    def sentence(self) -> str:
+        what = (
+            "This run is far shorter than the paper's recipe"
+            if self.against_paper
+            else "This run is a reduced version of the study"
+        )
+        meaning = (
+            "It checks the pipeline; its verdicts are no evidence for the study's question."
+            if self.plumbing
+            else "Its verdicts hold for this reduced setting only; they are no evidence for "
+            "the study's question."
+        )
+        return f"{what}: {', '.join(self.reasons)}. {meaning}"
+
+
+def reduction(info: StudyInfo, trials: pd.DataFrame) -> Reduction:
+    """Another data set than the full study's (`full_dataset`), fewer than 5% of its
+    iterations (`full_iterations`), or, for a ResNet on CIFAR-10, fewer than 5% of the
+    paper's 64k."""
+    dataset = info.dataset
+    iterations = max_iterations(trials)
+    reasons = []
+    other_data = bool(info.full_dataset) and normalize_dataset(dataset) != normalize_dataset(
+        info.full_dataset
+    )
+    if other_data:
+        reasons.append(f"{dataset or 'another data set'} instead of {info.full_dataset}")
+    full = info.full_iterations
+    if iterations is not None and full and iterations < full:
+        if other_data or iterations < REDUCED_SHARE * full:
+            most = "at most " if trials["iterations"].nunique() > 1 else ""
+            share = _share(iterations, full)
+            reasons.append(f"{most}{iterations:,} of {full:,} iterations per trial ({share})")
+    plumbing = iterations is not None and iterations < PLUMBING_ITERATIONS
+    if reasons:
+        return Reduction(reasons, plumbing=plumbing)
+    cifar = info.resnet and normalize_dataset(dataset) == "cifar10"
+    if cifar and iterations is not None and iterations < REDUCED_SHARE * CIFAR_ITERATIONS:
+        share = _share(iterations, CIFAR_ITERATIONS)
+        paper = f"{CIFAR_ITERATIONS:,}"
+        return Reduction(
+            [f"{iterations:,} of the paper's {paper} iterations per trial on CIFAR-10 ({share})"],
+            against_paper=True,
+            plumbing=plumbing,
+        )
+    return Reduction()
 
 
 @dataclass(frozen=True)
@@ -89,10 +168,10 @@ def arms_frame(analysis: Analysis) -> pd.DataFrame:
     arms = analysis.arms
     if arms.empty:
         return arms
-    out = arms.copy()
-    out["run_ids"] = out["run_ids"].map(lambda ids: ";".join(ids))
-    out["seeds"] = out["seeds"].map(lambda s: ";".join(map(str, s)))
-    return out
+    return arms.assign(
+        run_ids=arms["run_ids"].map(";".join),
+        seeds=arms["seeds"].map(lambda s: ";".join(map(str, s))),
+    )
 
 
 def trials_frame(analysis: Analysis) -> pd.DataFrame:
@@ -130,9 +209,8 @@ class Study:
 
 
 def load_study(name: str, tracking_uri: str | None = None) -> Study:
-    """Study `name` (the MLflow experiment, e.g. `depth@demo`) read from the store at
-    `tracking_uri` (default: MLflow's). Raises ReportError with a one-line reason, as
-    `ablate report` does."""
+    """Study `name` (the MLflow experiment, e.g. `depth@demo`) from the store at
+    `tracking_uri` (default: MLflow's). Raises ReportError as `ablate report` does."""
     analysis = analyse(fetch_study(name, tracking_uri))
     return Study(
         info=analysis.info,

@@ -1,4 +1,6 @@
-"""Report tables as DataFrames: trial counts, the per-arm comparison, problems.
+"""Report tables as DataFrames: trial counts, the per-arm comparison, problems; and the
+comparison ready for a paper, as Markdown (comparison.md) and LaTeX with booktabs
+(comparison.tex).
 
 Errors are fractions in MLflow (docs/tracking.md) and percent here, as in the paper;
 columns holding percent end in `_pct`.
@@ -8,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +33,10 @@ def level_key(value: Any) -> tuple:
     except (TypeError, ValueError):
         pass
     return (2, SHORTCUT_ORDER.get(str(value), 9), str(value))
+
+
+def is_plain(shortcut: object) -> bool:
+    return str(shortcut) == "none"
 
 
 def plural(n: int, noun: str) -> str:
@@ -62,24 +69,15 @@ class Counts:
         return bool(self.partial_reasons)
 
     @property
-    def seen(self) -> int:
-        return self.finished + self.diverged + self.failed + self.not_ended
-
-    @property
-    def not_ended(self) -> int:
-        return self.running + self.interrupted + self.pending
-
-    @property
     def total(self) -> int:
         """Trials planned, or seen if more ran than planned."""
-        return max(self.expected, self.seen)
+        ended = self.finished + self.diverged + self.failed
+        return max(self.expected, ended + self.running + self.interrupted + self.pending)
 
     @property
     def state(self) -> str:
-        """What the banner says: `none` (red: no trial finished, and some failed or
-        diverged, or nothing more is to come), `partial` (amber: more to come), `problems`
-        (amber: ended, not every trial finished) or `complete` (green: every planned trial
-        finished)."""
+        """The banner's: `none` (no trial finished, and some failed or nothing more is to
+        come), `partial` (more to come), `problems` (ended, not all finished), `complete`."""
         if self.finished == 0 and (self.failed + self.diverged > 0 or not self.partial):
             return "none"
         if self.partial:
@@ -93,11 +91,9 @@ def count_trials(runs: pd.DataFrame, info: StudyInfo) -> Counts:
     """Counts of trials by status, and of the planned ones (`ablate.expected_trials`, which
     grows when seeds are added) that have no run yet."""
     trials = select_trials(runs)
-    by_status = trials["status"].value_counts() if not trials.empty else pd.Series(dtype=int)
-    seen = len(trials)
-    expected = info.expected_trials or 0
+    seen, expected = len(trials), info.expected_trials or 0
     missing = max(0, expected - seen)
-    n = {s: int(by_status.get(s, 0)) for s in STATUSES}
+    n = {s: int((trials["status"] == s).sum()) for s in STATUSES}
     reasons = [
         text
         for count, text in (
@@ -114,13 +110,12 @@ def count_trials(runs: pd.DataFrame, info: StudyInfo) -> Counts:
         )  # fmt: skip
         if count
     ]
-    role_trial = runs[runs["role"] == "trial"] if not runs.empty else runs
     return Counts(
         **n,
         missing=missing,
         expected=expected,
-        retried=len(role_trial) - seen,
-        tune_runs=int((runs["role"] == "tune").sum()) if not runs.empty else 0,
+        retried=int((runs["role"] == "trial").sum()) - seen,
+        tune_runs=int((runs["role"] == "tune").sum()),
         partial_reasons=reasons,
     )
 
@@ -131,8 +126,6 @@ DIVERGED_REASON = "diverged: the loss became non-finite"
 def failure_groups(trials: pd.DataFrame) -> list[tuple[int, str]]:
     """(count, reason) of the failed and diverged trials (select_trials() rows), identical
     reasons grouped, most frequent first; a failure without a recorded reason says so."""
-    if trials.empty:
-        return []
     ended = trials[trials["status"].isin(["failed", "diverged"])]
     reasons = Counter(
         DIVERGED_REASON
@@ -144,16 +137,12 @@ def failure_groups(trials: pd.DataFrame) -> list[tuple[int, str]]:
 
 
 def _pct(rows: pd.DataFrame, key: str) -> np.ndarray:
-    if key not in rows.columns:
-        return np.array([])
-    return 100.0 * pd.to_numeric(rows[key], errors="coerce").to_numpy(dtype=float)
+    """The finite values of an error column in percent; none where no run logged it."""
+    return stats.finite(100.0 * pd.to_numeric(rows.get(key, pd.Series()), errors="coerce"))
 
 
 def _mean(rows: pd.DataFrame, key: str) -> float:
-    if key not in rows.columns:
-        return math.nan
-    values = stats.finite(pd.to_numeric(rows[key], errors="coerce"))
-    return float(values.mean()) if values.size else math.nan
+    return stats.summarize(pd.to_numeric(rows.get(key, pd.Series()), errors="coerce")).mean
 
 
 def arm_settings(trials: pd.DataFrame, info: StudyInfo, factors: list[str]) -> list[str]:
@@ -161,22 +150,16 @@ def arm_settings(trials: pd.DataFrame, info: StudyInfo, factors: list[str]) -> l
     settings, and any tuned per arm. They become columns of the arm table."""
     names = [n for n in setting_names(info) if n not in factors and n != "seed"]
     names = [n for n in names if n in trials.columns]
-    if trials.empty:
-        return []
     per_arm = trials[names].astype(str).groupby(trials["arm"]).nunique()
     return [n for n in names if (per_arm[n] <= 1).all()]
 
 
 def arm_table(trials: pd.DataFrame, info: StudyInfo, evidence: bool = True) -> pd.DataFrame:
-    """One row per arm: its settings, final errors over finished seeds, cost, the paper's
-    number, Welch's test against the matching reference arm with Holm's correction across
-    arms, the difference that test could detect (mde_pct), and how precise its mean is
-    against the study's target (ci_half_width_pct, target_status, seeds_for_target).
-
-    `trials` is select_trials() output. Diverged trials are counted but left out of the
-    error statistics (their last errors are not the end of training); the row shows how
-    many there were so an arm that diverges often cannot hide. With `evidence` False (a
-    reduced run) verdicts describe differences without declaring winners.
+    """One row per arm of select_trials() output: its settings, final errors over finished
+    seeds, cost, the paper's number, the test against its reference arm (_add_tests) and
+    its precision (_add_targets). Diverged trials are counted but left out of the error
+    statistics (their last errors are not the end of training), so an arm that diverges
+    often cannot hide. With `evidence` False (a reduced run) no verdict declares a winner.
     """
     factors = factor_names(info, trials)
     if trials.empty:
@@ -223,7 +206,7 @@ def _arm_row(
         "images_per_s": _mean(done, "images_per_s"),
         "wall_time_s": _mean(done, "wall_time_s"),
         "run_ids": list(group["run_id"]),
-        "seeds": list(group["seed"]) if "seed" in group.columns else [],
+        "seeds": list(group["seed"]),
         **_paper_columns(found, settings, test),
     }
 
@@ -244,49 +227,45 @@ def _paper_columns(found: PaperResult | None, settings: dict, test: stats.Summar
 
 
 def _add_targets(table: pd.DataFrame, info: StudyInfo) -> pd.DataFrame:
-    """With a precision target (`ablate.target_ci`): whether each arm's 95% CI half-width
-    is within it, and otherwise the seeds it would need at its own seed spread (or the
-    study's pooled one when it has fewer than 2 finished seeds)."""
+    """Whether each arm's 95% CI half-width is within the study's `ablate.target_ci`, and
+    if not, the seeds it needs at its own seed spread (the pooled one below 2 seeds)."""
     target = info.target_ci
     table["target_status"], table["seeds_for_target"] = "", math.nan
     if not target:
         return table
-    pooled = float(table["mde_sd_pct"].iloc[0])
-    for i, row in table.iterrows():
-        if row["ci_half_width_pct"] <= target:
-            table.loc[i, "target_status"] = "met"
-            continue
-        own = row["test_error_pct_std"]
-        sd = own if row["test_error_pct_n"] >= 2 and math.isfinite(own) else pooled
-        table.loc[i, ["target_status", "seeds_for_target"]] = [
-            "not met",
-            stats.seeds_for_ci(sd, target),
-        ]
+    met = table["ci_half_width_pct"] <= target
+    own = table["test_error_pct_std"].where(table["test_error_pct_n"] >= 2)
+    sds = own.fillna(table["mde_sd_pct"])
+    table["target_status"] = met.map({True: "met", False: "not met"})
+    needs = [
+        math.nan if ok else stats.seeds_for_ci(sd, target) for ok, sd in zip(met, sds, strict=True)
+    ]
+    table["seeds_for_target"] = np.array(needs, dtype=float)
     return table
 
 
 def _add_tests(
     table: pd.DataFrame, trials: pd.DataFrame, info: StudyInfo, factors: list[str], evidence: bool
 ) -> pd.DataFrame:
-    """Each arm against the reference arm that shares its other factor values: Welch's
-    test, Holm's correction across the arms tested, and the difference the test could
-    detect at its seeds with the study's pooled seed spread (or the prior when no arm has
-    two finished seeds: see the page's legend)."""
+    """Each arm against the reference arm with its other factor values: Welch's test, Holm's
+    correction across the arms tested, and the difference the test could detect (mde_pct)
+    at the study's pooled seed spread, or the prior when no arm has two finished seeds."""
     reference = {k: v for k, v in info.reference.items() if k in factors}
     finished = trials[trials["status"] == "finished"]
-    errors = {arm: stats.finite(_pct(g, "test/error")) for arm, g in finished.groupby("arm")}
+    errors = {arm: _pct(g, "test/error") for arm, g in finished.groupby("arm")}
     spread = stats.seed_spread_of(trials)
     sd = spread[0] if spread else stats.PRIOR_SEED_SD
     # Arms by their factor values, as text: the reference JSON says 20, a param may be "20".
     arm_of = {tuple(str(r[f]) for f in factors): r["arm"] for _, r in table.iterrows()}
-    refs, tests, verdicts = [], [], []
+    refs, welch, sizes, verdicts = [], [], [], []
     for _, row in table.iterrows():
         wanted = {**{f: row[f] for f in factors}, **reference}
         ref = arm_of.get(tuple(str(wanted[f]) for f in factors)) if reference else None
-        refs.append(ref or "")
         a, b = errors.get(row["arm"], np.array([])), errors.get(ref, np.array([]))
-        tested = ref is not None and ref != row["arm"]
-        tests.append((stats.welch(a, b), a.size, b.size) if tested else None)
+        tested = ref not in (None, row["arm"])
+        refs.append(ref or "")
+        welch.append(stats.welch(a, b) if tested else stats.welch([], []))
+        sizes.append((a.size, b.size) if tested else None)
         if not reference:
             verdicts.append("the study names no reference arm")
         elif ref is None:
@@ -294,23 +273,19 @@ def _add_tests(
             verdicts.append(f"no reference arm ({label}) in this study's runs")
         else:
             verdicts.append("" if tested else "reference")
-    none = stats.Welch(math.nan, math.nan, math.nan, math.nan, math.nan)
-    welch = [t[0] if t else none for t in tests]
     holm = stats.holm([w.p for w in welch])
     short_ref = " ".join(f"{k}={v}" for k, v in reference.items())
-    for i, test in enumerate(tests):
-        if test:
+    for i, size in enumerate(sizes):
+        if size:
             arm = " ".join(f"{k}={table.iloc[i][k]}" for k in reference)
-            verdicts[i] = stats.verdict(
-                arm, short_ref, test[0], holm[i], *test[1:], evidence=evidence
-            )
+            verdicts[i] = stats.verdict(arm, short_ref, welch[i], holm[i], *size, evidence=evidence)
     table["reference_arm"] = refs
     table["diff_vs_reference_pct"] = [w.diff for w in welch]
     table["diff_se_pct"] = [w.se for w in welch]
     table["p_value"] = [w.p for w in welch]
     table["p_holm"] = holm
     table["verdict"] = verdicts
-    table["mde_pct"] = [stats.mde(t[1], t[2], sd) if t else math.nan for t in tests]
+    table["mde_pct"] = [stats.mde(*size, sd) if size else math.nan for size in sizes]
     table["mde_sd_pct"] = sd
     table["mde_sd_measured"] = spread is not None
     return table
@@ -319,30 +294,109 @@ def _add_tests(
 def problem_table(runs: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
     """Diverged and failed trial runs, retried attempts included, with the iteration where
     they stopped: the divergence point, or the last logged evaluation for a failure."""
-    columns = ["trial_key", "arm", "status", "iteration", "reason", "run_id"]
-    if runs.empty:
-        return pd.DataFrame(columns=columns)
-    trials = runs[(runs["role"] == "trial") & runs["status"].isin(["diverged", "failed"])]
-    kept = set(select_trials(runs)["run_id"])
-    last_step = (
-        history.groupby("run_id")["step"].max() if not history.empty else pd.Series(dtype=float)
+    problems = runs[(runs["role"] == "trial") & runs["status"].isin(["diverged", "failed"])]
+    diverged = problems["status"] == "diverged"
+    stopped = zip(
+        diverged,
+        pd.to_numeric(problems["diverged_at"], errors="coerce"),
+        problems["run_id"].map(history.groupby("run_id")["step"].max()),
+        strict=True,
     )
-    rows = []
-    for _, run in trials.iterrows():
-        if run["status"] == "diverged":
-            iteration = pd.to_numeric(run.get("diverged_at"), errors="coerce")
-        else:
-            iteration = last_step.get(run["run_id"], math.nan)
-        status = run["status"] if run["run_id"] in kept else f"{run['status']} (retried)"
-        rows.append(
-            {
-                "trial_key": run["trial_key"],
-                "arm": run["arm"],
-                "status": status,
-                "iteration": iteration,
-                "reason": run.get("reason")
-                or ("loss became non-finite" if run["status"] == "diverged" else ""),
-                "run_id": run["run_id"],
-            }
-        )
-    return pd.DataFrame(rows, columns=columns)
+    kept = problems["run_id"].isin(select_trials(runs)["run_id"])
+    reasons = problems["reason"].where(problems["reason"].astype(bool))
+    problems = problems.assign(
+        status=problems["status"].where(kept, problems["status"] + " (retried)"),
+        # A list, not a Series: integer iterations stay integers in problems.csv.
+        iteration=[at if stop else last for stop, at, last in stopped],
+        reason=reasons.fillna(diverged.map({True: "loss became non-finite", False: ""})),
+    )
+    columns = ["trial_key", "arm", "status", "iteration", "reason", "run_id"]
+    return problems[columns].reset_index(drop=True)
+
+
+# (header, mean column, std column, n column); the paper column has no spread.
+ERROR_COLUMNS = (
+    ("test error %", "test_error_pct_mean", "test_error_pct_std", "test_error_pct_n"),
+    ("train error %", "train_error_pct_mean", "train_error_pct_std", "train_error_pct_n"),
+)
+PAPER_COLUMN = ("paper test error %", "paper_test_error_pct", None, None)
+
+# Plain ASCII LaTeX for the few non-ASCII signs the tables use, after the special characters.
+LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+                 "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
+                 "^": r"\textasciicircum{}", "±": r"$\pm$", "–": "--", "×": r"$\times$",
+                 "−": "$-$"}  # fmt: skip
+
+
+def _paper_rows(
+    arms: pd.DataFrame, factors: list[str], cell: Callable[[str, bool], str]
+) -> tuple[list[list[str]], int, str]:
+    """The header and one row per arm (factor levels, test and training error as mean ± std
+    (n seeds), the paper's number where known), each cell made by `cell(text, bold)`, bold
+    for the lowest mean of its column; also how many columns are factors, and the note."""
+    factors = [f for f in factors if f in arms.columns] or ["arm"]
+    paper = bool(arms[PAPER_COLUMN[1]].notna().any())
+    columns = [*ERROR_COLUMNS, *([PAPER_COLUMN] if paper else [])]
+    rows = [[cell(h, False) for h in [*factors, *(c[0] for c in columns)]]]
+    for _, arm in arms.iterrows():
+        row = [cell(str(arm[f]), False) for f in factors]
+        for _, mean, std, n in columns:
+            value = arm[mean]
+            text = f"{value:.2f}"
+            text += f" ± {arm[std]:.2f}" if std and not pd.isna(arm[std]) else ""
+            text += f" (n={int(arm[n])})" if n else ""
+            row.append(cell("–" if pd.isna(value) else text, value == arms[mean].min()))
+        rows.append(row)
+    note = (
+        "Final error in percent, mean ± standard deviation over finished seeds (n); "
+        "bold: the lowest mean in its column."
+    )
+    if paper:
+        note += " Paper: the published test error for the same setting, where one exists."
+    return rows, len(factors), note
+
+
+def comparison_markdown(arms: pd.DataFrame, factors: list[str], title: str) -> str:
+    """The comparison as a GitHub-flavoured Markdown table."""
+    if arms.empty:
+        return f"# {title}\n\nNo trial has been recorded yet.\n"
+
+    def cell(text: str, bold: bool) -> str:
+        return (f"**{text}**" if bold else text).replace("|", "\\|")
+
+    rows, keys, note = _paper_rows(arms, factors, cell)
+    aligns = ["---"] * keys + ["---:"] * (len(rows[0]) - keys)
+    lines = ["| " + " | ".join(row) + " |" for row in [rows[0], aligns, *rows[1:]]]
+    return "\n".join([f"# {title}", "", *lines, "", note]) + "\n"
+
+
+def latex_escape(text: str) -> str:
+    return "".join(LATEX_SPECIAL.get(ch, ch) for ch in text)
+
+
+def comparison_latex(arms: pd.DataFrame, factors: list[str], title: str) -> str:
+    """The comparison as a LaTeX table (needs \\usepackage{booktabs})."""
+    if arms.empty:
+        return f"% {latex_escape(title)}: no trial has been recorded yet.\n"
+
+    def cell(text: str, bold: bool) -> str:
+        return f"\\textbf{{{latex_escape(text)}}}" if bold else latex_escape(text)
+
+    rows, keys, note = _paper_rows(arms, factors, cell)
+    header, *body = (" & ".join(row) + " \\\\" for row in rows)
+    lines = [
+        "% " + latex_escape(title),
+        "% Needs \\usepackage{booktabs}.",
+        "\\begin{table}[t]",
+        "\\centering",
+        f"\\begin{{tabular}}{{{'l' * keys + 'r' * (len(rows[0]) - keys)}}}",
+        "\\toprule",
+        header,
+        "\\midrule",
+        *body,
+        "\\bottomrule",
+        "\\end{tabular}",
+        f"\\caption{{{latex_escape(title)}. {latex_escape(note)}}}",
+        "\\end{table}",
+    ]
+    return "\n".join(lines) + "\n"

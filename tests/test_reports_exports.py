@@ -12,9 +12,8 @@ from statsmodels.stats.power import TTestIndPower
 
 from reports import render_report
 from reports.data import select_trials
-from reports.export import comparison_latex, comparison_markdown, latex_escape
 from reports.plots import cost_plot
-from reports.tables import arm_table
+from reports.tables import arm_table, comparison_latex, comparison_markdown, latex_escape
 
 
 def arms_and_trials(spec: rf.StudySpec) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -10,8 +10,8 @@ import pytest
 import report_fixtures as rf
 
 from reports import render_report
-from reports.context import reduction
 from reports.data import select_trials
+from reports.study import reduction
 
 EVIDENCE_FREE = "It checks the pipeline; its verdicts are no evidence for the study's question."
 REDUCED_ONLY = (

@@ -24,7 +24,7 @@ import pytest
 import report_fixtures as rf
 from report_browser import CHROMIUM, chromium, layout_problems, open_report
 
-from reports import ReportError, build_report, fetch_study, load_study, runfiles
+from reports import ReportError, build_report, fetch, fetch_study, load_study
 from reports.data import select_trials
 from reports.fetch import probe_server, seed_spread
 
@@ -226,13 +226,13 @@ def test_seed_spread_is_the_pooled_within_arm_sd_of_finished_trials(store):
 
 
 def test_bulk_and_per_run_histories_agree(store):
-    # The fast SQL path (reports.runfiles._bulk_histories) must equal the public API's answer.
+    # The fast SQL path (reports.fetch._bulk_histories) must equal the public API's answer.
     client = mlflow.MlflowClient(store["uri"])
     data = fetch_study("shortcut_types", store["uri"])
     run_ids = list(data.runs.loc[data.runs["role"] == "trial", "run_id"])
-    bulk = runfiles._bulk_histories(client, run_ids)
+    bulk = fetch._bulk_histories(client, run_ids)
     assert bulk is not None and len(bulk) > 0
-    assert sorted(bulk) == sorted(runfiles._per_run_histories(client, run_ids, remote=False))
+    assert sorted(bulk) == sorted(fetch._per_run_histories(client, run_ids, remote=False))
 
 
 def test_report_files_and_csv(store, built):
@@ -471,7 +471,7 @@ def test_report_through_a_tracking_server(mlflow_server):
     data = fetch_study(spec.name, url)
     assert data.runs["arm"].nunique() == 2 and data.notes == []
     # A server has no bulk history call in the client: the threaded per-run path ran.
-    assert runfiles._bulk_histories(mlflow.MlflowClient(url), list(data.runs["run_id"])) is None
+    assert fetch._bulk_histories(mlflow.MlflowClient(url), list(data.runs["run_id"])) is None
     assert len(data.history) == 2 * len(data.runs) * 6  # train and test, 6 evaluations
     assert data.runs.iloc[0]["run_id"] and not data.layer_responses.empty
     assert set(data.layer_responses["run_id"]) == set(data.runs["run_id"])
