@@ -350,7 +350,7 @@ CASES = [
         "gpus-per-trial-word",
         {"s.yaml": GOOD},
         ["run", "s.yaml", "--gpus-per-trial", "many"],
-        r"--gpus-per-trial many: use auto, 0 \(CPU\), a fraction",
+        r"--gpus-per-trial many: use auto, 0 \(CPU\), or a fraction in \(0, 1\] of a GPU",
     ),
     (
         "cpus-per-trial-more-than-machine",

@@ -59,7 +59,7 @@ def test_builtin_studies_use_the_papers_recipe_by_default():
         config.lr_policy,
     ) == (64_000, 128, 0.1, 1e-4, "step")
     depth = plan_of("depth")
-    warm = {t.config.depth: t.config.warmup for t in depth.trials}
+    warm = {t.config.factors["depth"]: t.config.warmup for t in depth.trials}
     assert warm[110] == "paper" and warm[56] == "none"
 
 

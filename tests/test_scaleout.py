@@ -534,8 +534,9 @@ def test_ablate_ui_opens_the_study_as_model_training_in_a_browser(smoke_store, t
                 page.get_by_text("Run Name").first.wait_for(timeout=60_000)
                 try:
                     page.get_by_text("5 matching runs").wait_for(timeout=60_000)
+                    page.get_by_text(plan.question).first.wait_for(timeout=60_000)
                 except PlaywrightTimeout:
-                    pass  # the assertion below shows what the page says instead
+                    pass  # the assertions below show what the page says instead
                 text = page.inner_text("body")
                 page.screenshot(path=str(tmp_path / "mlflow-ui.png"))
             finally:
