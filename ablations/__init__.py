@@ -10,10 +10,19 @@
 
 A mistake raises a typed error with a one-line message (ablations.errors.AblateError,
 resnet.errors.ResnetError) before anything is written, as the command says it.
+
+SIGTERM stops ablate the way Ctrl-C does, however it was started (`stop_on_sigterm`). A
+scheduler, `kill` or a script's `kill %1` sends SIGTERM. Forwarding it as SIGINT does not
+work for a background job of a non-interactive shell (`ablate run ... &` in a script): such
+a job starts with SIGINT ignored, so Python never installs its Ctrl-C handler. Instead the
+SIGTERM handler calls whatever handles SIGINT now (Ray Tune's graceful stop while trials
+run), or raises KeyboardInterrupt itself.
 """
 
 from __future__ import annotations
 
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +47,13 @@ def run(study, *, progress: bool = False, **flags: Any):
     return run_study(plan, RunOptions(progress=progress, **where))
 
 
-def report(study: str, preset: str | None = None, tracking_uri: str | None = None,
-           out: str | Path | None = None) -> Path:  # fmt: skip
+def report(
+    study: str,
+    preset: str | None = None,
+    tracking_uri: str | None = None,
+    out: str | Path | None = None,
+    mlflow_ui_url: str | None = None,
+) -> Path:
     """Write a study's HTML report (as `ablate report`); returns the page's path."""
     from ablations.store import probe, resolve_uri
     from ablations.study import experiment_name
@@ -48,4 +62,19 @@ def report(study: str, preset: str | None = None, tracking_uri: str | None = Non
     name = experiment_name(study, preset)
     uri = resolve_uri(tracking_uri)
     probe(uri)
-    return build_report(name, uri, out or f"ablate-reports/{name}")
+    return build_report(name, uri, out or f"ablate-reports/{name}", mlflow_ui_url=mlflow_ui_url)
+
+
+def _on_sigterm(signum, frame) -> None:
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler) and handler is not _on_sigterm:
+        handler(signal.SIGINT, frame)
+    else:
+        raise KeyboardInterrupt
+
+
+def stop_on_sigterm() -> None:
+    """Install the handler (only the main thread may); again after anything that replaced
+    it (ray.init installs its own)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)

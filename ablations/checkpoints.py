@@ -67,10 +67,12 @@ def trial_folder(key: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]+", "_", key)[:80]
 
 
-def _filesystem(storage: str):
+def _study_folder(storage: str, study: str) -> tuple:
+    """The storage's filesystem, and the study's folder in it."""
     import pyarrow.fs
 
-    return pyarrow.fs.FileSystem.from_uri(storage)
+    fs, root = pyarrow.fs.FileSystem.from_uri(storage)
+    return fs, f"{root.rstrip('/')}/{study}"
 
 
 class TrialCheckpoints:
@@ -79,8 +81,8 @@ class TrialCheckpoints:
 
     def __init__(self, storage: str, study: str, key: str, run: str):
         self.storage, self.key, self.run = storage, key, run
-        self.fs, root = _filesystem(storage)
-        self.folder = f"{root.rstrip('/')}/{study}/checkpoints/{trial_folder(key)}/{run}"
+        self.fs, folder = _study_folder(storage, study)
+        self.folder = f"{folder}/checkpoints/{trial_folder(key)}/{run}"
 
     def found(self) -> list[tuple[int, str]]:
         """(iteration, folder) of the whole checkpoints, newest first."""
@@ -164,13 +166,17 @@ def _remove(fs, path: str) -> None:
         pass  # already gone, or the storage refuses: a stale folder costs only space
 
 
-def remove_study(storage: str, study: str) -> str | None:
-    """Delete the study's folder in the storage; returns what was deleted, or None."""
+def has_study(storage: str, study: str) -> bool:
     import pyarrow.fs
 
-    fs, root = _filesystem(storage)
-    folder = f"{root.rstrip('/')}/{study}"
-    if fs.get_file_info(folder).type != pyarrow.fs.FileType.Directory:
+    fs, folder = _study_folder(storage, study)
+    return fs.get_file_info(folder).type == pyarrow.fs.FileType.Directory
+
+
+def remove_study(storage: str, study: str) -> str | None:
+    """Delete the study's folder in the storage; returns what was deleted, or None."""
+    if not has_study(storage, study):
         return None
+    fs, folder = _study_folder(storage, study)
     fs.delete_dir(folder)
     return folder

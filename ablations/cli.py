@@ -26,6 +26,8 @@ import logging
 import os
 import sys
 
+import ablations
+
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_TARGET_MISSED, EXIT_INTERRUPTED = 1, 2, 3, 130
 
 
@@ -250,27 +252,17 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"seeds (target +-{summary.target_ci:g}, --max-seeds reached){needed}"
         )
     if args.report:
-        _report(summary.experiment, request.tracking_uri, None, None)
+        print(f"report: {ablations.report(summary.experiment, tracking_uri=request.tracking_uri)}")
     if summary.failed:
         return EXIT_FAILED
     return EXIT_TARGET_MISSED if summary.missed else 0
 
 
-def _report(name: str, tracking_uri: str | None, out: str | None, ui_url: str | None) -> None:
-    from ablations.store import probe, resolve_uri
-    from reports import build_report
-
-    uri = resolve_uri(tracking_uri)
-    probe(uri)
-    path = build_report(name, uri, out or f"ablate-reports/{name}", mlflow_ui_url=ui_url)
-    print(f"report: {path}")
-
-
 def cmd_report(args: argparse.Namespace) -> int:
-    from ablations.study import experiment_name
-
-    name = experiment_name(args.study, args.preset)
-    _report(name, args.tracking_uri, args.out, args.mlflow_ui_url)
+    path = ablations.report(
+        args.study, args.preset, args.tracking_uri, args.out, args.mlflow_ui_url
+    )
+    print(f"report: {path}")
     return 0
 
 
@@ -284,7 +276,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
-    from ablations.remove import plan_removal
+    from ablations.ledger import plan_removal
 
     removal = plan_removal(args.study, args.preset, args.tracking_uri, args.storage)
     print(removal.describe())
@@ -389,10 +381,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     import signal
 
-    from ablations.signals import stop_on_sigterm
-
     previous = signal.getsignal(signal.SIGTERM)
-    stop_on_sigterm()
+    ablations.stop_on_sigterm()
     # MLflow and alembic announce schema work at INFO; the progress view says enough.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     # A progress bar per artifact read would bury the one line an error promises.

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 import time
-from pathlib import Path
 
 from ablations import study as studies
 from ablations.ledger import Ledger
@@ -47,13 +46,14 @@ def stored(plan: Plan, tracking_uri: str | None, storage: str | None) -> Ledger:
     this name is refused, as `run` would refuse it."""
     from ablations import ledger
     from ablations.checkpoints import storage_uri
-    from ablations.store import Store, check_store, resolve_uri
+    from ablations.store import existing, probe, resolve_uri
 
     uri = resolve_uri(tracking_uri)
-    check_store(plan, uri)
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+    probe(uri)
+    store = existing(uri)
+    if store is None:
         return ledger.Ledger()
-    store = Store(uri)
+    store.check_study(plan)
     found = store.find_study(plan.experiment)
     return ledger.read(store, found, storage_uri(storage)) if found else ledger.Ledger()
 

@@ -1,12 +1,16 @@
-"""What a trial tells the driver, typed: it starts, it evaluates, it saved a checkpoint, it
-ended. The worker encodes an event into a Ray Tune result; the driver decodes it and hands
-it to its listeners (the MLflow recorder, the progress view), which know nothing of Ray."""
+"""What the driver and a trial's worker tell each other, typed. The driver sends a
+`TrialJob`, carried as plain values in the Tune trial's config. The trial answers with
+events (it starts, it evaluates, it saved a checkpoint, it ended), each encoded into a Ray
+Tune result; the driver decodes them for its listeners (the MLflow recorder, the progress
+view), which know nothing of Ray."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from resnet.config import TrainConfig
 
 # The metric Tune's searchers read: the latest validation error (NaN until known).
 METRIC = "val_error"
@@ -17,7 +21,7 @@ class Start:
     resumed_from: int
     val_digest: str
     train_size: int
-    environment: dict[str, Any]  # ablations.manifest.environment()
+    environment: dict[str, Any]  # ablations.trainable.environment()
     history: list[dict] = field(default_factory=list)  # evaluations the checkpoint holds
     iterations: int = 0  # the trial's total
 
@@ -74,3 +78,42 @@ def decode(result: dict) -> Event | None:
     if cls is None or "event" not in result:
         return None
     return cls(**json.loads(result["event"]))
+
+
+@dataclass(frozen=True)
+class TrialJob:
+    key: str  # "depth=20 shortcut=A seed=0", or "shortcut=A tune" for a tuning trial
+    arm: str
+    config: TrainConfig  # what it trains (tuned values applied), on which device
+    study: str  # the MLflow experiment; names the study's folder in the storage
+    storage: str  # Ray's storage: a folder or a bucket URI
+    run_id: str = ""  # its MLflow run; "" for a tuning trial (made when Tune starts it)
+    threads: int = 1  # torch threads (CPUs) of each replica
+    gpus: float = 0.0  # GPUs of each replica
+    checkpoints: bool = True  # False for short tuning trials: an interrupted one is redone
+
+    @classmethod
+    def of(cls, plan, trial, run_id: str, storage: str, checkpoints: bool = True) -> TrialJob:
+        """The job of one of the plan's trials (a seed trial, or an arm's tuning trial)."""
+        return cls(
+            key=trial.key,
+            arm=trial.arm,
+            config=trial.config,
+            study=plan.experiment,
+            storage=storage,
+            run_id=run_id,
+            threads=plan.placement.threads,
+            gpus=plan.placement.gpus_per_trial,
+            checkpoints=checkpoints,
+        )
+
+    def to_tune(self) -> dict[str, Any]:
+        return {**vars(self), "config": self.config.to_dict()}
+
+    @classmethod
+    def from_tune(cls, values: dict[str, Any]) -> TrialJob:
+        return cls(**{**values, "config": TrainConfig.from_dict(values["config"])})
+
+    def sampled(self, values: dict[str, Any]) -> TrainConfig:
+        """The config with the values a searcher sampled for this tuning trial."""
+        return TrainConfig.from_dict({**self.config.to_dict(), **values})

@@ -12,11 +12,10 @@ from typing import Any, Protocol
 
 from ray import tune
 
+from ablations import stop_on_sigterm
 from ablations.checkpoints import study_uri, trial_folder, tune_run_name
 from ablations.errors import AblateError
-from ablations.events import METRIC, Event, Final, decode
-from ablations.job import TrialJob
-from ablations.signals import stop_on_sigterm
+from ablations.events import METRIC, Event, Final, TrialJob, decode
 
 RETRIES = 2  # Ray retries of a trial whose process died
 
@@ -79,7 +78,7 @@ def init_ray(address: str | None = None, ship: tuple[str, ...] = ()) -> None:
             f"cannot reach the Ray cluster at {address}: {type(cause).__name__}: {reason}"
         ) from None
     # ray.init installs a SIGTERM handler that aborts the process: SIGTERM (a scheduler,
-    # `kill`) stops like Ctrl-C instead (ablations/signals.py).
+    # `kill`) stops like Ctrl-C instead (ablations/__init__.py).
     stop_on_sigterm()
 
 

@@ -21,8 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ablations.checkpoints import CheckpointLost, TrialCheckpoints, study_uri, trial_folder
-from ablations.events import Evaluation, Final, Progress, Saved, Start, encode
-from ablations.job import TrialJob
+from ablations.events import Evaluation, Final, Progress, Saved, Start, TrialJob, encode
 
 PROGRESS_EVERY = 5.0  # seconds between progress reports of a one-replica trial
 RETRIES = 2  # restarts of a replica group after a replica died
@@ -79,7 +78,6 @@ def _train(job: TrialJob, sampled: dict, report: Callable, replicas: bool = Fals
     """Train this process's part of the trial; its last event (not yet sent)."""
     import torch
 
-    from ablations.manifest import environment
     from resnet.data import load_dataset
     from resnet.train import Callback, train
 
@@ -139,6 +137,45 @@ def _train(job: TrialJob, sampled: dict, report: Callable, replicas: bool = Fals
             raise  # the other replicas wait in a collective: Ray Train ends the group
         return Final("failed", error=_reason(err))
     return Final(result.status, result.summary(), result.lr_trace, result.layer_responses)
+
+
+def environment(config, data, threads: int) -> dict:
+    """The training process's side of the manifest (docs/tracking.md): versions, device,
+    and the data it trains on."""
+    import platform
+
+    import torch
+
+    from ablations.store import package_version
+
+    device = config.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        name = torch.cuda.get_device_name(torch.device(device).index or 0)
+    else:
+        name = f"cpu ({threads} thread{'s' if threads != 1 else ''})"
+    if config.replicas > 1:
+        name = f"{config.replicas} replicas x {name}"
+    source = str(Path(config.data_dir))
+    if config.dataset.startswith("imagefolder:"):
+        source = config.dataset.removeprefix("imagefolder:")
+    elif config.dataset == "digits":
+        source = "scikit-learn load_digits"
+    return {
+        "versions": {
+            "ablate": package_version("ablate"),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "cuda": torch.version.cuda or "none",
+            "ray": package_version("ray"),
+            "mlflow": package_version("mlflow"),
+        },
+        "device": name,
+        "data_digest": data.digest(),
+        "dataset": config.dataset,
+        "data_source": source,
+    }
 
 
 class _FirstReplicaWrites:

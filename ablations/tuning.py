@@ -13,12 +13,10 @@ from typing import Any
 
 import search_spaces
 from ablations.errors import AblateError
-from ablations.events import METRIC
+from ablations.events import METRIC, TrialJob
 from ablations.execute import Search, fit
-from ablations.job import TrialJob
 from ablations.ledger import Ledger
-from ablations.manifest import code_version
-from ablations.store import Store, StudyIds
+from ablations.store import Store, StudyIds, code_version
 from ablations.tracker import TuningTracker
 from reports.data import decode
 

@@ -1,6 +1,6 @@
 """`ablate ui`: the MLflow UI on the study store, on 127.0.0.1, for as long as the command
 runs. The server (MLflow starts several worker processes) runs in its own process group,
-so Ctrl-C or SIGTERM (ablations/signals.py) stops all of it; a store that does not exist
+so Ctrl-C or SIGTERM (ablations/__init__.py) stops all of it; a store that does not exist
 or a busy port is an error before anything starts."""
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from ablations.errors import AblateError
 from reports.html import MODEL_TRAINING, experiment_url
@@ -32,12 +31,22 @@ def serve(uri: str, port: int, experiment: str | None = None) -> int:
     """Run the MLflow UI until interrupted; returns the exit code. The URL printed opens
     the study (or the list of studies) in MLflow's model-training view: MLflow 3 opens
     experiments in its GenAI view (traces, token costs) unless the link asks otherwise."""
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+    from ablations.store import existing
+
+    store = existing(uri)
+    if store is None:
         raise AblateError(
             f"no MLflow store at {uri.removeprefix('sqlite:///')}; run a study in this "
             "folder first, or give the store with --tracking-uri"
         )
-    studies = _studies(uri)
+    # The ablate studies in the store: name -> experiment id.
+    client = store.client
+    runs = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()] or ["0"],
+        "tags.`ablate.role` = 'parent'",
+        max_results=1000,
+    )
+    studies = {r.data.tags["ablate.study"]: r.info.experiment_id for r in runs}
     if experiment is not None and experiment not in studies:
         there = ", ".join(studies) or "none"
         raise AblateError(f"no study {experiment} in the store {uri}; studies there: {there}")
@@ -69,21 +78,6 @@ def serve(uri: str, port: int, experiment: str | None = None) -> int:
         return 130
     finally:
         stop(proc)
-
-
-def _studies(uri: str) -> dict[str, str]:
-    """The ablate studies in the store: name -> experiment id."""
-    from ablations.store import Store, retry
-
-    client = Store(uri).client
-    runs = retry(
-        lambda: client.search_runs(
-            [e.experiment_id for e in client.search_experiments()] or ["0"],
-            "tags.`ablate.role` = 'parent'",
-            max_results=1000,
-        )
-    )
-    return {r.data.tags["ablate.study"]: r.info.experiment_id for r in runs}
 
 
 def stop(proc: subprocess.Popen, grace: float = 10.0) -> None:

@@ -80,11 +80,9 @@ class Builder:
         out = {"module": self.fn.__module__, "file": str(file)}
         out["sha256"] = hashlib.sha256(file.read_bytes()).hexdigest()[:16]
         try:
-            git = ["git", "-C", str(file.parent)]
-            run = functools.partial(subprocess.run, capture_output=True, text=True, timeout=10)
-            commit = run([*git, "rev-parse", "HEAD"], check=True).stdout.strip()
-            dirty = run([*git, "status", "--porcelain", "--", str(file)], check=True).stdout
-            out.update(commit=commit, dirty="true" if dirty.strip() else "false")
+            commit = git(file.parent, "rev-parse", "HEAD")
+            dirty = git(file.parent, "status", "--porcelain", "--", str(file))
+            out.update(commit=commit, dirty="true" if dirty else "false")
         except (OSError, subprocess.SubprocessError):
             pass
         return out
@@ -101,6 +99,13 @@ class Builder:
         if any(part in ("site-packages", "dist-packages") for part in path.parts):
             return None
         return str(path.parent if path.name == "__init__.py" else path)
+
+
+def git(folder: Path, *args: str) -> str:
+    """A git command's output in `folder`; OSError or SubprocessError when it fails."""
+    run = subprocess.run(["git", *args], capture_output=True, text=True, cwd=folder, timeout=10)
+    run.check_returncode()
+    return run.stdout.strip()
 
 
 @functools.lru_cache(maxsize=64)
