@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import sys
+from collections import Counter
 
 import ablations
 
@@ -90,12 +91,9 @@ def _train_settings(model: str) -> list:
 
 def _model_in(argv: list[str]) -> str | None:
     """The --model an `ablate train` command line names (its flags depend on it)."""
-    for i, arg in enumerate(argv):
-        if arg == "--model" and i + 1 < len(argv):
-            return argv[i + 1]
-        if arg.startswith("--model="):
-            return arg.split("=", 1)[1]
-    return None
+    pre = _Parser(add_help=False)
+    pre.add_argument("--model")
+    return pre.parse_known_args(argv)[0].model
 
 
 def _request_flags(p: argparse.ArgumentParser, command: str) -> None:
@@ -230,9 +228,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     plan = make_plan(request)
     options = RunOptions(request.tracking_uri, request.storage, not args.quiet, request.address)
     summary = run_study(plan, options)
-    counts: dict[str, int] = {}
-    for status in summary.statuses.values():
-        counts[status] = counts.get(status, 0) + 1
+    counts = Counter(summary.statuses.values())
     if summary.not_started:
         counts["not started"] = len(summary.not_started)
     ran = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing to run"

@@ -9,18 +9,12 @@ import time
 
 from ablations import study as studies
 from ablations.ledger import Ledger
-from ablations.plan import Plan
+from ablations.plan import Plan, with_preset
 
 
 def _trial_count(study: studies.Study, preset: str | None) -> int:
-    chosen = study
-    if preset is not None:
-        p = study.presets[preset]
-        scientific = {**study.scientific, **(p.scientific or {})}
-        seeds = p.seeds or study.seeds
-    else:
-        scientific, seeds = chosen.scientific, chosen.seeds
-    return math.prod(len(levels) for levels in scientific.values()) * len(seeds)
+    chosen = with_preset(study, study.name, preset)
+    return math.prod(len(levels) for levels in chosen.scientific.values()) * len(chosen.seeds)
 
 
 def list_studies() -> list[dict]:

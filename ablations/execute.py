@@ -94,15 +94,27 @@ def fit(
     jobs: list[TrialJob],
     phase: str,
     placement,
-    listeners: list[Listener],
+    tracker,
+    view=None,
     search: Search | None = None,
     namer: Callable[[str], str] | None = None,
     address: str | None = None,
 ) -> bool:
     """Run the jobs (a grid, or `search.samples` draws around `jobs[0]`) as one Tune run of
-    `phase` in the study's folder of Ray's storage, and relay their events. Returns when
-    all ended (True) or when Ctrl-C or SIGTERM stopped them (False; Tune ends the trials,
-    whose checkpoints are kept)."""
+    `phase` in the study's folder of Ray's storage, and relay their events to the tracker
+    (ablations/tracker.py) and the progress view, if any. Returns when all ended (True) or
+    when Ctrl-C or SIGTERM stopped them (False; Tune ends the trials, whose checkpoints are
+    kept); the tracker is closed and the view finished either way."""
+    listeners = [tracker] if view is None else [tracker, view.__enter__()]
+    try:
+        return _fit(jobs, phase, placement, listeners, search, namer, address)
+    finally:
+        tracker.close()
+        if view is not None:
+            view.finish(tracker.statuses)
+
+
+def _fit(jobs, phase, placement, listeners, search, namer, address) -> bool:
     from ray.tune.logger import JsonLoggerCallback
 
     from ablations.trainable import run_trial

@@ -213,7 +213,7 @@ def _absolute_dataset(name: str) -> str:
     return name
 
 
-def _chosen(study: Study, source: str, preset: str | None) -> Study:
+def with_preset(study: Study, source: str, preset: str | None) -> Study:
     if preset is None:
         return study
     if preset not in study.presets:
@@ -318,7 +318,7 @@ def make_plan(request: Request, resources: places.Resources | None = None) -> Pl
     field, before anything runs. `resources`: the machine or cluster (default: this
     machine, or the cluster at `request.address`)."""
     study, source = load(request.study)
-    chosen = _chosen(study, source, request.preset)
+    chosen = with_preset(study, source, request.preset)
     seeds = list(chosen.seeds)
     if request.seeds is not None:
         if request.seeds < 1:

@@ -142,23 +142,14 @@ def _run_round(
         return True
     logged = {j.key: ledger.trials[j.key].logged_upto for j in jobs if j.key in ledger.trials}
     tracker = Tracker(store, {j.key: j.run_id for j in jobs}, logged)
-    listeners = [tracker]
     view = None
     if options.progress:
         from ablations.progress import StudyView
 
         iterations = {j.key: j.config.iterations for j in jobs}
         view = StudyView(plan.experiment, iterations, summary.skipped, len(plan.trials))
-        listeners.append(view)
     store.running(study)
-    try:
-        if view is not None:
-            view.__enter__()
-        complete = fit(jobs, "seeds", plan.placement, listeners, address=options.address)
-    finally:
-        tracker.close()
-        if view is not None:
-            view.finish(tracker.statuses)
+    complete = fit(jobs, "seeds", plan.placement, tracker, view, address=options.address)
     summary.statuses.update(tracker.statuses)
     summary.not_started = tracker.not_started() if not complete else []
     return complete

@@ -67,25 +67,16 @@ def _tune(plan, arm, points, left, store, study, storage, count, options) -> Tun
     )
     code = code_version(plan.model)
     tracker = TuningTracker(store, study, arm, count, plan.params(trial), code)
-    listeners = [tracker]
     view = None
     if options.progress:
         from ablations.progress import StudyView
 
         view = StudyView(f"{plan.experiment}: tuning {arm}", {}, 0, left)
-        listeners.append(view)
     job = TrialJob.of(plan, trial, "", storage, checkpoints=False)
-    try:
-        if view is not None:
-            view.__enter__()
-        search = Search(searcher, left)
-        complete = fit(
-            [job], "tuning", plan.placement, listeners, search, tracker.name, options.address
-        )
-    finally:
-        tracker.close()
-        if view is not None:
-            view.finish(tracker.statuses)
+    search = Search(searcher, left)
+    complete = fit(
+        [job], "tuning", plan.placement, tracker, view, search, tracker.name, options.address
+    )
     return tracker if complete else None
 
 

@@ -24,16 +24,6 @@ from resnet.folder import cached_decode, image_size, is_small, scan_folder
 from resnet.splits import ImageSplits, StreamingSplits, image_splits
 from resnet.streaming import streaming_splits
 
-__all__ = [
-    "DATASETS",
-    "DataError",
-    "ImageSplits",
-    "StreamingSplits",
-    "dataset_info",
-    "ensure_available",
-    "load_dataset",
-]
-
 DATASETS = ("cifar10", "cifar100", "digits", "imagefolder:<path>")
 # The official python archives' folder and files, as torchvision reads them (the tests pin
 # these against torchvision's own lists); checking presence needs no torchvision import.
@@ -75,49 +65,29 @@ def _cifar_missing(name: str, data_dir: Path, reason: str = "") -> DataError:
 
 
 def dataset_info(name: str, data_dir: str | Path = "./data") -> dict:
-    """What the data set is, without decoding it: `num_classes`, `in_channels`,
-    `image_size`, `train_images` (before the validation split), `present` (False only for
-    a CIFAR set not yet downloaded) and `location`.
-
-    Raises DataError for an unknown name or a bad image folder.
-    """
+    """What the data set is, without decoding it: `num_classes`, `in_channels`, `image_size`,
+    `train_images` (before the validation split), `present` (False only for a CIFAR set
+    not yet downloaded) and `location`. DataError for an unknown name or a bad folder."""
     data_dir = Path(data_dir).expanduser().resolve()
+    # in_channels is 3 throughout: every image is converted to RGB, as ImageFolder does.
     if name in _CIFAR_FILES:
         present = all(p.is_file() for p in _cifar_files(name, data_dir))
-        return {
-            "num_classes": 10 if name == "cifar10" else 100,
-            "in_channels": 3,
-            "image_size": 32,
-            "train_images": _CIFAR_TRAIN_IMAGES,
-            "present": present,
-            "location": str(data_dir / _CIFAR_FILES[name][0]),
-        }
-    if name == "digits":
-        return {
-            "num_classes": 10,
-            "in_channels": 3,
-            "image_size": 32,
-            "train_images": _DIGITS_IMAGES - _DIGITS_TEST_SIZE,
-            "present": True,
-            "location": "scikit-learn's bundled digits",
-        }
-    if name.startswith("imagefolder:"):
-        root, classes, train, _ = scan_folder(name)
-        if is_small(root, train):
-            w, h = image_size(root / train[0][0])
-            size: int | tuple[int, int] = h if h == w else (h, w)
-        else:
-            size = 224  # the crop the network sees (docs/paper.md §5, ImageNet recipe)
-        # Every image is converted to RGB, as torchvision's ImageFolder does.
-        return {
-            "num_classes": len(classes),
-            "in_channels": 3,
-            "image_size": size,
-            "train_images": len(train),
-            "present": True,
-            "location": str(root),
-        }
-    raise _unknown(name)
+        folder = str(data_dir / _CIFAR_FILES[name][0])
+        info = (10 if name == "cifar10" else 100, 3, 32, _CIFAR_TRAIN_IMAGES, present, folder)
+    elif name == "digits":
+        train = _DIGITS_IMAGES - _DIGITS_TEST_SIZE
+        info = (10, 3, 32, train, True, "scikit-learn's bundled digits")
+    elif name.startswith("imagefolder:"):
+        root, classes, samples, _ = scan_folder(name)
+        size = 224  # the crop the network sees (docs/paper.md §5, ImageNet recipe)
+        if is_small(root, samples):
+            w, h = image_size(root / samples[0][0])
+            size = h if h == w else (h, w)
+        info = (len(classes), 3, size, len(samples), True, str(root))
+    else:
+        raise _unknown(name)
+    keys = ("num_classes", "in_channels", "image_size", "train_images", "present", "location")
+    return dict(zip(keys, info, strict=True))
 
 
 def ensure_available(name: str, data_dir: str | Path = "./data", download: bool = True) -> dict:

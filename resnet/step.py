@@ -12,7 +12,6 @@ Two forms with one body:
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 
 import torch
@@ -189,10 +188,3 @@ class Step:
             for k, v in self.acc.items():
                 v.copy_(state["acc"][k] if first else torch.zeros(()))
             self.first_bad.copy_(state["first_bad"])
-
-
-def eval_autocast(device: torch.device, precision: str):
-    """The evaluation forward's precision, the same as training's."""
-    if precision != "bf16":
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16)

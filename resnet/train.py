@@ -3,10 +3,6 @@
 Usable alone: `train(config, callback)` knows nothing of Ray or MLflow. Progress leaves
 through a plain callback; the study runner plugs Ray Tune and MLflow in there, and keeps
 checkpoints where it likes through the `Checkpoints` protocol (resnet/checkpoint.py).
-
-`train` is three steps: `_setup` (model, optimizer, schedule, the batches and evaluation
-sets of the data), `_restore` (a checkpoint, if any) and `_loop` (steps, evaluations,
-checkpoints, stop and divergence).
 """
 
 from __future__ import annotations
@@ -24,9 +20,8 @@ from resnet.checkpoint import Checkpoints, FolderCheckpoints
 from resnet.complexity import count_macs, count_params
 from resnet.config import TrainConfig
 from resnet.data import load_dataset
-from resnet.device import Clock, compile_mode, resolve_device
 from resnet.errors import CheckpointMismatch, DataError, DeviceError
-from resnet.measure import evaluate, layer_responses
+from resnet.measure import Clock, compile_mode, evaluate, layer_responses, resolve_device
 from resnet.parallel import average_statistics, earliest, ghost_batches, world
 from resnet.schedule import LRSchedule
 from resnet.splits import ImageSplits, StreamingSplits
@@ -70,7 +65,6 @@ class TrainResult:
     params: int
     macs: int
     diverged_at: int | None = None
-    final: dict = field(default_factory=dict)
 
     def summary(self) -> dict:
         last = self.history[-1] if self.history else {}
@@ -172,7 +166,6 @@ def train(
         params=setup.params,
         macs=setup.macs,
         diverged_at=diverged_at,
-        final=state.history[-1] if state.history else {},
     )
 
 
