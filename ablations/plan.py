@@ -7,7 +7,6 @@ one; both make it here, so they refuse exactly the same inputs. What the user as
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import itertools
 import json
@@ -142,35 +141,30 @@ class Plan:
 
     def tuning_trial(self, arm: str) -> Trial:
         """What an arm's tuning trials train before the searcher's values are applied."""
-        base = next(t for t in self.trials if t.arm == arm)
-        nuisance = self.nuisance
-        config = dataclasses.replace(
-            base.config,
-            seed=nuisance.seed,
-            iterations=nuisance.iterations or base.config.iterations,
+        base, n = next(t for t in self.trials if t.arm == arm), self.nuisance
+        config = replace(
+            base.config, seed=n.seed, iterations=n.iterations or base.config.iterations
         )
-        return Trial(f"{arm} tune", arm, base.factors, nuisance.seed, config)
+        return Trial(f"{arm} tune", arm, base.factors, n.seed, config)
 
     def with_tuned(self, best: dict[str, tuple[dict[str, Any], str]]) -> Plan:
         """The plan with each arm's tuned values applied: {arm: (values, tuning run id)}."""
         trials = [
-            dataclasses.replace(
+            replace(
                 t,
                 config=TrainConfig.from_dict({**t.config.to_dict(), **best[t.arm][0]}),
                 tuned_from=best[t.arm][1],
             )
             for t in self.trials
         ]
-        return dataclasses.replace(self, trials=trials)
+        return replace(self, trials=trials)
 
     def definition(self) -> dict:
         """What makes the study itself, without its seeds (adding seeds extends a study;
         changing anything else makes it another study): each arm's science settings."""
-        arms = {}
-        for t in self.trials:
-            science = t.config.science()
+        arms = {t.arm: t.config.science() for t in self.trials}
+        for science in arms.values():
             science.pop("seed")
-            arms[t.arm] = science
         return {
             "arms": dict(sorted(arms.items())),
             "nuisance": self.nuisance.model_dump() if self.nuisance else None,
@@ -183,24 +177,17 @@ class Plan:
     def with_seeds(self, seeds_by_arm: dict[str, list[int]]) -> Plan:
         """The plan with these seeds added to these arms (for adaptive replication and for
         seeds a store already holds)."""
-        known = {t.key for t in self.trials}
-        first = {}
-        for t in self.trials:
-            first.setdefault(t.arm, t)
-        extra = []
+        first = {t.arm: t for t in reversed(self.trials)}
+        trials = {t.key: t for t in self.trials}
         for arm, seeds in seeds_by_arm.items():
-            base = first.get(arm)
-            for seed in seeds if base is not None else []:
-                trial = dataclasses.replace(
-                    base, key=f"{arm} seed={seed}", seed=seed, config=base.config.with_seed(seed)
-                )
-                if trial.key not in known:
-                    extra.append(trial)
-                    known.add(trial.key)
-        if not extra:
+            for seed in seeds if arm in first else []:
+                config = replace(first[arm].config, seed=seed)
+                trial = replace(first[arm], key=f"{arm} seed={seed}", seed=seed, config=config)
+                trials.setdefault(trial.key, trial)
+        if len(trials) == len(self.trials):
             return self
-        trials = sorted([*self.trials, *extra], key=lambda t: (self.arms.index(t.arm), t.seed))
-        return dataclasses.replace(self, trials=trials)
+        order = sorted(trials.values(), key=lambda t: (self.arms.index(t.arm), t.seed))
+        return replace(self, trials=order)
 
 
 def _absolute_dataset(name: str) -> str:
@@ -282,7 +269,7 @@ def _resolved(config: TrainConfig, data: dict, where: str) -> TrainConfig:
             f"of {config.dataset} left after the validation split"
         )
     every = config.eval_every or max(1, (n - val) // config.batch_size)
-    return dataclasses.replace(config, val_size=val, eval_every=every)
+    return replace(config, val_size=val, eval_every=every)
 
 
 def _check_space(nuisance: Nuisance, trials: list[Trial], source: str) -> dict:
@@ -384,7 +371,11 @@ def make_plan(request: Request, resources: places.Resources | None = None) -> Pl
         space=space,
         data=data,
         placement=placement,
-        full=_full_study(study),
+        # The study without its preset: the yardstick a report measures a reduced run against.
+        full={
+            "dataset": study.dataset,
+            "iterations": study.fixed.get("iterations") or TrainConfig().iterations,
+        },
         replication=replication,
         notes=notes,
         model=study.model,
@@ -404,13 +395,6 @@ def _replication(request: Request, seeds: list[int]) -> Replication | None:
             f"--max-seeds {max_seeds}: below the {len(seeds)} seeds the study already plans"
         )
     return Replication(request.target_ci, max_seeds)
-
-
-def _full_study(study: Study) -> dict[str, Any]:
-    """Data set and iterations per trial of the study without a preset: the yardstick a
-    report measures a reduced run against."""
-    iterations = study.fixed.get("iterations") or TrainConfig().iterations
-    return {"dataset": study.dataset, "iterations": iterations}
 
 
 def describe_changes(old: dict, new: dict) -> str:

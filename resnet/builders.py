@@ -18,7 +18,6 @@ import importlib
 import inspect
 import subprocess
 import sys
-import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from resnet.errors import ResnetError, SpecError
-from resnet.settings import TYPE_NAMES, Setting, check, settings_of
+from resnet.settings import Setting, check, settings_of, typed
 
 BUILTIN = "resnet.spec:resnet"
 DATA_ARGS = ("num_classes", "in_channels")
@@ -144,7 +143,7 @@ def _from_signature(fn: Callable, ref: str) -> list[Setting]:
             continue
         default = None if p.default is p.empty else p.default
         hint = hints.get(name, type(default) if default is not None else None)
-        kind, optional, choices = _typed(hint)
+        kind, optional, choices = typed(hint)
         if kind is None:
             raise ModelError(
                 f"model {ref}: factor {name} has type {hint!r}; a factor is int, float, bool "
@@ -153,17 +152,3 @@ def _from_signature(fn: Callable, ref: str) -> list[Setting]:
         out.append(Setting(name, kind, default, f"a factor of {ref}", choices=choices,
                            optional=optional or p.default is None))  # fmt: skip
     return out
-
-
-def _typed(hint: Any) -> tuple[type | None, bool, tuple | None]:
-    """(int | float | bool | str, None allowed, closed set) of an annotation."""
-    optional, choices = False, None
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        optional = len(args) < len(typing.get_args(hint))
-        hint = args[0] if len(args) == 1 else None
-    if typing.get_origin(hint) is typing.Literal:
-        choices = typing.get_args(hint)
-        kinds = {type(c) for c in choices}
-        hint = kinds.pop() if len(kinds) == 1 else None
-    return (hint if hint in TYPE_NAMES else None), optional, choices

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from resnet.builders import BUILTIN, Builder, load_builder
@@ -82,8 +82,7 @@ class TrainConfig:
         for f in fields(self):
             if f.name == "factors":
                 continue
-            default = f.default_factory() if f.default is MISSING else f.default
-            object.__setattr__(self, f.name, values.pop(f.name, default))
+            object.__setattr__(self, f.name, values.pop(f.name, f.default))
         for name in list(values):
             if name not in builder.names:
                 allowed = [f.name for f in fields(self) if f.name != "factors"]
@@ -153,6 +152,3 @@ class TrainConfig:
         """Hash of everything that changes the result (not where or how fast it runs)."""
         blob = json.dumps(self.science(), sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-    def with_seed(self, seed: int) -> TrainConfig:
-        return replace(self, seed=seed)

@@ -77,16 +77,27 @@ def settings_of(owner: type, kind: str | None = None) -> list[Setting]:
         meta = f.metadata
         if not f.init or "kind" not in meta or (kind is not None and meta["kind"] != kind):
             continue
-        hint, optional = hints[f.name], False
-        if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-            args = [a for a in typing.get_args(hint) if a is not type(None)]
-            hint, optional = args[0], True
-        if hint not in TYPE_NAMES:
-            raise TypeError(f"setting {f.name}: unsupported type {hint!r}")
+        hint, optional, _ = typed(hints[f.name])
+        if hint is None:
+            raise TypeError(f"setting {f.name}: unsupported type {hints[f.name]!r}")
         default = None if f.default is MISSING else f.default
         names = ("help", "kind", "choices", "ge", "gt", "flag")
         out.append(Setting(f.name, hint, default, optional=optional, **{k: meta[k] for k in names}))
     return out
+
+
+def typed(hint: Any) -> tuple[type | None, bool, tuple | None]:
+    """(int | float | bool | str, None allowed, closed set) of an annotation."""
+    optional, choices = False, None
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        optional = len(args) < len(typing.get_args(hint))
+        hint = args[0] if len(args) == 1 else None
+    if typing.get_origin(hint) is typing.Literal:
+        choices = typing.get_args(hint)
+        kinds = {type(c) for c in choices}
+        hint = kinds.pop() if len(kinds) == 1 else None
+    return (hint if hint in TYPE_NAMES else None), optional, choices
 
 
 def check(s: Setting, value: Any) -> Any:
