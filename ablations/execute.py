@@ -6,9 +6,6 @@ alike; neither knows how Tune is driven.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
 
 from ray import tune
 
@@ -18,20 +15,6 @@ from ablations.errors import AblateError
 from ablations.events import METRIC, Event, Final, TrialJob, decode
 
 RETRIES = 2  # Ray retries of a trial whose process died
-
-
-class Listener(Protocol):
-    def trial_started(self, key: str, sampled: dict[str, Any]) -> None: ...
-
-    def trial_event(self, key: str, event: Event) -> None: ...
-
-
-@dataclass(frozen=True)
-class Search:
-    """A tuning phase: `samples` trials drawn by `searcher` (e.g. Ray's OptunaSearch)."""
-
-    searcher: Any
-    samples: int
 
 
 _shipped: tuple[str, ...] | None = None  # what our Ray job ships; None: not started here
@@ -96,25 +79,26 @@ def fit(
     placement,
     tracker,
     view=None,
-    search: Search | None = None,
-    namer: Callable[[str], str] | None = None,
+    searcher=None,
+    samples: int = 0,
     address: str | None = None,
 ) -> bool:
-    """Run the jobs (a grid, or `search.samples` draws around `jobs[0]`) as one Tune run of
-    `phase` in the study's folder of Ray's storage, and relay their events to the tracker
-    (ablations/tracker.py) and the progress view, if any. Returns when all ended (True) or
-    when Ctrl-C or SIGTERM stopped them (False; Tune ends the trials, whose checkpoints are
-    kept); the tracker is closed and the view finished either way."""
+    """Run the jobs (a grid, or `samples` draws of `searcher`, e.g. Ray's OptunaSearch,
+    around `jobs[0]`) as one Tune run of `phase` in the study's folder of Ray's storage,
+    and relay their events to the tracker (ablations/tracker.py, which names the trials)
+    and the progress view, if any. Returns when all ended (True) or when Ctrl-C or SIGTERM
+    stopped them (False; Tune ends the trials, whose checkpoints are kept); the tracker is
+    closed and the view finished either way."""
     listeners = [tracker] if view is None else [tracker, view.__enter__()]
     try:
-        return _fit(jobs, phase, placement, listeners, search, namer, address)
+        return _fit(jobs, phase, placement, listeners, searcher, samples, address)
     finally:
         tracker.close()
         if view is not None:
             view.finish(tracker.statuses)
 
 
-def _fit(jobs, phase, placement, listeners, search, namer, address) -> bool:
+def _fit(jobs, phase, placement, listeners, searcher, samples, address) -> bool:
     from ray.tune.logger import JsonLoggerCallback
 
     from ablations.trainable import run_trial
@@ -135,19 +119,19 @@ def _fit(jobs, phase, placement, listeners, search, namer, address) -> bool:
         "trial_dirname_creator": _trial_name,
     }
     payloads = [job.to_tune() for job in jobs]
-    if search is None:
+    if searcher is None:
         space = {"trial": tune.grid_search(payloads)}
         tune_config = tune.TuneConfig(**common)
     else:
         space = {"trial": payloads[0]}
         tune_config = tune.TuneConfig(
-            search_alg=search.searcher,
-            num_samples=search.samples,
+            search_alg=searcher,
+            num_samples=samples,
             metric=METRIC,
             mode="min",
             **common,
         )
-    relay = EventRelay(listeners, namer)
+    relay = EventRelay(listeners)
     tuner = tune.Tuner(
         trainable,
         param_space=space,
@@ -156,13 +140,12 @@ def _fit(jobs, phase, placement, listeners, search, namer, address) -> bool:
             name=tune_run_name(phase),
             storage_path=study_uri(jobs[0].storage, jobs[0].study),
             failure_config=tune.FailureConfig(max_failures=RETRIES),
-            # Tune's results as JSON lines per trial (no TensorBoard or CSV files).
             callbacks=[relay, JsonLoggerCallback()],
             verbose=0,
         ),
     )
     tuner.fit()
-    expected = search.samples if search is not None else len(jobs)
+    expected = samples if searcher is not None else len(jobs)
     return len(relay.ended) >= expected
 
 
@@ -174,8 +157,8 @@ def _trial_name(trial) -> str:
 class EventRelay(tune.Callback):
     """On the driver: decodes what trials report into events for the listeners."""
 
-    def __init__(self, listeners: list[Listener], namer: Callable[[str], str] | None):
-        self.listeners, self.namer = listeners, namer
+    def __init__(self, listeners: list):
+        self.listeners, self.namer = listeners, listeners[0].name  # the tracker names them
         self.keys: dict[str, str] = {}
         self.ended: set[str] = set()  # trials that sent their Final event
 
@@ -187,7 +170,7 @@ class EventRelay(tune.Callback):
     def _key(self, trial) -> str:
         if trial.trial_id not in self.keys:
             hint = trial.config["trial"]["key"]
-            self.keys[trial.trial_id] = self.namer(hint) if self.namer else hint
+            self.keys[trial.trial_id] = self.namer(hint)
         return self.keys[trial.trial_id]
 
     def _send(self, key: str, event: Event) -> None:

@@ -21,6 +21,10 @@ class Tracker:
         self.started: set[str] = set()
         self._newest: dict[str, str] = {}  # key -> newest checkpoint path
 
+    def name(self, hint: str) -> str:
+        """The key of a trial Tune starts, from the key its job carries."""
+        return hint
+
     def trial_started(self, key: str, sampled: dict) -> None:
         self.started.add(key)
         self.store.start(self.runs[key])

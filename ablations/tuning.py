@@ -14,7 +14,7 @@ from typing import Any
 import search_spaces
 from ablations.errors import AblateError
 from ablations.events import METRIC, TrialJob
-from ablations.execute import Search, fit
+from ablations.execute import fit
 from ablations.ledger import Ledger
 from ablations.store import Store, StudyIds, code_version
 from ablations.tracker import TuningTracker
@@ -73,10 +73,7 @@ def _tune(plan, arm, points, left, store, study, storage, count, options) -> Tun
 
         view = StudyView(f"{plan.experiment}: tuning {arm}", {}, 0, left)
     job = TrialJob.of(plan, trial, "", storage, checkpoints=False)
-    search = Search(searcher, left)
-    complete = fit(
-        [job], "tuning", plan.placement, tracker, view, search, tracker.name, options.address
-    )
+    complete = fit([job], "tuning", plan.placement, tracker, view, searcher, left, options.address)
     return tracker if complete else None
 
 
