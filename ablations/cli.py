@@ -65,13 +65,8 @@ def _setting_flags(p: argparse.ArgumentParser, settings: list) -> None:
             continue
         flag = "--" + s.name.replace("_", "-")
         default = "" if s.default is None else f" (default {s.default})"
-        help_text = _help(s.describe() + default)
-        if s.type is bool:
-            p.add_argument(
-                flag, action=argparse.BooleanOptionalAction, default=None, help=help_text
-            )
-        else:
-            p.add_argument(flag, type=s.type, default=None, help=help_text)
+        kind = {"action": argparse.BooleanOptionalAction} if s.type is bool else {"type": s.type}
+        p.add_argument(flag, default=None, help=_help(s.describe() + default), **kind)
 
 
 def _settings_from(owner: type, args: argparse.Namespace, settings: list, **overrides):
@@ -96,14 +91,12 @@ def _model_in(argv: list[str]) -> str | None:
     return pre.parse_known_args(argv)[0].model
 
 
-def _request_flags(p: argparse.ArgumentParser, command: str) -> None:
-    """The flags of `show` or `run`, from the fields of ablations.plan.Request."""
+def _request_flags(p: argparse.ArgumentParser) -> None:
+    """The flags of `show` and `run`, from the fields of ablations.plan.Request."""
     from ablations.plan import Request
 
     for f in dataclasses.fields(Request):
         meta = f.metadata
-        if command not in meta["commands"]:
-            continue
         if f.name == "study":
             p.add_argument("study", help=meta["help"])
             continue
@@ -120,10 +113,7 @@ def _request(args: argparse.Namespace):
 
 def _study_flags(p: argparse.ArgumentParser, study_help: str, optional: bool = False) -> None:
     """The study and where its records are, for report, ui and rm."""
-    if optional:
-        p.add_argument("study", nargs="?", default=None, help=study_help)
-    else:
-        p.add_argument("study", help=study_help)
+    p.add_argument("study", nargs="?" if optional else None, help=study_help)
     p.add_argument("--preset", default=None, help="a preset of the study, e.g. smoke")
     p.add_argument(
         "--tracking-uri",
@@ -178,10 +168,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     with TrainProgress(config.iterations) as progress:
         result = train(config, progress, checkpoints=args.checkpoint_dir, data=data)
     summary = result.summary()
-    if args.json:
-        print(json.dumps(summary))
-    else:
-        print(" ".join(f"{k}={v}" for k, v in summary.items()))
+    print(json.dumps(summary) if args.json else " ".join(f"{k}={v}" for k, v in summary.items()))
     return 0
 
 
@@ -311,7 +298,7 @@ def build_parser(model: str | None = None) -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("show", help="a study's resolved plan, placement and time, unrun")
-    _request_flags(p, "show")
+    _request_flags(p)
     p.add_argument(
         "--effect",
         type=float,
@@ -322,7 +309,7 @@ def build_parser(model: str | None = None) -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_show)
 
     p = sub.add_parser("run", help="run a study (resumes: finished trials are skipped)")
-    _request_flags(p, "run")
+    _request_flags(p)
     p.add_argument("--quiet", action="store_true", help="no live progress view")
     p.add_argument("--report", action="store_true", help="write the report when done")
     p.set_defaults(func=cmd_run)

@@ -50,11 +50,10 @@ class Replication:
         )
 
 
-def option(default: Any, help: str, type: Any = str, commands: tuple = ("show", "run")) -> Any:
-    """A field of `Request` with its command-line flag: `--name-with-dashes`, for the
-    commands listed (`type` None: a switch)."""
-    meta = {"help": help, "type": type, "commands": commands}
-    return field(default=default, metadata=meta)
+def option(default: Any, help: str, type: Any = str) -> Any:
+    """A field of `Request` with its flag of `ablate show` and `ablate run`:
+    `--name-with-dashes`."""
+    return field(default=default, metadata={"help": help, "type": type})
 
 
 @dataclass(frozen=True)

@@ -65,16 +65,11 @@ class Step:
             self._y: Tensor | None = None
 
     # -- the body -------------------------------------------------------------------------
-    def _autocast(self):
-        # Autocast's weight-cast cache must be off while a CUDA graph is captured.
-        return torch.autocast(
-            self.device.type, dtype=torch.bfloat16, enabled=self.bf16, cache_enabled=not self.graph
-        )
-
     def _body(self, x: Tensor, y: Tensor, it: Tensor | int, set_to_none: bool = True) -> None:
         if self.mark_steps:
             torch.compiler.cudagraph_mark_step_begin()
-        with self._autocast():
+        # Autocast's weight-cast cache must be off while a CUDA graph is captured.
+        with torch.autocast(self.device.type, torch.bfloat16, self.bf16, not self.graph):
             out = self.forward(x)
         loss = nn.functional.cross_entropy(out.float(), y)
         if set_to_none:
