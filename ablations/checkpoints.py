@@ -15,6 +15,7 @@ and run that loads, falling back to older ones; nothing else is consulted.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -148,22 +149,17 @@ class TrialCheckpoints:
             with self.fs.open_output_stream(f"{folder}/{META_FILE}") as f:
                 f.write(json.dumps(meta).encode())
         except OSError as err:
-            _remove(self.fs, folder)
+            with contextlib.suppress(OSError):  # a stale folder costs only space
+                self.fs.delete_dir(folder)
             detail = " ".join((err.strerror or str(err)).split())
             raise OSError(
                 f"could not write the checkpoint at iteration {iteration} to {self.storage} "
                 f"({detail}); the previous checkpoint is intact"
             ) from err
         for _, old in self.found()[KEEP:]:
-            _remove(self.fs, old)
+            with contextlib.suppress(OSError):  # already gone, or the storage refuses
+                self.fs.delete_dir(old)
         return folder
-
-
-def _remove(fs, path: str) -> None:
-    try:
-        fs.delete_dir(path)
-    except OSError:
-        pass  # already gone, or the storage refuses: a stale folder costs only space
 
 
 def has_study(storage: str, study: str) -> bool:

@@ -1,6 +1,5 @@
 """What `ablate list` and `ablate show` print: studies, plans, placement and an estimate of
-the time, with no training. `list` reads study files only (no torch), so it answers at once.
-"""
+the time. `list` reads study files only (no torch), so it answers at once."""
 
 from __future__ import annotations
 
@@ -35,9 +34,8 @@ def list_studies() -> list[dict]:
 
 
 def stored(plan: Plan, tracking_uri: str | None, storage: str | None) -> Ledger:
-    """What the store already holds of the study (an empty ledger when nothing), read
-    only: a store that does not exist is not created. A store holding another study of
-    this name is refused, as `run` would refuse it."""
+    """What the store already holds of the study, read only; a store holding another
+    study of this name is refused, as `run` would refuse it."""
     from ablations import ledger
     from ablations.checkpoints import storage_uri
     from ablations.store import existing, probe, resolve_uri
@@ -53,9 +51,8 @@ def stored(plan: Plan, tracking_uri: str | None, storage: str | None) -> Ledger:
 
 
 def describe(plan: Plan, ledger: Ledger) -> dict:
-    """Every trial with its settings, params and MACs, what the store holds of it, the
-    placement, and the compute: training costs about 3x the forward multiply-accumulates
-    (forward + backward)."""
+    """Every trial with its settings, size and what the store holds of it, the placement,
+    and the compute: training costs about 3x the forward MACs (forward + backward)."""
     rows = []
     total_macs = 0.0
     for trial in plan.trials:
@@ -102,9 +99,8 @@ def _stored_state(state) -> str:
 
 
 def estimate(plan: Plan, view: dict, ledger: Ledger) -> dict:
-    """Seconds per trial and for the study, from past runs of its arms in the store when
-    there are any, else from a two-step measurement on this machine scaled by each
-    trial's multiply-accumulates. Training steps only: evaluations add a little."""
+    """Seconds per trial and for the study: from past runs of its arms in the store, else
+    a short measurement here scaled by MACs. Training steps only (evaluations add a little)."""
     past = ledger.seconds_per_iteration()
     rate, basis = None, []
     per_trial = {}
@@ -133,10 +129,9 @@ def estimate(plan: Plan, view: dict, ledger: Ledger) -> dict:
 
 
 def _measure(plan: Plan, view: dict) -> dict | None:
-    """Multiply-accumulates per second of training on the device the trials will use,
-    from two timed forward and backward passes of the study's smallest model (after one
-    warm-up pass). No optimizer: building one loads torch's compiler stack (over a
-    second), and its step is a small part of a step's cost."""
+    """MACs per second of training on the trials' device: two timed forward and backward
+    passes of the smallest model after a warm-up. No optimizer: building one loads
+    torch's compiler stack (over a second), and its step is a small part of the cost."""
     import torch
     from torch import nn
 
@@ -239,8 +234,7 @@ def _spread(ledger: Ledger) -> tuple[float, str, bool]:
 
 def seed_plan(ledger: Ledger, effect: float) -> dict:
     """Seeds per arm to detect a difference of `effect` points (two-sided alpha 0.05,
-    power 0.8), with the seed-to-seed spread measured in the store when the study has
-    finished seeds there, else a stated prior."""
+    power 0.8), at the spread measured in the store, else a stated prior."""
     from reports import stats
 
     sd, basis, measured = _spread(ledger)

@@ -1,8 +1,7 @@
 """A study file becomes a plan: every trial (arm x seed) with its resolved settings, the
 data set, the nuisance search space and the placement, checked whole before anything is
-written or started (docs/design.md §5b). `ablate show` prints a plan; `ablate run` runs
-one; both make it here, so they refuse exactly the same inputs. What the user asks for
-(`Request`) is defined here once, flags and all.
+written or started (docs/design.md §5b). `ablate show` and `ablate run` both make it here
+(from one `Request`, flags and all), so they refuse exactly the same inputs.
 """
 
 from __future__ import annotations
@@ -58,8 +57,7 @@ def option(default: Any, help: str, type: Any = str) -> Any:
 
 @dataclass(frozen=True)
 class Request:
-    """What the user asked for: the study and the flags that shape its plan. The flags of
-    `ablate show` and `ablate run` are made from these fields (ablations/cli.py)."""
+    """What the user asked for: the study and the flags that shape its plan."""
 
     study: str = option("", "a built-in study name (ablate list) or a study .yaml file")
     preset: str | None = option(None, "a preset of the study, e.g. smoke")
@@ -130,9 +128,7 @@ class Plan:
         return {**factors, **recipe, "replicas": "int", **counts, "tuned_from": "str"}
 
     def params(self, trial: Trial) -> dict[str, Any]:
-        """What a trial records as MLflow params: its resolved science settings, its
-        replicas, the data set's classes and channels, its model's size, and where its
-        tuned values came from."""
+        """What a trial records as MLflow params (docs/tracking.md)."""
         extra = {"tuned_from": trial.tuned_from} if trial.tuned_from else {}
         data = {"num_classes": self.data["num_classes"], "in_channels": self.data["in_channels"]}
         counts = {**data, **_complexity(trial.config, self.data), **extra}
@@ -174,8 +170,7 @@ class Plan:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def with_seeds(self, seeds_by_arm: dict[str, list[int]]) -> Plan:
-        """The plan with these seeds added to these arms (for adaptive replication and for
-        seeds a store already holds)."""
+        """The plan with these seeds added to these arms."""
         first = {t.arm: t for t in reversed(self.trials)}
         trials = {t.key: t for t in self.trials}
         for arm, seeds in seeds_by_arm.items():
@@ -301,8 +296,7 @@ def _check_space(nuisance: Nuisance, trials: list[Trial], source: str) -> dict:
 
 def make_plan(request: Request, resources: places.Resources | None = None) -> Plan:
     """Every trial with its settings, checked whole; errors name the file, the arm and the
-    field, before anything runs. `resources`: the machine or cluster (default: this
-    machine, or the cluster at `request.address`)."""
+    field. `resources`: default this machine, or the cluster at `request.address`."""
     study, source = load(request.study)
     chosen = with_preset(study, source, request.preset)
     seeds = list(chosen.seeds)

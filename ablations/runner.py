@@ -1,10 +1,7 @@
 """Runs a plan (docs/design.md §5b): the store records it, Ray runs its trials, the store
-records what they report. One trial per arm x seed; a tuning phase first when the study
-tunes; further rounds of seeds when it replicates to a precision.
-
-Each round reads the study's ledger once (ablations/ledger.py): finished trials are
-skipped, unfinished ones run again into their own MLflow run and resume from their newest
-checkpoint in Ray's storage (ablations/checkpoints.py), new ones start.
+records what they report; a tuning phase first when the study tunes, further rounds of
+seeds when it replicates to a precision. Each round reads the study's ledger once:
+finished trials are skipped, unfinished ones resume into their own MLflow run.
 """
 
 from __future__ import annotations

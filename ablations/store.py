@@ -1,9 +1,7 @@
-"""What ablate writes to (and searches in) MLflow, as docs/tracking.md defines it: where the
-store is and whether it answers, the study's experiment and parent run, one child run per
-trial, what trials report, and the code version recorded with them. One module because
-it is the one writer of docs/tracking.md's contract (hence over 300 lines). Every call
-retries on a locked SQLite store (two studies sharing one file); only the driver writes,
-so concurrent trials never contend for the store."""
+"""What ablate writes to (and searches in) MLflow, as docs/tracking.md defines it; over 300
+lines because it is that contract's one writer. Every call retries on a locked SQLite
+store (two studies sharing one file); only the driver writes, so concurrent trials never
+contend for the store."""
 
 from __future__ import annotations
 
@@ -40,8 +38,7 @@ def _db(uri: str) -> Path:
 
 
 def probe(uri: str) -> None:
-    """Fail fast on a store that cannot work, before anything is written: the one
-    reachability check, shared with the reports (reports.fetch.probe_server)."""
+    """Fail fast on a store that cannot work (the reports' check: reports.fetch)."""
     if uri.startswith(("http://", "https://")):
         from reports.errors import ReportError
         from reports.fetch import probe_server
@@ -65,8 +62,7 @@ def probe(uri: str) -> None:
 
 
 def existing(uri: str) -> Store | None:
-    """The store at `uri`; None when it is a SQLite file that does not exist yet (reading
-    a store never creates one)."""
+    """The store at `uri`; None for a SQLite file not created yet (reading creates none)."""
     if uri.startswith("sqlite:///") and not _db(uri).is_file():
         return None
     return Store(uri)
@@ -126,9 +122,8 @@ def package_version(package: str) -> str:
 
 @functools.lru_cache(maxsize=8)
 def code_version(model: str | None = None) -> dict:
-    """{"version", "commit", "dirty"}: the ablate version and, in a git checkout, its
-    commit and whether it had uncommitted changes (commit "" outside a checkout); with a
-    model builder, also where its code is ("model_source", resnet/builders.py)."""
+    """{"version", "commit", "dirty"} of ablate (commit "" outside a git checkout), and
+    with a model builder where its code is ("model_source", resnet/builders.py)."""
     from resnet.builders import git, load_builder
 
     here = Path(__file__).resolve().parent
@@ -193,8 +188,7 @@ class Store:
         return StudyIds(name, exp.experiment_id, parent.info.run_id) if parent else None
 
     def check_study(self, plan) -> None:
-        """Refuse a plan whose stored study has another definition, naming what changed;
-        reads only."""
+        """Refuse a plan whose stored study has another definition, naming what changed."""
         _, parent = self._study(plan.experiment)
         if parent is None or parent.data.tags.get("ablate.fingerprint") == plan.fingerprint():
             return
@@ -286,8 +280,7 @@ class Store:
 
     # -- child runs -----------------------------------------------------------------------
     def trial_runs(self, study: StudyIds) -> list:
-        """Every child run of the study (trials and tuning trials), in one search: what
-        ablations/ledger.py reads once per round."""
+        """Every child run of the study (trials and tuning trials), in one search."""
         return self.client.search_runs(
             [study.experiment_id], "tags.`ablate.role` != 'parent'", max_results=50_000
         )
@@ -317,8 +310,7 @@ class Store:
         self.set_tags(run_id, {"ablate.status": "running"})
 
     def log_start(self, run_id: str, start) -> None:
-        """What the worker says when training starts: where it resumed from, the split,
-        and the manifest of the process that trains (docs/tracking.md)."""
+        """Where the trial resumed from, its split and its process's manifest."""
         from mlflow.entities import Dataset, DatasetInput, InputTag
 
         env = start.environment
@@ -352,8 +344,7 @@ class Store:
         self._metrics(run_id, [(k, v, step) for k, v in evaluation.items() if k != "iteration"])
 
     def log_checkpoint(self, run_id: str, path: str, previous: str | None) -> None:
-        """Where the trial's newest checkpoints are, for a person looking (resuming reads
-        the storage itself: ablations/checkpoints.py)."""
+        """Where the newest checkpoints are, for a person (resuming reads the storage)."""
         tags = {"ablate.checkpoint": path}
         if previous:
             tags["ablate.checkpoint_previous"] = previous

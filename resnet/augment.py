@@ -1,9 +1,6 @@
-"""The paper's CIFAR augmentation on whole uint8 batches, on the training device.
-
-docs/paper.md §4: pad 4 pixels on each side, take a random 32x32 crop, flip
-horizontally with probability 1/2; test on the original image only. Doing this as one
-gather on the device avoids a DataLoader and any per-image Python work.
-"""
+"""The paper's CIFAR augmentation (docs/paper.md §4: pad 4, random 32x32 crop, flip with
+p=1/2; test on the original) on whole uint8 batches, as one gather on the training device:
+no DataLoader, no per-image Python work."""
 
 from __future__ import annotations
 

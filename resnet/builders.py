@@ -1,13 +1,10 @@
 """Model builders: any function that returns an `nn.Module`, named `module:function`.
 
-A builder is called with the keywords `num_classes` and `in_channels` (from the data set)
-and its factors: its other keyword parameters, typed by their annotations (int, float,
-bool, str; `X | None`; `Literal[...]` for a closed set) and defaults (none: the factor
-must be given). A builder may carry richer definitions: `.settings`, a settings dataclass
-(resnet/settings.py) defining its factors, and `.resolve(**factors)`, the values it will
-actually build with (the built-in ResNets, `resnet.spec:resnet`, use both).
-
-Torch is imported only to build: naming and checking factors stays cheap.
+A builder takes `num_classes` and `in_channels` (from the data set) and its factors: its
+other keyword parameters, typed by their annotations (int, float, bool, str, `X | None`,
+`Literal[...]`) and defaults. It may carry `.settings`, a settings dataclass defining its
+factors, and `.resolve(**factors)`, the values it will build with (`resnet.spec:resnet`
+has both). Torch is imported only to build: naming and checking factors stays cheap.
 """
 
 from __future__ import annotations
@@ -88,8 +85,7 @@ class Builder:
 
     def shipped(self) -> str | None:
         """What a Ray cluster's nodes need to import the builder: its top-level package's
-        folder or its module's file; None when it is installed (a site-packages
-        distribution, or ablate's own packages)."""
+        folder or its module's file; None when it is installed (or ablate's own)."""
         top = self.fn.__module__.split(".")[0]
         if top in ("resnet", "ablations", "reports", "search_spaces"):
             return None

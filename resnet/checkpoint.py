@@ -1,9 +1,6 @@
-"""Checkpoints of a training run: where they are kept is the caller's choice.
-
-`train()` takes any object with `load(map_location) -> dict | None` and
-`save(state, iteration) -> str` (the `Checkpoints` protocol). `FolderCheckpoints` keeps them
-in a local folder, atomically and with fallback: a crash mid-write never costs the previous
-one. The study runner keeps them in Ray Tune's storage instead (ablations/trainable.py).
+"""Checkpoints of a training run, kept where the caller chooses (the `Checkpoints`
+protocol): `FolderCheckpoints` in a local folder, atomically and with fallback (a crash
+mid-write never costs the previous one); the study runner in Ray's storage.
 """
 
 from __future__ import annotations

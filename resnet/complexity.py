@@ -24,14 +24,11 @@ def count_params(model: nn.Module) -> int:
 
 
 def count_macs(model: nn.Module, size: int | tuple[int, int], in_channels: int = 3) -> int:
-    """Forward multiply-accumulates for one image: every conv (output elements x input
-    channels per group x kernel area) and linear layer (inputs x outputs), from the shapes
-    one forward pass of a single image gives. BN, ReLU, pooling and additions are not
-    counted (neither does the paper). The tests check it against torch's FlopCounterMode,
-    which counts the same at several times the cost (`ablate show` counts many nets).
-
-    The pass runs on the CPU in inference mode (the model's state is not changed): on the
-    meta device the first ReLU or BN loads torch's compiler stack, a second and a half."""
+    """Forward multiply-accumulates for one image: convs and linear layers, from the shapes
+    of one forward pass (BN, ReLU, pooling and additions are not counted, nor by the
+    paper). torch's FlopCounterMode counts the same (the tests check) at several times the
+    cost. On the CPU: on the meta device the first ReLU or BN loads torch's compiler stack
+    (1.5 s)."""
     total = 0
 
     def count(module: nn.Module, _inputs, out: torch.Tensor) -> None:

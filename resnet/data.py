@@ -1,12 +1,8 @@
-"""The data sets by name: what each is, whether it is present, and loading it as splits.
-
-Small images (CIFAR, digits, small image folders) come back as uint8 tensors held in
-memory (`ImageSplits`, resnet/splits.py); large images (ImageNet-style folders) as file
-lists decoded batch by batch on the trial's device (`StreamingSplits`, resnet/streaming.py).
-
-Finding a data set and loading it are separate on purpose: the driver of a study checks
-(and, for CIFAR, downloads once) with `ensure_available`; trials only `load_dataset`, which
-never downloads.
+"""The data sets by name: what each is, whether it is present, and loading it as splits:
+small images as uint8 tensors in memory (`ImageSplits`), large ones (ImageNet-style
+folders) as file lists decoded batch by batch (`StreamingSplits`). Finding and loading are
+separate on purpose: a study's driver checks (and downloads CIFAR once) with
+`ensure_available`; trials only `load_dataset`, which never downloads.
 """
 
 from __future__ import annotations
@@ -122,11 +118,8 @@ def load_dataset(
     val_size: int | None = None,
     split_seed: int = 0,
 ) -> ImageSplits | StreamingSplits:
-    """Load `name` (one of DATASETS) and split its training set into train/validation.
-
-    val_size defaults to 5000 for CIFAR (the paper's 45k/5k) and 10% of the training set
-    otherwise; the split is a randperm seeded with split_seed. Never downloads.
-    """
+    """Load `name` (one of DATASETS), its training set split into train/validation by a
+    randperm seeded with split_seed (val_size: default_val_size). Never downloads."""
     data_dir = Path(data_dir).expanduser().resolve()
     if name in _CIFAR_FILES:
         x, y, tx, ty, k = _load_cifar(name, data_dir)

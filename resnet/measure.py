@@ -79,13 +79,9 @@ def evaluate(
 
 @torch.no_grad()
 def layer_responses(model: nn.Module, x: Tensor) -> dict[str, list] | None:
-    """Std of each weight layer's response (BN output before the addition / ReLU) over a
-    fixed batch of test images, in layer order (docs/paper.md §5, Fig. 7).
-
-    Per layer: the standard deviation of each channel over images and positions, averaged
-    over channels, in eval mode and fp32. None for a model without the paper's weight
-    layers (another builder's).
-    """
+    """Per weight layer, in order, the std of its response (BN output before the addition
+    / ReLU) over images and positions, averaged over channels, on a fixed batch of test
+    images in eval mode and fp32 (docs/paper.md §5, Fig. 7); None for another builder's."""
     modules = response_modules(model)
     if not modules:
         return None

@@ -1,10 +1,7 @@
-"""Learning-rate policies as named, composable parts (docs/paper.md §4).
-
-A policy (`step`, `plateau`, `cosine`, `constant`) gives the learning rate for an
-iteration; a warm-up (`none`, `paper`, or a number of iterations) can sit in front of any
-of them. torch's schedulers cannot express the paper's warm-up rule (lr 0.01 until the
-training error falls below 80%), and `ReduceLROnPlateau` does not compose with the others,
-so the parts are written here as small state machines with exact, testable traces.
+"""Learning-rate policies (`step`, `plateau`, `cosine`, `constant`) behind an optional
+warm-up (`none`, `paper`, or iterations) (docs/paper.md §4). torch's schedulers cannot
+express the paper's warm-up rule (lr 0.01 until the training error falls below 80%), and
+`ReduceLROnPlateau` does not compose with the others: hence small state machines here.
 """
 
 from __future__ import annotations

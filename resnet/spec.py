@@ -67,14 +67,10 @@ class ModelFields:
 
 @dataclass(frozen=True)
 class ModelSpec(ModelFields):
-    """A residual (or plain) network, as the paper defines it.
-
-    `depth` counts weight layers (convs and the final linear layer, not projection
-    shortcuts). `bottleneck=None` resolves to the paper's choice for the depth: basic
-    units on CIFAR (bottleneck at the 2016 paper's 164 and 1001 when the skip length is
-    left open) and for ImageNet 18/34, bottleneck units for ImageNet 50/101/152.
-    `skip_length=None` resolves to 3 for bottleneck units and 2 for basic ones.
-    """
+    """A residual (or plain) network as the paper defines it; `depth` counts convs and the
+    final linear layer, not projections. Open settings take the paper's choice: bottleneck
+    units for ImageNet 50/101/152 and CIFAR 164/1001 (when the skip length is open), skip
+    length 3 for bottleneck units and 2 for basic ones."""
 
     num_classes: int = setting(10, "output classes (from the data set when training)", ge=1)
     in_channels: int = setting(3, "input channels (from the data set when training)", ge=1)

@@ -1,9 +1,6 @@
-"""Train/validation/test splits as the training loop sees them, and the rules that make
-them: a seeded validation split carved out of the training set, per-channel statistics,
-and a digest of the data trained on.
-
-docs/paper.md §4: the schedule was chosen on a 45k/5k train/validation split; the test set
-is only returned, never used to choose anything.
+"""Train/validation/test splits as the training loop sees them: a seeded validation split
+of the training set (docs/paper.md §4: the schedule was chosen on 45k/5k; the test set is
+never used to choose anything), per-channel statistics, and a digest of the data.
 """
 
 from __future__ import annotations

@@ -1,13 +1,9 @@
-"""One training step (forward, backward, optimizer step, running statistics) and the sums of
-the evaluation window, kept on the device so the loop never waits for the GPU.
-
-Two forms with one body:
-- `eager`: the body runs as ordinary PyTorch, the learning rate set as a number.
-- `graph`: static input buffers, the learning rate and the iteration as device tensors, so
-  that on a GPU the whole body is captured once as a CUDA graph and replayed: one launch
-  per step instead of hundreds (a CIFAR ResNet step is many small kernels whose launch
-  overhead, not arithmetic, sets the pace). On a CPU the same static body runs without
-  capture, which is what lets the tests compare it with `eager` step by step.
+"""One training step and the sums of the evaluation window, kept on the device so the loop
+never waits for the GPU. Two forms of one body: `eager` (ordinary PyTorch), and `graph`
+(static inputs, lr and iteration as device tensors), which a GPU captures once as a CUDA
+graph and replays: one launch per step instead of hundreds (a CIFAR ResNet step is many
+small kernels whose launch overhead sets the pace). On a CPU the static body runs without
+capture, so the tests compare it with `eager` step by step.
 """
 
 from __future__ import annotations

@@ -101,12 +101,10 @@ class _Reader:
 
 class StreamingBatches:
     """Training batches with the paper's ImageNet augmentation (docs/paper.md §5: shorter
-    side resized to a random size in [256, 480], random 224 crop, flip with p=1/2) as
-    normalized float32 channels_last and int64 labels on the device. Epoch e is a randperm
-    from a generator seeded by (seed, e), the incomplete last batch dropped; the generator
-    then draws each position's crop. A batch is thus fixed by (seed, epoch, position): a
-    resumed run sees the very same crops, and each of `replicas` ranks reads and decodes
-    only its `shard` of the global batch. (The paper's colour augmentation is not done.)"""
+    side resized to a random size in [256, 480], random 224 crop, flip with p=1/2; not its
+    colour augmentation), normalized, on the device. A generator seeded by (seed, epoch)
+    draws the epoch's order and each position's crop, so a batch is fixed by (seed,
+    epoch, position): a resumed run sees the same crops, and each replica reads its shard."""
 
     def __init__(
         self,
