@@ -250,7 +250,7 @@ def _resolved(config: TrainConfig, data: dict, where: str) -> TrainConfig:
     n = data["train_images"]
     val = config.val_size
     if val is None:
-        from resnet.splits import default_val_size
+        from resnet.data import default_val_size
 
         val = default_val_size(config.dataset, n)
     if not 0 <= val < n:

@@ -19,12 +19,11 @@ from resnet.augment import ResidentBatches, eval_batches
 from resnet.checkpoint import Checkpoints, FolderCheckpoints
 from resnet.complexity import count_macs, count_params
 from resnet.config import TrainConfig
-from resnet.data import load_dataset
+from resnet.data import ImageSplits, StreamingSplits, load_dataset
 from resnet.errors import CheckpointMismatch, DataError, DeviceError
 from resnet.measure import Clock, compile_mode, evaluate, layer_responses, resolve_device
 from resnet.parallel import average_statistics, earliest, ghost_batches, world
 from resnet.schedule import LRSchedule
-from resnet.splits import ImageSplits, StreamingSplits
 from resnet.step import Step, make_optimizer
 from resnet.streaming import StreamingBatches, streaming_eval
 
