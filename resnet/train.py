@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from resnet.augment import ResidentBatches, eval_batches
+from resnet.augment import ResidentBatches, eval_batches, normalize
 from resnet.checkpoint import Checkpoints, FolderCheckpoints
 from resnet.complexity import count_macs, count_params
 from resnet.config import TrainConfig
@@ -91,7 +91,6 @@ class _Setup:
     batches: ResidentBatches | StreamingBatches
     eval_sets: Callable[[], tuple[Iterator, Iterator]]
     probe: torch.Tensor  # fixed test images for the layer responses
-    train_size: int
     eval_every: int
     checkpoint_every: int
     params: int
@@ -149,7 +148,7 @@ def train(
             "resumed_from": state.iteration,
             "history": list(state.history),
             "eval_every": setup.eval_every,
-            "train_size": setup.train_size,
+            "train_size": data.train_size,
             "val_digest": data.val_digest,
         }
     )
@@ -219,7 +218,6 @@ def _setup(
         batches=batches,
         eval_sets=eval_sets,
         probe=probe,
-        train_size=data.train_size,
         eval_every=eval_every,
         checkpoint_every=config.checkpoint_every or eval_every,
         params=params,
@@ -243,21 +241,18 @@ def _data_on_device(
             data.std,
             **part,
         )
-        # Each replica evaluates its share; evaluate() sums the shares.
-        val = _share(data.val_x, rank, replicas), _share(data.val_y, rank, replicas)
-        test = _share(data.test_x, rank, replicas), _share(data.test_y, rank, replicas)
-        val, test = [tuple(t.to(device) for t in pair) for pair in (val, test)]
+
+        def share(x: torch.Tensor) -> torch.Tensor:
+            # Each replica evaluates its contiguous share; evaluate() sums the shares.
+            return x[rank * len(x) // replicas : (rank + 1) * len(x) // replicas].to(device)
+
+        val = share(data.val_x), share(data.val_y)
+        test = share(data.test_x), share(data.test_y)
 
         def eval_sets():
-            return (
-                eval_batches(*val, EVAL_BATCH, data.mean, data.std),
-                eval_batches(*test, EVAL_BATCH, data.mean, data.std),
-            )
+            return [eval_batches(*s, EVAL_BATCH, data.mean, data.std) for s in (val, test)]
 
-        probe = data.test_x[:RESPONSE_IMAGES].to(device)
-        probe = next(
-            eval_batches(probe, probe.new_zeros(len(probe)), len(probe), data.mean, data.std)
-        )[0]
+        probe = normalize(data.test_x[:RESPONSE_IMAGES].to(device), data.mean, data.std)
         return batches, eval_sets, probe
     batches = StreamingBatches(data, config.batch_size, config.seed, device, **part)
 
@@ -266,12 +261,6 @@ def _data_on_device(
 
     probe = next(iter(streaming_eval(data, "test", device, limit=64)))[0]
     return batches, streamed, probe
-
-
-def _share(x: torch.Tensor, rank: int, replicas: int) -> torch.Tensor:
-    """Replica `rank`'s contiguous share of the rows of x."""
-    n = len(x)
-    return x[rank * n // replicas : (rank + 1) * n // replicas]
 
 
 def _restore(config: TrainConfig, setup: _Setup, saved: dict) -> _State:
