@@ -54,11 +54,9 @@ def describe(plan: Plan, ledger: Ledger) -> dict:
     """Every trial with its settings, size and what the store holds of it, the placement,
     and the compute: training costs about 3x the forward MACs (forward + backward)."""
     rows = []
-    total_macs = 0.0
     for trial in plan.trials:
         params = plan.params(trial)
         train_macs = 3 * params["macs"] * trial.config.batch_size * trial.config.iterations
-        total_macs += train_macs
         rows.append(
             {
                 "trial": trial.key,
@@ -85,7 +83,7 @@ def describe(plan: Plan, ledger: Ledger) -> dict:
         "nuisance": plan.nuisance.model_dump() if plan.nuisance else None,
         "placement": plan.placement.describe(),
         "at_once": plan.placement.at_once,
-        "total_training_macs": total_macs,
+        "total_training_macs": sum(r["training_macs"] for r in rows),
     }
 
 
@@ -210,13 +208,9 @@ def render(view: dict) -> str:
     )
     lines.append(f"runs {view['placement']}")
     est = view["estimate"]
-    if est.get("total_s") is not None:
-        lines.append(f"time: about {duration(est['total_s'])} ({est['basis']})")
-    else:
-        lines.append(f"time: no estimate ({est['basis']})")
-    for key in ("seed_plan", "target_plan"):
-        if key in view:
-            lines.append(view[key]["text"])
+    when = "no estimate" if est.get("total_s") is None else f"about {duration(est['total_s'])}"
+    lines.append(f"time: {when} ({est['basis']})")
+    lines += [view[key]["text"] for key in ("seed_plan", "target_plan") if key in view]
     return "\n".join(lines)
 
 
@@ -258,8 +252,7 @@ def target_plan(plan: Plan, ledger: Ledger, target: float) -> dict:
     errors = ledger.errors()
     per_arm, lines = {}, []
     for arm in plan.arms:
-        values = errors.get(arm, [])
-        own = stats.summarize(values)
+        own = stats.summarize(errors.get(arm, []))
         arm_sd = own.std if own.n >= 2 and own.std > 0 else sd
         per_arm[arm] = stats.seeds_for_ci(arm_sd, target)
         source = f"its {own.n} seeds" if arm_sd is own.std else "the study's spread"

@@ -85,7 +85,7 @@ def fit(
 ) -> bool:
     """Run the jobs (a grid, or `samples` draws of `searcher`, e.g. Ray's OptunaSearch,
     around `jobs[0]`) as one Tune run of `phase` in the study's folder of Ray's storage,
-    and relay their events to the tracker (ablations/tracker.py, which names the trials)
+    and relay their events to the tracker (ablations/events.py, which names the trials)
     and the progress view, if any. Returns when all ended (True) or when Ctrl-C or SIGTERM
     stopped them (False; Tune ends the trials, whose checkpoints are kept); the tracker is
     closed and the view finished either way."""

@@ -67,7 +67,6 @@ class StudyView:
         self.rows = {key: self._row(iterations) for key, iterations in todo.items()}
         self.console = Console(file=sys.stderr)
         self.live: Live | None = None
-        self.start = time.monotonic()
 
     @staticmethod
     def _row(iterations: int) -> dict:
@@ -91,8 +90,8 @@ class StudyView:
             if status == "interrupted" and row["status"] != status:
                 self._say(f"  {key}: interrupted at {row['it']}")
             row["status"] = status
+        self._refresh()
         if self.live:
-            self.live.update(self._table())
             self.live.stop()
 
     def _say(self, text: str) -> None:
@@ -163,7 +162,6 @@ class StudyView:
             table.add_column(col, justify="left" if col in ("trial", "status", "note") else "right")
         fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
         for key, r in self.rows.items():
-            left = self._left(r)
             table.add_row(
                 key,
                 r["status"],
@@ -171,7 +169,7 @@ class StudyView:
                 fmt(r["train"], ".3f"),
                 fmt(r["val"], ".3f"),
                 fmt(r["ips"], ".0f"),
-                "-" if left is None else duration(left),
+                duration(self._left(r)),
                 r["note"],
             )
         return table

@@ -12,10 +12,9 @@ from dataclasses import dataclass, field
 from ablations import ledger as ledgers
 from ablations.checkpoints import storage_uri
 from ablations.errors import AblateError
-from ablations.events import TrialJob
+from ablations.events import Tracker, TrialJob
 from ablations.plan import Plan
 from ablations.store import Store, StudyIds, code_version, probe, resolve_uri
-from ablations.tracker import Tracker
 
 
 @dataclass

@@ -13,11 +13,10 @@ from typing import Any
 
 import search_spaces
 from ablations.errors import AblateError
-from ablations.events import METRIC, TrialJob
+from ablations.events import METRIC, TrialJob, TuningTracker
 from ablations.execute import fit
 from ablations.ledger import Ledger
 from ablations.store import Store, StudyIds, code_version
-from ablations.tracker import TuningTracker
 from reports.data import decode
 
 Point = tuple[dict[str, Any], float, str]  # (tuned values, validation error, run id)
