@@ -117,11 +117,11 @@ class TrialJob:
 
     @classmethod
     def from_tune(cls, values: dict[str, Any]) -> TrialJob:
-        return cls(**{**values, "config": TrainConfig.from_dict(values["config"])})
+        return cls(**{**values, "config": TrainConfig(**values["config"])})
 
     def sampled(self, values: dict[str, Any]) -> TrainConfig:
         """The config with the values a searcher sampled for this tuning trial."""
-        return TrainConfig.from_dict({**self.config.to_dict(), **values})
+        return TrainConfig(**{**self.config.to_dict(), **values})
 
 
 class Tracker:

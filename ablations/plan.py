@@ -147,7 +147,7 @@ class Plan:
         trials = [
             replace(
                 t,
-                config=TrainConfig.from_dict({**t.config.to_dict(), **best[t.arm][0]}),
+                config=TrainConfig(**{**t.config.to_dict(), **best[t.arm][0]}),
                 tuned_from=best[t.arm][1],
             )
             for t in self.trials
@@ -286,7 +286,7 @@ def _check_space(nuisance: Nuisance, trials: list[Trial], source: str) -> dict:
         for value in args:
             for trial in {t.arm: t for t in trials}.values():
                 try:
-                    TrainConfig.from_dict({**trial.config.to_dict(), param: value})
+                    TrainConfig(**{**trial.config.to_dict(), param: value})
                 except ResnetError as err:
                     raise AblateError(
                         f"search space {nuisance.search_space}: {param} {kind} {args}: {err}"
@@ -316,7 +316,7 @@ def make_plan(request: Request, resources: places.Resources | None = None) -> Pl
         if request.replicas is not None:
             settings["replicas"] = request.replicas
         try:
-            config = TrainConfig.from_dict({**settings, "model": study.model, "seed": seeds[0]})
+            config = TrainConfig(**{**settings, "model": study.model, "seed": seeds[0]})
         except ResnetError as err:
             raise AblateError(f"{source}: arm {arm}: {err}") from None
         arms.append((arm, arm_factors, _resolved(config, data, f"{source}: arm {arm}")))

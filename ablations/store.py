@@ -49,13 +49,12 @@ def probe(uri: str) -> None:
             raise AblateError(
                 f"{err}; start it, or drop --tracking-uri to use ./mlflow.db"
             ) from None
-    elif uri.startswith("sqlite:///"):
-        if not _db(uri).parent.is_dir():
-            raise AblateError(
-                f"tracking store folder {_db(uri).parent} does not exist; create it or "
-                "choose another --tracking-uri"
-            )
-    elif not uri.startswith(("file:", "databricks", "postgresql", "mysql")):
+    elif uri.startswith("sqlite:///") and not _db(uri).parent.is_dir():
+        raise AblateError(
+            f"tracking store folder {_db(uri).parent} does not exist; create it or "
+            "choose another --tracking-uri"
+        )
+    elif not uri.startswith(("sqlite:///", "file:", "databricks", "postgresql", "mysql")):
         raise AblateError(
             f"tracking URI {uri!r}: use sqlite:///PATH, http(s)://HOST:PORT or file:PATH"
         )
@@ -68,27 +67,26 @@ def existing(uri: str) -> Store | None:
     return Store(uri)
 
 
-def retry(call, attempts: int = 8):
-    """Retry a store call on SQLite's 'database is locked' (another study writing)."""
-    for i in range(attempts):
-        try:
-            return call()
-        except Exception as err:  # noqa: BLE001 - only lock errors are retried
-            if "locked" not in str(err).lower() or i == attempts - 1:
-                raise
-            time.sleep(0.05 * 2**i + random.random() * 0.05)
-    raise AssertionError("unreachable")
-
-
 class _Retrying:
-    """An MlflowClient whose every call goes through `retry`."""
+    """An MlflowClient whose every call is retried on SQLite's 'database is locked'
+    (another study writing)."""
 
-    def __init__(self, client):
-        self._client = client
+    def __init__(self, client, attempts: int = 8):
+        self._client, self._attempts = client, attempts
 
     def __getattr__(self, name: str):
         method = getattr(self._client, name)
-        return lambda *args, **kwargs: retry(lambda: method(*args, **kwargs))
+
+        def call(*args, **kwargs):
+            for i in range(self._attempts):
+                try:
+                    return method(*args, **kwargs)
+                except Exception as err:  # noqa: BLE001 - only lock errors are retried
+                    if "locked" not in str(err).lower() or i == self._attempts - 1:
+                        raise
+                    time.sleep(0.05 * 2**i + random.random() * 0.05)
+
+        return call
 
 
 @contextlib.contextmanager
@@ -130,11 +128,9 @@ def code_version(model: str | None = None) -> dict:
     out = {"version": package_version("ablate"), "commit": "", "dirty": False}
     if model is not None:
         out["model_source"] = load_builder(model).source()
-    try:
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
         out["commit"] = git(here, "rev-parse", "HEAD")
         out["dirty"] = bool(git(here, "status", "--porcelain", "--untracked-files=no"))
-    except (OSError, subprocess.SubprocessError):
-        pass
     return out
 
 

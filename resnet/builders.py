@@ -9,6 +9,7 @@ has both). Torch is imported only to build: naming and checking factors stays ch
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib
@@ -75,12 +76,10 @@ class Builder:
         file = Path(inspect.getfile(self.fn)).resolve()
         out = {"module": self.fn.__module__, "file": str(file)}
         out["sha256"] = hashlib.sha256(file.read_bytes()).hexdigest()[:16]
-        try:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
             commit = git(file.parent, "rev-parse", "HEAD")
             dirty = git(file.parent, "status", "--porcelain", "--", str(file))
             out.update(commit=commit, dirty="true" if dirty else "false")
-        except (OSError, subprocess.SubprocessError):
-            pass
         return out
 
     def shipped(self) -> str | None:

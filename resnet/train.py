@@ -333,10 +333,19 @@ def _loop(
         if at_eval or saving:
             average_statistics(setup.model)  # the replicas' running statistics, as one
         if at_eval:
-            train_seconds = clock.lap()
-            evaluation = _window(it, lr, step, window_images / max(train_seconds, 1e-9))
-            if math.isfinite(evaluation["train/loss"]):
-                _evaluate(evaluation, setup, device, config.precision)
+            loss, err, _ = step.window()  # the training side: the window since the last
+            evaluation = {
+                "iteration": it,
+                "lr": lr,
+                "train/loss": loss,
+                "train/error": err,
+                "images_per_s": window_images / max(clock.lap(), 1e-9),
+            }
+            if math.isfinite(loss):
+                for split, batches in zip(("val", "test"), setup.eval_sets(), strict=True):
+                    result = evaluate(setup.model, batches, config.precision)
+                    if result is not None:
+                        evaluation[f"{split}/loss"], evaluation[f"{split}/error"] = result
             state.history.append(evaluation)
             if "val/error" in evaluation:
                 schedule.observe_val_error(evaluation["val/error"])
@@ -360,23 +369,3 @@ def _loop(
     state.iteration = it
     state.wall_time_s += clock.total()
     return status, diverged_at
-
-
-def _window(it: int, lr: float, step: Step, images_per_s: float) -> dict:
-    """The training side of an evaluation: the window's loss and error since the last."""
-    loss, err, _ = step.window()
-    return {
-        "iteration": it,
-        "lr": lr,
-        "train/loss": loss,
-        "train/error": err,
-        "images_per_s": images_per_s,
-    }
-
-
-def _evaluate(evaluation: dict, setup: _Setup, device: torch.device, precision: str) -> None:
-    val, test = setup.eval_sets()
-    for prefix, batches in (("val", val), ("test", test)):
-        result = evaluate(setup.model, batches, precision)
-        if result is not None:
-            evaluation[f"{prefix}/loss"], evaluation[f"{prefix}/error"] = result
