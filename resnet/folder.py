@@ -71,11 +71,6 @@ def is_small(root: Path, samples: list[tuple[str, int]], probe: int = 8) -> bool
     return all(max(image_size(root / p)) <= SMALL_IMAGE_MAX for p, _ in samples[:probe])
 
 
-def _cache_dir(data_dir: Path) -> Path:
-    env = os.environ.get("ABLATE_CACHE_DIR")
-    return Path(env).expanduser() if env else data_dir / ".ablate-cache"
-
-
 def cached_decode(
     root: Path, classes: list[str], train: list, test: list, data_dir: Path
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -91,7 +86,8 @@ def cached_decode(
         h.update(rel.encode() + b"\0" + len(data).to_bytes(8, "little"))
         h.update(data)
         raw.append(data)
-    path = _cache_dir(data_dir) / f"{h.hexdigest()}.pt"
+    cache = Path(os.environ.get("ABLATE_CACHE_DIR") or data_dir / ".ablate-cache").expanduser()
+    path = cache / f"{h.hexdigest()}.pt"
     if path.is_file():
         try:
             c = torch.load(path, weights_only=True)
