@@ -156,6 +156,8 @@ def streaming_eval(
     """In-order batches of split "train"|"val"|"test": shorter side 256, centre 224 crop,
     normalized on the device, the last may be short; the next is read while one is used.
     With `limit`, the first `limit` images as one batch. (Not the paper's 10-crop testing.)"""
+    if split not in ("train", "val", "test"):
+        raise DataError(f"split {split!r}; allowed: train, val, test")
     samples = getattr(splits, f"{split}_samples")
     if limit is not None:
         samples, batch_size = samples[:limit], limit
