@@ -5,6 +5,7 @@ alike; neither knows how Tune is driven.
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 from ray import tune
@@ -36,14 +37,13 @@ def init_ray(address: str | None = None, ship: tuple[str, ...] = ()) -> None:
     if address and "RAY_AUTH_MODE" not in os.environ and _token_available():
         # `ray start` turns token authentication on when the user has a token; a driver
         # joining the cluster does not, unless told. Ray reads the mode into its config
-        # when it is imported, so the config is read again.
+        # when it is imported, so the config is read again (in another Ray without that
+        # call, the variable alone must do).
         os.environ["RAY_AUTH_MODE"] = "token"
-        try:
+        with contextlib.suppress(ImportError, AttributeError):
             from ray._raylet import Config
 
             Config.initialize("")
-        except (ImportError, AttributeError):  # another Ray: the variable alone must do
-            pass
     try:
         ray.init(
             address=address,
@@ -67,10 +67,8 @@ def init_ray(address: str | None = None, ship: tuple[str, ...] = ()) -> None:
 
 def _token_available() -> bool:
     """Whether this user has a Ray authentication token (where Ray looks for one)."""
-    if os.environ.get("RAY_AUTH_TOKEN"):
-        return True
     path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.expanduser("~/.ray/auth_token")
-    return os.path.isfile(path)
+    return bool(os.environ.get("RAY_AUTH_TOKEN")) or os.path.isfile(path)
 
 
 def fit(

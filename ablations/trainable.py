@@ -84,33 +84,23 @@ def _train(job: TrialJob, sampled: dict, report: Callable, replicas: bool = Fals
     torch.set_num_threads(job.threads)
 
     class EventSender(Callback):
-        """The training loop's progress, as events to the driver."""
-
-        def __init__(self, env: dict, config):
-            self.env, self.config = env, config
-            self.mark = (time.monotonic(), 0)
+        """The training loop's progress, as events to the driver (`config` and `env` are
+        set below before training starts)."""
 
         def on_start(self, info: dict) -> None:
-            start = Start(
-                info["resumed_from"],
-                info["val_digest"],
-                info["train_size"],
-                self.env,
-                info["history"],
-                self.config.iterations,
-            )
             self.mark = (time.monotonic(), info["resumed_from"])
-            report(encode(start))
+            split = [info[k] for k in ("resumed_from", "val_digest", "train_size")]
+            report(encode(Start(*split, env, info["history"], config.iterations)))
 
         def on_step(self, iteration: int) -> None:
             # Replicas report at the same iterations on every replica (each report is a
             # barrier across them); one process reports every few seconds.
             now = time.monotonic()
             since, first = self.mark
-            every = max(1, (self.config.eval_every or 1) // 4)
+            every = max(1, (config.eval_every or 1) // 4)
             due = iteration % every == 0 if replicas else now - since >= PROGRESS_EVERY
             if due and iteration > first and now > since:
-                rate = (iteration - first) * self.config.batch_size / (now - since)
+                rate = (iteration - first) * config.batch_size / (now - since)
                 self.mark = (now, iteration)
                 report(encode(Progress(iteration, rate)))
 
@@ -131,7 +121,7 @@ def _train(job: TrialJob, sampled: dict, report: Callable, replicas: bool = Fals
     except Exception as err:  # noqa: BLE001 - deterministic: recorded, not retried
         return Final("failed", error=_reason(err))
     try:
-        result = train(config, EventSender(env, config), checkpoints, data)
+        result = train(config, EventSender(), checkpoints, data)
     except Exception as err:  # noqa: BLE001 - deterministic: recorded, not retried
         if replicas:
             raise  # the other replicas wait in a collective: Ray Train ends the group
