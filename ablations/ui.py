@@ -61,16 +61,10 @@ def serve(uri: str, port: int, experiment: str | None = None) -> int:
     cmd += ["--host", HOST, "--port", str(port)]
     address = f"http://{HOST}:{port}"
     where = f"{address}/#/experiments?{MODEL_TRAINING}"
+    held = f", which holds {len(studies)} studies ({', '.join(studies) or 'none yet'})"
     if experiment is not None:
-        where = experiment_url(address, studies[experiment]) or where
-        print(f"MLflow UI for {uri}: {where} (Ctrl-C stops it)", flush=True)
-    else:
-        names = ", ".join(studies) or "none yet"
-        print(
-            f"MLflow UI for {uri}, which holds {len(studies)} studies ({names}): {where} "
-            "(Ctrl-C stops it)",
-            flush=True,
-        )
+        where, held = experiment_url(address, studies[experiment]) or where, ""
+    print(f"MLflow UI for {uri}{held}: {where} (Ctrl-C stops it)", flush=True)
     proc = subprocess.Popen(cmd, start_new_session=True)
     try:
         return proc.wait()

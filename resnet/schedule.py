@@ -16,15 +16,11 @@ PAPER_WARMUP_TRAIN_ERROR = 0.80
 
 def parse_warmup(warmup: str | int) -> str | int:
     """`none`, `paper`, or a non-negative number of iterations (the 2016 paper uses 400)."""
-    if isinstance(warmup, int) and not isinstance(warmup, bool):
-        value = warmup
-    elif isinstance(warmup, str) and warmup in ("none", "paper"):
+    if warmup in ("none", "paper"):
         return warmup
-    elif isinstance(warmup, str) and warmup.isdigit():
-        value = int(warmup)
-    else:
+    if isinstance(warmup, bool) or not (isinstance(warmup, int) or str(warmup).isdigit()):
         raise ValueError(f"warmup: {warmup!r} is not none, paper or a number of iterations")
-    return "none" if value == 0 else value
+    return "none" if int(warmup) == 0 else int(warmup)
 
 
 class LRSchedule:
