@@ -11,12 +11,10 @@
 A mistake raises a typed error with a one-line message (ablations.errors.AblateError,
 resnet.errors.ResnetError) before anything is written, as the command says it.
 
-SIGTERM stops ablate the way Ctrl-C does, however it was started (`stop_on_sigterm`). A
-scheduler, `kill` or a script's `kill %1` sends SIGTERM. Forwarding it as SIGINT does not
-work for a background job of a non-interactive shell (`ablate run ... &` in a script): such
-a job starts with SIGINT ignored, so Python never installs its Ctrl-C handler. Instead the
-SIGTERM handler calls whatever handles SIGINT now (Ray Tune's graceful stop while trials
-run), or raises KeyboardInterrupt itself.
+SIGTERM (a scheduler, `kill`) stops ablate as Ctrl-C does (`stop_on_sigterm`): its handler
+calls whatever handles SIGINT now (Ray Tune's graceful stop while trials run), or raises
+KeyboardInterrupt. Forwarding SIGINT would not do: a background job of a non-interactive
+shell (`ablate run ... &` in a script) starts with SIGINT ignored.
 """
 
 from __future__ import annotations

@@ -1,16 +1,12 @@
-"""Where a study keeps its files in Ray's storage, and which checkpoint a trial resumes from.
-
-Ray's storage (`--storage`) is a local folder or a bucket URI every node reaches; pyarrow
-reads both. One study owns one folder of it:
+"""Where a study keeps its files in Ray's storage (`--storage`: a folder or a bucket URI
+every node reaches; pyarrow reads both), and which checkpoint a trial resumes from:
 
     STORAGE/STUDY/checkpoints/TRIAL/RUN/iteration-000000040/{state.pt, meta.json}
-    STORAGE/STUDY/tune-YYYYmmdd-HHMMSS/...     Ray Tune's own files, one folder per run
+    STORAGE/STUDY/seeds-YYYYmmdd-HHMMSS/...    Ray Tune's own files (and tuning-...)
 
 TRIAL is the trial key as a folder name, RUN its MLflow run id. meta.json is written after
-state.pt, so a checkpoint folder with a readable meta.json is whole. The resume rule
-(docs/design.md): whenever a trial starts (its first attempt, Ray's retry after a worker
-died, or a later `ablate run`), it resumes from the newest whole checkpoint of its own key
-and run that loads, falling back to older ones; nothing else is consulted.
+state.pt, so a folder with a readable meta.json is whole. The resume rule (docs/design.md):
+a trial resumes from the newest whole checkpoint of its own key and run that loads.
 """
 
 from __future__ import annotations

@@ -179,14 +179,13 @@ class Tracker:
 
 class TuningTracker(Tracker):
     """The tuning phase's writer: a child run (role `tune`) is made when Tune starts a
-    trial, since only then are its sampled values known. Keeps, per tuning trial that
-    ended training, its sampled values, validation error and run id."""
+    trial, when its sampled values are known; `ended` keeps (values, val error, run id)."""
 
     def __init__(self, store: Store, study: StudyIds, arm: str, first: int, base: dict, code: dict):
         super().__init__(store, {}, {})
         self.study, self.arm, self.next, self.base, self.code = study, arm, first, base, code
         self.sampled: dict[str, dict] = {}
-        self.ended: list[tuple[dict, float, str]] = []  # (values, val error, run id)
+        self.ended: list[tuple[dict, float, str]] = []
 
     def name(self, hint: str) -> str:
         key = f"{self.arm} tune={self.next}"

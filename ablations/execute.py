@@ -81,12 +81,10 @@ def fit(
     samples: int = 0,
     address: str | None = None,
 ) -> bool:
-    """Run the jobs (a grid, or `samples` draws of `searcher`, e.g. Ray's OptunaSearch,
-    around `jobs[0]`) as one Tune run of `phase` in the study's folder of Ray's storage,
-    and relay their events to the tracker (ablations/events.py, which names the trials)
-    and the progress view, if any. Returns when all ended (True) or when Ctrl-C or SIGTERM
-    stopped them (False; Tune ends the trials, whose checkpoints are kept); the tracker is
-    closed and the view finished either way."""
+    """Run the jobs (a grid, or `samples` draws of `searcher` around `jobs[0]`) as one Tune
+    run of `phase`, relaying their events to the tracker (which names the trials) and the
+    view; True when all ended, False when Ctrl-C or SIGTERM stopped them (Tune ends the
+    trials, whose checkpoints are kept)."""
     listeners = [tracker] if view is None else [tracker, view.__enter__()]
     try:
         return _fit(jobs, phase, placement, listeners, searcher, samples, address)

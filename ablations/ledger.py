@@ -1,8 +1,6 @@
 """The study as the store holds it, read once per round into typed trial states: which trials
-exist, how each ended, how far its evaluations are logged, and, given Ray's storage, which
-checkpoints an unfinished one would resume from. The runner, tuning, the seed rounds, the
-summary and `ablate show` all read this instead of searching the store again; `ablate rm`
-reads it to say what it will remove."""
+exist, how each ended, how far it is logged and, given Ray's storage, which checkpoints it
+would resume from. The runner, `ablate show` and `ablate rm` read this, not the store."""
 
 from __future__ import annotations
 

@@ -240,9 +240,8 @@ def _complexity(config: TrainConfig, data: dict) -> dict[str, int]:
 
 
 def _resolved(config: TrainConfig, data: dict, where: str) -> TrainConfig:
-    """The config with what the data set decides filled in (the validation split, one
-    evaluation per pass), checked: the model builds with the data set's classes and
-    channels, a batch fits in the training split, the validation split fits."""
+    """The config with what the data decides (validation split, one evaluation per pass),
+    checked: the model builds for the data, the splits and a batch fit."""
     try:
         _complexity(config, data)
     except ResnetError as err:

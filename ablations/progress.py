@@ -55,10 +55,8 @@ class TrainProgress(Callback):
 
 
 class StudyView:
-    """Per trial: status, iteration/total, train and val error at the last evaluation,
-    images/s and time left (from the trial's progress between evaluations); the study's
-    ETA. On a terminal a live table, otherwise one line per trial that starts, resumes or
-    ends."""
+    """Per trial: status, progress, last errors, images/s and time left; the study's ETA.
+    On a terminal a live table, otherwise a line per trial that starts, resumes or ends."""
 
     COLUMNS = ("trial", "status", "iteration", "train err", "val err", "img/s", "left", "note")
 

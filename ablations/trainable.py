@@ -1,16 +1,10 @@
-"""One trial in Ray: train its job with resnet.train, tell the driver what happens through
-typed events (ablations/events.py), keep its checkpoints in Ray's storage
-(ablations/checkpoints.py).
-
-A trial of one replica trains in the Tune trial's own process. A trial of several is a
-data-parallel group that Ray Train starts from inside the Tune trial (TorchTrainer: gloo
-on CPUs, NCCL on GPUs); every replica sends the same events at the same points, Ray
-Train passes the first replica's on to Tune, and only the first replica writes
-checkpoints. A replica that dies restarts the group, which resumes from the newest
-checkpoint (Ray Train's failure handling).
-
-A deterministic error (bad data, an impossible setting, a full disk) ends the trial as
-failed, with its reason, and is not retried: Ray's retries are for workers that died.
+"""One trial in Ray: train its job with resnet.train, send the driver typed events, keep
+its checkpoints in Ray's storage. A trial of several replicas is a data-parallel group
+that Ray Train starts from inside the Tune trial (gloo on CPUs, NCCL on GPUs): every
+replica sends the same events, Ray Train passes the first one's to Tune, only the first
+writes checkpoints, and a replica that dies restarts the group from the newest one.
+A deterministic error (bad data, an impossible setting, a full disk) fails the trial with
+its reason and is not retried: Ray's retries are for workers that died.
 """
 
 from __future__ import annotations
