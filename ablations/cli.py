@@ -347,17 +347,13 @@ def build_parser(model: str | None = None) -> argparse.ArgumentParser:
 def _is_user_error(err: BaseException) -> bool:
     """A typed error of one of our packages (a user's mistake, not a bug). A package not
     yet imported cannot have raised, so nothing is imported to decide."""
-    if isinstance(err, UsageError):
-        return True
-    for module, name in (
-        ("ablations.errors", "AblateError"),
-        ("resnet.errors", "ResnetError"),
-        ("reports.errors", "ReportError"),
-    ):
-        loaded = sys.modules.get(module)
-        if loaded is not None and isinstance(err, getattr(loaded, name)):
-            return True
-    return False
+    ours = {
+        "ablations.errors": "AblateError",
+        "resnet.errors": "ResnetError",
+        "reports.errors": "ReportError",
+    }
+    typed = [getattr(sys.modules[m], name) for m, name in ours.items() if m in sys.modules]
+    return isinstance(err, (UsageError, *typed))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -61,11 +61,9 @@ class Ledger:
 
     def errors(self, split: str = "test") -> dict[str, list[float]]:
         """Per arm, the final error (points) of each finished trial."""
-        out: dict[str, list[float]] = {}
+        out: dict[str, list[float]] = {state.arm: [] for state in self.trials.values()}
         for state in self.trials.values():
-            value = state.error_pct(split)
-            out.setdefault(state.arm, [])
-            if value is not None:
+            if (value := state.error_pct(split)) is not None:
                 out[state.arm].append(value)
         return out
 
