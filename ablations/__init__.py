@@ -45,13 +45,8 @@ def run(study, *, progress: bool = False, **flags: Any):
     return run_study(plan, RunOptions(progress=progress, **where))
 
 
-def report(
-    study: str,
-    preset: str | None = None,
-    tracking_uri: str | None = None,
-    out: str | Path | None = None,
-    mlflow_ui_url: str | None = None,
-) -> Path:
+def report(study: str, preset: str | None = None, tracking_uri: str | None = None,
+           out: str | Path | None = None, mlflow_ui_url: str | None = None) -> Path:  # fmt: skip
     """Write a study's HTML report (as `ablate report`); returns the page's path."""
     from ablations.store import probe, resolve_uri
     from ablations.study import experiment_name

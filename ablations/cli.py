@@ -17,6 +17,7 @@ stderr, nothing ran or was written); 3 done, but an arm missed the --target-ci p
 130 interrupted (run the same command again to resume).
 """
 
+# Over 300 lines: each command is implemented here, `ablate ui`'s MLflow server included.
 from __future__ import annotations
 
 import argparse
@@ -24,12 +25,16 @@ import dataclasses
 import json
 import logging
 import os
+import signal
+import socket
 import sys
+import time
 from collections import Counter
 
 import ablations
 
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_TARGET_MISSED, EXIT_INTERRUPTED = 1, 2, 3, 130
+UI_HOST = "127.0.0.1"
 
 
 class UsageError(Exception):
@@ -250,12 +255,86 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from ablations.store import resolve_uri
+    """The MLflow UI on the study store, on 127.0.0.1, until interrupted. The URL printed
+    opens the study (or the list of studies) in MLflow's model-training view: MLflow 3
+    opens experiments in its GenAI view (traces, token costs) unless the link asks
+    otherwise. The server (MLflow starts several worker processes) runs in its own process
+    group, so Ctrl-C or SIGTERM stops all of it."""
+    import subprocess
+
+    from ablations.errors import AblateError
+    from ablations.store import existing, resolve_uri
     from ablations.study import experiment_name
-    from ablations.ui import serve
+    from reports.html import MODEL_TRAINING, experiment_url
 
     experiment = experiment_name(args.study, args.preset) if args.study else None
-    return serve(resolve_uri(args.tracking_uri), args.port, experiment)
+    uri, port = resolve_uri(args.tracking_uri), args.port
+    store = existing(uri)
+    if store is None:
+        raise AblateError(
+            f"no MLflow store at {uri.removeprefix('sqlite:///')}; run a study in this "
+            "folder first, or give the store with --tracking-uri"
+        )
+    # The ablate studies in the store: name -> experiment id.
+    client = store.client
+    runs = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()] or ["0"],
+        "tags.`ablate.role` = 'parent'",
+        max_results=1000,
+    )
+    studies = {r.data.tags["ablate.study"]: r.info.experiment_id for r in runs}
+    if experiment is not None and experiment not in studies:
+        there = ", ".join(studies) or "none"
+        raise AblateError(f"no study {experiment} in the store {uri}; studies there: {there}")
+    if not 0 < port < 65536:
+        raise AblateError(f"--port {port}: use a TCP port number, 1-65535")
+    if not _port_free(port):
+        raise AblateError(
+            f"port {port} on {UI_HOST} is in use (another `ablate ui` or server?); "
+            "stop it or choose another with --port"
+        )
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri]
+    cmd += ["--host", UI_HOST, "--port", str(port)]
+    address = f"http://{UI_HOST}:{port}"
+    where = f"{address}/#/experiments?{MODEL_TRAINING}"
+    held = f", which holds {len(studies)} studies ({', '.join(studies) or 'none yet'})"
+    if experiment is not None:
+        where, held = experiment_url(address, studies[experiment]) or where, ""
+    print(f"MLflow UI for {uri}{held}: {where} (Ctrl-C stops it)", flush=True)
+    proc = subprocess.Popen(cmd, start_new_session=True)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    finally:
+        _stop(proc)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((UI_HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def _stop(proc, grace: float = 10.0) -> None:
+    """SIGTERM to the server's whole process group, SIGKILL to what is left after `grace`."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                proc.poll()
+                return
+            proc.poll()
+            time.sleep(0.1)
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
@@ -358,8 +437,6 @@ def _is_user_error(err: BaseException) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
-    import signal
-
     previous = signal.getsignal(signal.SIGTERM)
     ablations.stop_on_sigterm()
     # MLflow and alembic announce schema work at INFO; the progress view says enough.
