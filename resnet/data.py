@@ -52,11 +52,6 @@ def _cifar_class(name: str):
     return CIFAR10 if name == "cifar10" else CIFAR100
 
 
-def _cifar_files(name: str, data_dir: Path) -> list[Path]:
-    folder, train, test = _CIFAR_FILES[name]
-    return [data_dir / folder / f for f in (*train, *test)]
-
-
 def _cifar_missing(name: str, data_dir: Path, reason: str = "") -> DataError:
     why = f" and could not be downloaded ({reason})" if reason else ""
     return DataError(
@@ -73,8 +68,9 @@ def dataset_info(name: str, data_dir: str | Path = "./data") -> dict:
     data_dir = Path(data_dir).expanduser().resolve()
     # in_channels is 3 throughout: every image is converted to RGB, as ImageFolder does.
     if name in _CIFAR_FILES:
-        present = all(p.is_file() for p in _cifar_files(name, data_dir))
-        folder = str(data_dir / _CIFAR_FILES[name][0])
+        folder, train_files, test_files = _CIFAR_FILES[name]
+        present = all((data_dir / folder / f).is_file() for f in (*train_files, *test_files))
+        folder = str(data_dir / folder)
         info = (10 if name == "cifar10" else 100, 3, 32, _CIFAR_TRAIN_IMAGES, present, folder)
     elif name == "digits":
         train = _DIGITS_IMAGES - _DIGITS_TEST_SIZE

@@ -26,6 +26,8 @@ def parse_warmup(warmup: str | int) -> str | int:
 class LRSchedule:
     """The learning rate at each iteration, and the trace of every change."""
 
+    STATE = ("warmup_done", "plateau_scale", "best_val", "bad_evals")  # besides the trace
+
     def __init__(
         self,
         lr: float,
@@ -96,18 +98,12 @@ class LRSchedule:
         return {"iteration": its, "lr": lrs}
 
     def state_dict(self) -> dict:
-        return {
-            "warmup_done": self.warmup_done,
-            "plateau_scale": self.plateau_scale,
-            "best_val": self.best_val,
-            "bad_evals": self.bad_evals,
-            "trace_iterations": [i for i, _ in self.trace],
-            "trace_lrs": [v for _, v in self.trace],
-        }
+        state = {key: getattr(self, key) for key in self.STATE}
+        state["trace_iterations"] = [i for i, _ in self.trace]
+        state["trace_lrs"] = [v for _, v in self.trace]
+        return state
 
     def load_state_dict(self, state: dict) -> None:
-        self.warmup_done = bool(state["warmup_done"])
-        self.plateau_scale = float(state["plateau_scale"])
-        self.best_val = float(state["best_val"])
-        self.bad_evals = int(state["bad_evals"])
+        for key in self.STATE:
+            setattr(self, key, state[key])
         self.trace = list(zip(state["trace_iterations"], state["trace_lrs"], strict=True))
