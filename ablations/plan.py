@@ -391,12 +391,9 @@ def _replication(request: Request, seeds: list[int]) -> Replication | None:
 
 def describe_changes(old: dict, new: dict) -> str:
     """What differs between two study definitions (Plan.definition()), in a few words."""
-    diffs = []
     old_arms, new_arms = old.get("arms", {}), new["arms"]
-    for arm in sorted(set(old_arms) - set(new_arms)):
-        diffs.append(f"arm {arm} removed")
-    for arm in sorted(set(new_arms) - set(old_arms)):
-        diffs.append(f"arm {arm} added")
+    diffs = [f"arm {arm} removed" for arm in sorted(set(old_arms) - set(new_arms))]
+    diffs += [f"arm {arm} added" for arm in sorted(set(new_arms) - set(old_arms))]
     for arm in sorted(set(old_arms) & set(new_arms)):
         for key in sorted(set(old_arms[arm]) | set(new_arms[arm])):
             a, b = old_arms[arm].get(key), new_arms[arm].get(key)
