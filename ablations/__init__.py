@@ -10,10 +10,17 @@
 
 A mistake raises a typed error with a one-line message (ablations.errors.AblateError,
 resnet.errors.ResnetError) before anything is written, as the command says it.
+
+SIGTERM (a scheduler, `kill`) stops ablate as Ctrl-C does (`stop_on_sigterm`): its handler
+calls whatever handles SIGINT now (Ray Tune's graceful stop while trials run), or raises
+KeyboardInterrupt. Forwarding SIGINT would not do: a background job of a non-interactive
+shell (`ablate run ... &` in a script) starts with SIGINT ignored.
 """
 
 from __future__ import annotations
 
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +46,7 @@ def run(study, *, progress: bool = False, **flags: Any):
 
 
 def report(study: str, preset: str | None = None, tracking_uri: str | None = None,
-           out: str | Path | None = None) -> Path:  # fmt: skip
+           out: str | Path | None = None, mlflow_ui_url: str | None = None) -> Path:  # fmt: skip
     """Write a study's HTML report (as `ablate report`); returns the page's path."""
     from ablations.store import probe, resolve_uri
     from ablations.study import experiment_name
@@ -48,4 +55,19 @@ def report(study: str, preset: str | None = None, tracking_uri: str | None = Non
     name = experiment_name(study, preset)
     uri = resolve_uri(tracking_uri)
     probe(uri)
-    return build_report(name, uri, out or f"ablate-reports/{name}")
+    return build_report(name, uri, out or f"ablate-reports/{name}", mlflow_ui_url=mlflow_ui_url)
+
+
+def _on_sigterm(signum, frame) -> None:
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler) and handler is not _on_sigterm:
+        handler(signal.SIGINT, frame)
+    else:
+        raise KeyboardInterrupt
+
+
+def stop_on_sigterm() -> None:
+    """Install the handler (only the main thread may); again after anything that replaced
+    it (ray.init installs its own)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)

@@ -1,20 +1,17 @@
-"""Where a study keeps its files in Ray's storage, and which checkpoint a trial resumes from.
-
-Ray's storage (`--storage`) is a local folder or a bucket URI every node reaches; pyarrow
-reads both. One study owns one folder of it:
+"""Where a study keeps its files in Ray's storage (`--storage`: a folder or a bucket URI
+every node reaches; pyarrow reads both), and which checkpoint a trial resumes from:
 
     STORAGE/STUDY/checkpoints/TRIAL/RUN/iteration-000000040/{state.pt, meta.json}
-    STORAGE/STUDY/tune-YYYYmmdd-HHMMSS/...     Ray Tune's own files, one folder per run
+    STORAGE/STUDY/seeds-YYYYmmdd-HHMMSS/...    Ray Tune's own files (and tuning-...)
 
 TRIAL is the trial key as a folder name, RUN its MLflow run id. meta.json is written after
-state.pt, so a checkpoint folder with a readable meta.json is whole. The resume rule
-(docs/design.md): whenever a trial starts (its first attempt, Ray's retry after a worker
-died, or a later `ablate run`), it resumes from the newest whole checkpoint of its own key
-and run that loads, falling back to older ones; nothing else is consulted.
+state.pt, so a folder with a readable meta.json is whole. The resume rule (docs/design.md):
+a trial resumes from the newest whole checkpoint of its own key and run that loads.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -67,10 +64,12 @@ def trial_folder(key: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]+", "_", key)[:80]
 
 
-def _filesystem(storage: str):
+def _study_folder(storage: str, study: str) -> tuple:
+    """The storage's filesystem, and the study's folder in it."""
     import pyarrow.fs
 
-    return pyarrow.fs.FileSystem.from_uri(storage)
+    fs, root = pyarrow.fs.FileSystem.from_uri(storage)
+    return fs, f"{root.rstrip('/')}/{study}"
 
 
 class TrialCheckpoints:
@@ -79,8 +78,8 @@ class TrialCheckpoints:
 
     def __init__(self, storage: str, study: str, key: str, run: str):
         self.storage, self.key, self.run = storage, key, run
-        self.fs, root = _filesystem(storage)
-        self.folder = f"{root.rstrip('/')}/{study}/checkpoints/{trial_folder(key)}/{run}"
+        self.fs, folder = _study_folder(storage, study)
+        self.folder = f"{folder}/checkpoints/{trial_folder(key)}/{run}"
 
     def found(self) -> list[tuple[int, str]]:
         """(iteration, folder) of the whole checkpoints, newest first."""
@@ -146,31 +145,30 @@ class TrialCheckpoints:
             with self.fs.open_output_stream(f"{folder}/{META_FILE}") as f:
                 f.write(json.dumps(meta).encode())
         except OSError as err:
-            _remove(self.fs, folder)
+            with contextlib.suppress(OSError):  # a stale folder costs only space
+                self.fs.delete_dir(folder)
             detail = " ".join((err.strerror or str(err)).split())
             raise OSError(
                 f"could not write the checkpoint at iteration {iteration} to {self.storage} "
                 f"({detail}); the previous checkpoint is intact"
             ) from err
         for _, old in self.found()[KEEP:]:
-            _remove(self.fs, old)
+            with contextlib.suppress(OSError):  # already gone, or the storage refuses
+                self.fs.delete_dir(old)
         return folder
 
 
-def _remove(fs, path: str) -> None:
-    try:
-        fs.delete_dir(path)
-    except OSError:
-        pass  # already gone, or the storage refuses: a stale folder costs only space
+def has_study(storage: str, study: str) -> bool:
+    import pyarrow.fs
+
+    fs, folder = _study_folder(storage, study)
+    return fs.get_file_info(folder).type == pyarrow.fs.FileType.Directory
 
 
 def remove_study(storage: str, study: str) -> str | None:
     """Delete the study's folder in the storage; returns what was deleted, or None."""
-    import pyarrow.fs
-
-    fs, root = _filesystem(storage)
-    folder = f"{root.rstrip('/')}/{study}"
-    if fs.get_file_info(folder).type != pyarrow.fs.FileType.Directory:
+    if not has_study(storage, study):
         return None
+    fs, folder = _study_folder(storage, study)
     fs.delete_dir(folder)
     return folder

@@ -17,6 +17,7 @@ stderr, nothing ran or was written); 3 done, but an arm missed the --target-ci p
 130 interrupted (run the same command again to resume).
 """
 
+# Over 300 lines: each command is implemented here, `ablate ui`'s MLflow server included.
 from __future__ import annotations
 
 import argparse
@@ -24,9 +25,16 @@ import dataclasses
 import json
 import logging
 import os
+import signal
+import socket
 import sys
+import time
+from collections import Counter
+
+import ablations
 
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_TARGET_MISSED, EXIT_INTERRUPTED = 1, 2, 3, 130
+UI_HOST = "127.0.0.1"
 
 
 class UsageError(Exception):
@@ -62,13 +70,8 @@ def _setting_flags(p: argparse.ArgumentParser, settings: list) -> None:
             continue
         flag = "--" + s.name.replace("_", "-")
         default = "" if s.default is None else f" (default {s.default})"
-        help_text = _help(s.describe() + default)
-        if s.type is bool:
-            p.add_argument(
-                flag, action=argparse.BooleanOptionalAction, default=None, help=help_text
-            )
-        else:
-            p.add_argument(flag, type=s.type, default=None, help=help_text)
+        kind = {"action": argparse.BooleanOptionalAction} if s.type is bool else {"type": s.type}
+        p.add_argument(flag, default=None, help=_help(s.describe() + default), **kind)
 
 
 def _settings_from(owner: type, args: argparse.Namespace, settings: list, **overrides):
@@ -88,22 +91,17 @@ def _train_settings(model: str) -> list:
 
 def _model_in(argv: list[str]) -> str | None:
     """The --model an `ablate train` command line names (its flags depend on it)."""
-    for i, arg in enumerate(argv):
-        if arg == "--model" and i + 1 < len(argv):
-            return argv[i + 1]
-        if arg.startswith("--model="):
-            return arg.split("=", 1)[1]
-    return None
+    pre = _Parser(add_help=False)
+    pre.add_argument("--model")
+    return pre.parse_known_args(argv)[0].model
 
 
-def _request_flags(p: argparse.ArgumentParser, command: str) -> None:
-    """The flags of `show` or `run`, from the fields of ablations.plan.Request."""
+def _request_flags(p: argparse.ArgumentParser) -> None:
+    """The flags of `show` and `run`, from the fields of ablations.plan.Request."""
     from ablations.plan import Request
 
     for f in dataclasses.fields(Request):
         meta = f.metadata
-        if command not in meta["commands"]:
-            continue
         if f.name == "study":
             p.add_argument("study", help=meta["help"])
             continue
@@ -120,10 +118,7 @@ def _request(args: argparse.Namespace):
 
 def _study_flags(p: argparse.ArgumentParser, study_help: str, optional: bool = False) -> None:
     """The study and where its records are, for report, ui and rm."""
-    if optional:
-        p.add_argument("study", nargs="?", default=None, help=study_help)
-    else:
-        p.add_argument("study", help=study_help)
+    p.add_argument("study", nargs="?" if optional else None, help=study_help)
     p.add_argument("--preset", default=None, help="a preset of the study, e.g. smoke")
     p.add_argument(
         "--tracking-uri",
@@ -178,10 +173,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     with TrainProgress(config.iterations) as progress:
         result = train(config, progress, checkpoints=args.checkpoint_dir, data=data)
     summary = result.summary()
-    if args.json:
-        print(json.dumps(summary))
-    else:
-        print(" ".join(f"{k}={v}" for k, v in summary.items()))
+    print(json.dumps(summary) if args.json else " ".join(f"{k}={v}" for k, v in summary.items()))
     return 0
 
 
@@ -228,9 +220,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     plan = make_plan(request)
     options = RunOptions(request.tracking_uri, request.storage, not args.quiet, request.address)
     summary = run_study(plan, options)
-    counts: dict[str, int] = {}
-    for status in summary.statuses.values():
-        counts[status] = counts.get(status, 0) + 1
+    counts = Counter(summary.statuses.values())
     if summary.not_started:
         counts["not started"] = len(summary.not_started)
     ran = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing to run"
@@ -250,41 +240,105 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"seeds (target +-{summary.target_ci:g}, --max-seeds reached){needed}"
         )
     if args.report:
-        _report(summary.experiment, request.tracking_uri, None, None)
+        print(f"report: {ablations.report(summary.experiment, tracking_uri=request.tracking_uri)}")
     if summary.failed:
         return EXIT_FAILED
     return EXIT_TARGET_MISSED if summary.missed else 0
 
 
-def _report(name: str, tracking_uri: str | None, out: str | None, ui_url: str | None) -> None:
-    from ablations.store import probe, resolve_uri
-    from reports import build_report
-
-    uri = resolve_uri(tracking_uri)
-    probe(uri)
-    path = build_report(name, uri, out or f"ablate-reports/{name}", mlflow_ui_url=ui_url)
-    print(f"report: {path}")
-
-
 def cmd_report(args: argparse.Namespace) -> int:
-    from ablations.study import experiment_name
-
-    name = experiment_name(args.study, args.preset)
-    _report(name, args.tracking_uri, args.out, args.mlflow_ui_url)
+    path = ablations.report(
+        args.study, args.preset, args.tracking_uri, args.out, args.mlflow_ui_url
+    )
+    print(f"report: {path}")
     return 0
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from ablations.store import resolve_uri
+    """The MLflow UI on the study store, on 127.0.0.1, until interrupted. The URL printed
+    opens the study (or the list of studies) in MLflow's model-training view: MLflow 3
+    opens experiments in its GenAI view (traces, token costs) unless the link asks
+    otherwise. The server (MLflow starts several worker processes) runs in its own process
+    group, so Ctrl-C or SIGTERM stops all of it."""
+    import subprocess
+
+    from ablations.errors import AblateError
+    from ablations.store import existing, resolve_uri
     from ablations.study import experiment_name
-    from ablations.ui import serve
+    from reports.html import MODEL_TRAINING, experiment_url
 
     experiment = experiment_name(args.study, args.preset) if args.study else None
-    return serve(resolve_uri(args.tracking_uri), args.port, experiment)
+    uri, port = resolve_uri(args.tracking_uri), args.port
+    store = existing(uri)
+    if store is None:
+        raise AblateError(
+            f"no MLflow store at {uri.removeprefix('sqlite:///')}; run a study in this "
+            "folder first, or give the store with --tracking-uri"
+        )
+    # The ablate studies in the store: name -> experiment id.
+    client = store.client
+    runs = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()] or ["0"],
+        "tags.`ablate.role` = 'parent'",
+        max_results=1000,
+    )
+    studies = {r.data.tags["ablate.study"]: r.info.experiment_id for r in runs}
+    if experiment is not None and experiment not in studies:
+        there = ", ".join(studies) or "none"
+        raise AblateError(f"no study {experiment} in the store {uri}; studies there: {there}")
+    if not 0 < port < 65536:
+        raise AblateError(f"--port {port}: use a TCP port number, 1-65535")
+    if not _port_free(port):
+        raise AblateError(
+            f"port {port} on {UI_HOST} is in use (another `ablate ui` or server?); "
+            "stop it or choose another with --port"
+        )
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri]
+    cmd += ["--host", UI_HOST, "--port", str(port)]
+    address = f"http://{UI_HOST}:{port}"
+    where = f"{address}/#/experiments?{MODEL_TRAINING}"
+    held = f", which holds {len(studies)} studies ({', '.join(studies) or 'none yet'})"
+    if experiment is not None:
+        where, held = experiment_url(address, studies[experiment]) or where, ""
+    print(f"MLflow UI for {uri}{held}: {where} (Ctrl-C stops it)", flush=True)
+    proc = subprocess.Popen(cmd, start_new_session=True)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    finally:
+        _stop(proc)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((UI_HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def _stop(proc, grace: float = 10.0) -> None:
+    """SIGTERM to the server's whole process group, SIGKILL to what is left after `grace`."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                proc.poll()
+                return
+            proc.poll()
+            time.sleep(0.1)
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
-    from ablations.remove import plan_removal
+    from ablations.ledger import plan_removal
 
     removal = plan_removal(args.study, args.preset, args.tracking_uri, args.storage)
     print(removal.describe())
@@ -323,7 +377,7 @@ def build_parser(model: str | None = None) -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("show", help="a study's resolved plan, placement and time, unrun")
-    _request_flags(p, "show")
+    _request_flags(p)
     p.add_argument(
         "--effect",
         type=float,
@@ -334,7 +388,7 @@ def build_parser(model: str | None = None) -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_show)
 
     p = sub.add_parser("run", help="run a study (resumes: finished trials are skipped)")
-    _request_flags(p, "run")
+    _request_flags(p)
     p.add_argument("--quiet", action="store_true", help="no live progress view")
     p.add_argument("--report", action="store_true", help="write the report when done")
     p.set_defaults(func=cmd_run)
@@ -372,27 +426,19 @@ def build_parser(model: str | None = None) -> argparse.ArgumentParser:
 def _is_user_error(err: BaseException) -> bool:
     """A typed error of one of our packages (a user's mistake, not a bug). A package not
     yet imported cannot have raised, so nothing is imported to decide."""
-    if isinstance(err, UsageError):
-        return True
-    for module, name in (
-        ("ablations.errors", "AblateError"),
-        ("resnet.errors", "ResnetError"),
-        ("reports.errors", "ReportError"),
-    ):
-        loaded = sys.modules.get(module)
-        if loaded is not None and isinstance(err, getattr(loaded, name)):
-            return True
-    return False
+    ours = {
+        "ablations.errors": "AblateError",
+        "resnet.errors": "ResnetError",
+        "reports.errors": "ReportError",
+    }
+    typed = [getattr(sys.modules[m], name) for m, name in ours.items() if m in sys.modules]
+    return isinstance(err, (UsageError, *typed))
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
-    import signal
-
-    from ablations.signals import stop_on_sigterm
-
     previous = signal.getsignal(signal.SIGTERM)
-    stop_on_sigterm()
+    ablations.stop_on_sigterm()
     # MLflow and alembic announce schema work at INFO; the progress view says enough.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     # A progress bar per artifact read would bury the one line an error promises.

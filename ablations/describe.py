@@ -1,27 +1,19 @@
 """What `ablate list` and `ablate show` print: studies, plans, placement and an estimate of
-the time, with no training. `list` reads study files only (no torch), so it answers at once.
-"""
+the time. `list` reads study files only (no torch), so it answers at once."""
 
 from __future__ import annotations
 
 import math
 import time
-from pathlib import Path
 
 from ablations import study as studies
 from ablations.ledger import Ledger
-from ablations.plan import Plan
+from ablations.plan import Plan, with_preset
 
 
 def _trial_count(study: studies.Study, preset: str | None) -> int:
-    chosen = study
-    if preset is not None:
-        p = study.presets[preset]
-        scientific = {**study.scientific, **(p.scientific or {})}
-        seeds = p.seeds or study.seeds
-    else:
-        scientific, seeds = chosen.scientific, chosen.seeds
-    return math.prod(len(levels) for levels in scientific.values()) * len(seeds)
+    chosen = with_preset(study, study.name, preset)
+    return math.prod(len(levels) for levels in chosen.scientific.values()) * len(chosen.seeds)
 
 
 def list_studies() -> list[dict]:
@@ -42,32 +34,29 @@ def list_studies() -> list[dict]:
 
 
 def stored(plan: Plan, tracking_uri: str | None, storage: str | None) -> Ledger:
-    """What the store already holds of the study (an empty ledger when nothing), read
-    only: a store that does not exist is not created. A store holding another study of
-    this name is refused, as `run` would refuse it."""
+    """What the store already holds of the study, read only; a store holding another
+    study of this name is refused, as `run` would refuse it."""
     from ablations import ledger
     from ablations.checkpoints import storage_uri
-    from ablations.store import Store, check_store, resolve_uri
+    from ablations.store import existing, probe, resolve_uri
 
     uri = resolve_uri(tracking_uri)
-    check_store(plan, uri)
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+    probe(uri)
+    store = existing(uri)
+    if store is None:
         return ledger.Ledger()
-    store = Store(uri)
+    store.check_study(plan)
     found = store.find_study(plan.experiment)
     return ledger.read(store, found, storage_uri(storage)) if found else ledger.Ledger()
 
 
 def describe(plan: Plan, ledger: Ledger) -> dict:
-    """Every trial with its settings, params and MACs, what the store holds of it, the
-    placement, and the compute: training costs about 3x the forward multiply-accumulates
-    (forward + backward)."""
+    """Every trial with its settings, size and what the store holds of it, the placement,
+    and the compute: training costs about 3x the forward MACs (forward + backward)."""
     rows = []
-    total_macs = 0.0
     for trial in plan.trials:
         params = plan.params(trial)
         train_macs = 3 * params["macs"] * trial.config.batch_size * trial.config.iterations
-        total_macs += train_macs
         rows.append(
             {
                 "trial": trial.key,
@@ -94,7 +83,7 @@ def describe(plan: Plan, ledger: Ledger) -> dict:
         "nuisance": plan.nuisance.model_dump() if plan.nuisance else None,
         "placement": plan.placement.describe(),
         "at_once": plan.placement.at_once,
-        "total_training_macs": total_macs,
+        "total_training_macs": sum(r["training_macs"] for r in rows),
     }
 
 
@@ -108,9 +97,8 @@ def _stored_state(state) -> str:
 
 
 def estimate(plan: Plan, view: dict, ledger: Ledger) -> dict:
-    """Seconds per trial and for the study, from past runs of its arms in the store when
-    there are any, else from a two-step measurement on this machine scaled by each
-    trial's multiply-accumulates. Training steps only: evaluations add a little."""
+    """Seconds per trial and for the study: from past runs of its arms in the store, else
+    a short measurement here scaled by MACs. Training steps only (evaluations add a little)."""
     past = ledger.seconds_per_iteration()
     rate, basis = None, []
     per_trial = {}
@@ -139,10 +127,9 @@ def estimate(plan: Plan, view: dict, ledger: Ledger) -> dict:
 
 
 def _measure(plan: Plan, view: dict) -> dict | None:
-    """Multiply-accumulates per second of training on the device the trials will use,
-    from two timed forward and backward passes of the study's smallest model (after one
-    warm-up pass). No optimizer: building one loads torch's compiler stack (over a
-    second), and its step is a small part of a step's cost."""
+    """MACs per second of training on the trials' device: two timed forward and backward
+    passes of the smallest model after a warm-up. No optimizer: building one loads
+    torch's compiler stack (over a second), and its step is a small part of the cost."""
     import torch
     from torch import nn
 
@@ -221,13 +208,9 @@ def render(view: dict) -> str:
     )
     lines.append(f"runs {view['placement']}")
     est = view["estimate"]
-    if est.get("total_s") is not None:
-        lines.append(f"time: about {duration(est['total_s'])} ({est['basis']})")
-    else:
-        lines.append(f"time: no estimate ({est['basis']})")
-    for key in ("seed_plan", "target_plan"):
-        if key in view:
-            lines.append(view[key]["text"])
+    when = "no estimate" if est.get("total_s") is None else f"about {duration(est['total_s'])}"
+    lines.append(f"time: {when} ({est['basis']})")
+    lines += [view[key]["text"] for key in ("seed_plan", "target_plan") if key in view]
     return "\n".join(lines)
 
 
@@ -245,8 +228,7 @@ def _spread(ledger: Ledger) -> tuple[float, str, bool]:
 
 def seed_plan(ledger: Ledger, effect: float) -> dict:
     """Seeds per arm to detect a difference of `effect` points (two-sided alpha 0.05,
-    power 0.8), with the seed-to-seed spread measured in the store when the study has
-    finished seeds there, else a stated prior."""
+    power 0.8), at the spread measured in the store, else a stated prior."""
     from reports import stats
 
     sd, basis, measured = _spread(ledger)
@@ -270,8 +252,7 @@ def target_plan(plan: Plan, ledger: Ledger, target: float) -> dict:
     errors = ledger.errors()
     per_arm, lines = {}, []
     for arm in plan.arms:
-        values = errors.get(arm, [])
-        own = stats.summarize(values)
+        own = stats.summarize(errors.get(arm, []))
         arm_sd = own.std if own.n >= 2 and own.std > 0 else sd
         per_arm[arm] = stats.seeds_for_ci(arm_sd, target)
         source = f"its {own.n} seeds" if arm_sd is own.std else "the study's spread"

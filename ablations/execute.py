@@ -5,34 +5,17 @@ alike; neither knows how Tune is driven.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
 
 from ray import tune
 
+from ablations import stop_on_sigterm
 from ablations.checkpoints import study_uri, trial_folder, tune_run_name
 from ablations.errors import AblateError
-from ablations.events import METRIC, Event, Final, decode
-from ablations.job import TrialJob
-from ablations.signals import stop_on_sigterm
+from ablations.events import METRIC, Event, Final, TrialJob, decode
 
 RETRIES = 2  # Ray retries of a trial whose process died
-
-
-class Listener(Protocol):
-    def trial_started(self, key: str, sampled: dict[str, Any]) -> None: ...
-
-    def trial_event(self, key: str, event: Event) -> None: ...
-
-
-@dataclass(frozen=True)
-class Search:
-    """A tuning phase: `samples` trials drawn by `searcher` (e.g. Ray's OptunaSearch)."""
-
-    searcher: Any
-    samples: int
 
 
 _shipped: tuple[str, ...] | None = None  # what our Ray job ships; None: not started here
@@ -54,14 +37,13 @@ def init_ray(address: str | None = None, ship: tuple[str, ...] = ()) -> None:
     if address and "RAY_AUTH_MODE" not in os.environ and _token_available():
         # `ray start` turns token authentication on when the user has a token; a driver
         # joining the cluster does not, unless told. Ray reads the mode into its config
-        # when it is imported, so the config is read again.
+        # when it is imported, so the config is read again (in another Ray without that
+        # call, the variable alone must do).
         os.environ["RAY_AUTH_MODE"] = "token"
-        try:
+        with contextlib.suppress(ImportError, AttributeError):
             from ray._raylet import Config
 
             Config.initialize("")
-        except (ImportError, AttributeError):  # another Ray: the variable alone must do
-            pass
     try:
         ray.init(
             address=address,
@@ -79,31 +61,40 @@ def init_ray(address: str | None = None, ship: tuple[str, ...] = ()) -> None:
             f"cannot reach the Ray cluster at {address}: {type(cause).__name__}: {reason}"
         ) from None
     # ray.init installs a SIGTERM handler that aborts the process: SIGTERM (a scheduler,
-    # `kill`) stops like Ctrl-C instead (ablations/signals.py).
+    # `kill`) stops like Ctrl-C instead (ablations/__init__.py).
     stop_on_sigterm()
 
 
 def _token_available() -> bool:
     """Whether this user has a Ray authentication token (where Ray looks for one)."""
-    if os.environ.get("RAY_AUTH_TOKEN"):
-        return True
     path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.expanduser("~/.ray/auth_token")
-    return os.path.isfile(path)
+    return bool(os.environ.get("RAY_AUTH_TOKEN")) or os.path.isfile(path)
 
 
 def fit(
     jobs: list[TrialJob],
     phase: str,
     placement,
-    listeners: list[Listener],
-    search: Search | None = None,
-    namer: Callable[[str], str] | None = None,
+    tracker,
+    view=None,
+    searcher=None,
+    samples: int = 0,
     address: str | None = None,
 ) -> bool:
-    """Run the jobs (a grid, or `search.samples` draws around `jobs[0]`) as one Tune run of
-    `phase` in the study's folder of Ray's storage, and relay their events. Returns when
-    all ended (True) or when Ctrl-C or SIGTERM stopped them (False; Tune ends the trials,
-    whose checkpoints are kept)."""
+    """Run the jobs (a grid, or `samples` draws of `searcher` around `jobs[0]`) as one Tune
+    run of `phase`, relaying their events to the tracker (which names the trials) and the
+    view; True when all ended, False when Ctrl-C or SIGTERM stopped them (Tune ends the
+    trials, whose checkpoints are kept)."""
+    listeners = [tracker] if view is None else [tracker, view.__enter__()]
+    try:
+        return _fit(jobs, phase, placement, listeners, searcher, samples, address)
+    finally:
+        tracker.close()
+        if view is not None:
+            view.finish(tracker.statuses)
+
+
+def _fit(jobs, phase, placement, listeners, searcher, samples, address) -> bool:
     from ray.tune.logger import JsonLoggerCallback
 
     from ablations.trainable import run_trial
@@ -124,19 +115,19 @@ def fit(
         "trial_dirname_creator": _trial_name,
     }
     payloads = [job.to_tune() for job in jobs]
-    if search is None:
+    if searcher is None:
         space = {"trial": tune.grid_search(payloads)}
         tune_config = tune.TuneConfig(**common)
     else:
         space = {"trial": payloads[0]}
         tune_config = tune.TuneConfig(
-            search_alg=search.searcher,
-            num_samples=search.samples,
+            search_alg=searcher,
+            num_samples=samples,
             metric=METRIC,
             mode="min",
             **common,
         )
-    relay = EventRelay(listeners, namer)
+    relay = EventRelay(listeners)
     tuner = tune.Tuner(
         trainable,
         param_space=space,
@@ -145,13 +136,12 @@ def fit(
             name=tune_run_name(phase),
             storage_path=study_uri(jobs[0].storage, jobs[0].study),
             failure_config=tune.FailureConfig(max_failures=RETRIES),
-            # Tune's results as JSON lines per trial (no TensorBoard or CSV files).
             callbacks=[relay, JsonLoggerCallback()],
             verbose=0,
         ),
     )
     tuner.fit()
-    expected = search.samples if search is not None else len(jobs)
+    expected = samples if searcher is not None else len(jobs)
     return len(relay.ended) >= expected
 
 
@@ -163,8 +153,8 @@ def _trial_name(trial) -> str:
 class EventRelay(tune.Callback):
     """On the driver: decodes what trials report into events for the listeners."""
 
-    def __init__(self, listeners: list[Listener], namer: Callable[[str], str] | None):
-        self.listeners, self.namer = listeners, namer
+    def __init__(self, listeners: list):
+        self.listeners, self.namer = listeners, listeners[0].name  # the tracker names them
         self.keys: dict[str, str] = {}
         self.ended: set[str] = set()  # trials that sent their Final event
 
@@ -176,7 +166,7 @@ class EventRelay(tune.Callback):
     def _key(self, trial) -> str:
         if trial.trial_id not in self.keys:
             hint = trial.config["trial"]["key"]
-            self.keys[trial.trial_id] = self.namer(hint) if self.namer else hint
+            self.keys[trial.trial_id] = self.namer(hint)
         return self.keys[trial.trial_id]
 
     def _send(self, key: str, event: Event) -> None:

@@ -1,14 +1,14 @@
 """The study as the store holds it, read once per round into typed trial states: which trials
-exist, how each ended, how far its evaluations are logged, and, given Ray's storage, which
-checkpoints an unfinished one would resume from. The runner, tuning, the seed rounds, the
-summary and `ablate show` all read this instead of searching the store again."""
+exist, how each ended, how far it is logged and, given Ray's storage, which checkpoints it
+would resume from. The runner, `ablate show` and `ablate rm` read this, not the store."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
 
-from ablations.checkpoints import TrialCheckpoints
+from ablations.checkpoints import TrialCheckpoints, has_study, remove_study, storage_uri, study_uri
+from ablations.errors import AblateError
 
 DONE = ("finished", "diverged")  # ended training: never run again
 
@@ -61,11 +61,9 @@ class Ledger:
 
     def errors(self, split: str = "test") -> dict[str, list[float]]:
         """Per arm, the final error (points) of each finished trial."""
-        out: dict[str, list[float]] = {}
+        out: dict[str, list[float]] = {state.arm: [] for state in self.trials.values()}
         for state in self.trials.values():
-            value = state.error_pct(split)
-            out.setdefault(state.arm, [])
-            if value is not None:
+            if (value := state.error_pct(split)) is not None:
                 out[state.arm].append(value)
         return out
 
@@ -112,3 +110,60 @@ def read(store, study, storage: str | None = None) -> Ledger:
             state = replace(state, logged_upto=logged, checkpoints=found)
         trials[state.key] = state
     return Ledger(trials, tuple(tuning))
+
+
+@dataclass(frozen=True)
+class Removal:
+    """What `ablate rm` removes: the study's MLflow experiment and its folder in Ray's
+    storage (checkpoints, Ray's own files). Nothing of another study is touched: each study
+    owns its experiment and its storage folder (ablations/checkpoints.py)."""
+
+    name: str
+    uri: str
+    storage: str
+    study: object | None  # store.StudyIds; None: not in the store
+    runs: int
+    folder: bool  # the storage holds a folder of the study
+
+    def describe(self) -> str:
+        parts = []
+        if self.study is not None:
+            parts.append(f"the MLflow experiment {self.name} in {self.uri} ({self.runs} runs)")
+        if self.folder:
+            parts.append(f"{study_uri(self.storage, self.name)} (checkpoints, Ray's files)")
+        return f"ablate rm {self.name} will remove " + " and ".join(parts)
+
+    def run(self) -> str:
+        from ablations.store import Store
+
+        if self.study is not None:
+            Store(self.uri).delete_study(self.study)
+        if self.folder:
+            remove_study(self.storage, self.name)
+        return (
+            f"removed {self.name}; MLflow keeps deleted runs until `mlflow gc "
+            f"--backend-store-uri {self.uri}`"
+        )
+
+
+def plan_removal(
+    study: str, preset: str | None, tracking_uri: str | None, storage: str | None
+) -> Removal:
+    """What `ablate rm` would remove; nothing is removed here."""
+    from ablations.store import existing, probe, resolve_uri
+    from ablations.study import experiment_name
+
+    name = experiment_name(study, preset)
+    uri = resolve_uri(tracking_uri)
+    probe(uri)
+    where = storage_uri(storage)
+    store = existing(uri)
+    found = store.find_study(name) if store is not None else None
+    runs = 0
+    if found is not None:
+        ledger = read(store, found)
+        runs = 1 + len(ledger.trials) + len(ledger.tuning)  # the parent and its children
+    folder = has_study(where, name)
+    if found is None and not folder:
+        raise AblateError(f"no study {name} in the store {uri} nor in the storage {where}")
+    return Removal(name, uri, where, found, runs, folder)

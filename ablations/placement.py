@@ -1,11 +1,7 @@
-"""Where a study's trials run and how many at once, decided from the machine (or Ray
-cluster) and the models, before anything starts.
-
-`--gpus-per-trial auto` (the default): no GPU -> CPU trials; GPUs -> every trial on a GPU,
-small models (under a billion multiply-accumulates per image, CIFAR-size) packed several
-to a GPU (four concurrent ResNet-20 trainings on one H200 ran 4.27x the images/s of one
-alone: a small net's step is bound by launches, not by the GPU), larger (ImageNet-size)
-models one to a GPU. A trial of several replicas takes their resources together.
+"""Where a study's trials run and how many at once, from the machine (or Ray cluster) and
+the models. `--gpus-per-trial auto`: CPUs without a GPU; else every trial on a GPU, small
+(CIFAR-size) models several to a GPU (four ResNet-20 trainings on one H200 ran 4.27x the
+images/s of one: a small net's step is bound by launches), larger ones one to a GPU.
 """
 
 from __future__ import annotations

@@ -1,13 +1,11 @@
 """A study file becomes a plan: every trial (arm x seed) with its resolved settings, the
 data set, the nuisance search space and the placement, checked whole before anything is
-written or started (docs/design.md §5b). `ablate show` prints a plan; `ablate run` runs
-one; both make it here, so they refuse exactly the same inputs. What the user asks for
-(`Request`) is defined here once, flags and all.
+written or started (docs/design.md §5b). `ablate show` and `ablate run` both make it here
+(from one `Request`, flags and all), so they refuse exactly the same inputs.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import itertools
 import json
@@ -51,17 +49,15 @@ class Replication:
         )
 
 
-def option(default: Any, help: str, type: Any = str, commands: tuple = ("show", "run")) -> Any:
-    """A field of `Request` with its command-line flag: `--name-with-dashes`, for the
-    commands listed (`type` None: a switch)."""
-    meta = {"help": help, "type": type, "commands": commands}
-    return field(default=default, metadata=meta)
+def option(default: Any, help: str, type: Any = str) -> Any:
+    """A field of `Request` with its flag of `ablate show` and `ablate run`:
+    `--name-with-dashes`."""
+    return field(default=default, metadata={"help": help, "type": type})
 
 
 @dataclass(frozen=True)
 class Request:
-    """What the user asked for: the study and the flags that shape its plan. The flags of
-    `ablate show` and `ablate run` are made from these fields (ablations/cli.py)."""
+    """What the user asked for: the study and the flags that shape its plan."""
 
     study: str = option("", "a built-in study name (ablate list) or a study .yaml file")
     preset: str | None = option(None, "a preset of the study, e.g. smoke")
@@ -132,9 +128,7 @@ class Plan:
         return {**factors, **recipe, "replicas": "int", **counts, "tuned_from": "str"}
 
     def params(self, trial: Trial) -> dict[str, Any]:
-        """What a trial records as MLflow params: its resolved science settings, its
-        replicas, the data set's classes and channels, its model's size, and where its
-        tuned values came from."""
+        """What a trial records as MLflow params (docs/tracking.md)."""
         extra = {"tuned_from": trial.tuned_from} if trial.tuned_from else {}
         data = {"num_classes": self.data["num_classes"], "in_channels": self.data["in_channels"]}
         counts = {**data, **_complexity(trial.config, self.data), **extra}
@@ -142,35 +136,30 @@ class Plan:
 
     def tuning_trial(self, arm: str) -> Trial:
         """What an arm's tuning trials train before the searcher's values are applied."""
-        base = next(t for t in self.trials if t.arm == arm)
-        nuisance = self.nuisance
-        config = dataclasses.replace(
-            base.config,
-            seed=nuisance.seed,
-            iterations=nuisance.iterations or base.config.iterations,
+        base, n = next(t for t in self.trials if t.arm == arm), self.nuisance
+        config = replace(
+            base.config, seed=n.seed, iterations=n.iterations or base.config.iterations
         )
-        return Trial(f"{arm} tune", arm, base.factors, nuisance.seed, config)
+        return Trial(f"{arm} tune", arm, base.factors, n.seed, config)
 
     def with_tuned(self, best: dict[str, tuple[dict[str, Any], str]]) -> Plan:
         """The plan with each arm's tuned values applied: {arm: (values, tuning run id)}."""
         trials = [
-            dataclasses.replace(
+            replace(
                 t,
-                config=TrainConfig.from_dict({**t.config.to_dict(), **best[t.arm][0]}),
+                config=TrainConfig(**{**t.config.to_dict(), **best[t.arm][0]}),
                 tuned_from=best[t.arm][1],
             )
             for t in self.trials
         ]
-        return dataclasses.replace(self, trials=trials)
+        return replace(self, trials=trials)
 
     def definition(self) -> dict:
         """What makes the study itself, without its seeds (adding seeds extends a study;
         changing anything else makes it another study): each arm's science settings."""
-        arms = {}
-        for t in self.trials:
-            science = t.config.science()
+        arms = {t.arm: t.config.science() for t in self.trials}
+        for science in arms.values():
             science.pop("seed")
-            arms[t.arm] = science
         return {
             "arms": dict(sorted(arms.items())),
             "nuisance": self.nuisance.model_dump() if self.nuisance else None,
@@ -181,26 +170,18 @@ class Plan:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def with_seeds(self, seeds_by_arm: dict[str, list[int]]) -> Plan:
-        """The plan with these seeds added to these arms (for adaptive replication and for
-        seeds a store already holds)."""
-        known = {t.key for t in self.trials}
-        first = {}
-        for t in self.trials:
-            first.setdefault(t.arm, t)
-        extra = []
+        """The plan with these seeds added to these arms."""
+        first = {t.arm: t for t in reversed(self.trials)}
+        trials = {t.key: t for t in self.trials}
         for arm, seeds in seeds_by_arm.items():
-            base = first.get(arm)
-            for seed in seeds if base is not None else []:
-                trial = dataclasses.replace(
-                    base, key=f"{arm} seed={seed}", seed=seed, config=base.config.with_seed(seed)
-                )
-                if trial.key not in known:
-                    extra.append(trial)
-                    known.add(trial.key)
-        if not extra:
+            for seed in seeds if arm in first else []:
+                config = replace(first[arm].config, seed=seed)
+                trial = replace(first[arm], key=f"{arm} seed={seed}", seed=seed, config=config)
+                trials.setdefault(trial.key, trial)
+        if len(trials) == len(self.trials):
             return self
-        trials = sorted([*self.trials, *extra], key=lambda t: (self.arms.index(t.arm), t.seed))
-        return dataclasses.replace(self, trials=trials)
+        order = sorted(trials.values(), key=lambda t: (self.arms.index(t.arm), t.seed))
+        return replace(self, trials=order)
 
 
 def _absolute_dataset(name: str) -> str:
@@ -213,7 +194,7 @@ def _absolute_dataset(name: str) -> str:
     return name
 
 
-def _chosen(study: Study, source: str, preset: str | None) -> Study:
+def with_preset(study: Study, source: str, preset: str | None) -> Study:
     if preset is None:
         return study
     if preset not in study.presets:
@@ -259,9 +240,8 @@ def _complexity(config: TrainConfig, data: dict) -> dict[str, int]:
 
 
 def _resolved(config: TrainConfig, data: dict, where: str) -> TrainConfig:
-    """The config with what the data set decides filled in (the validation split, one
-    evaluation per pass), checked: the model builds with the data set's classes and
-    channels, a batch fits in the training split, the validation split fits."""
+    """The config with what the data decides (validation split, one evaluation per pass),
+    checked: the model builds for the data, the splits and a batch fit."""
     try:
         _complexity(config, data)
     except ResnetError as err:
@@ -269,7 +249,7 @@ def _resolved(config: TrainConfig, data: dict, where: str) -> TrainConfig:
     n = data["train_images"]
     val = config.val_size
     if val is None:
-        from resnet.splits import default_val_size
+        from resnet.data import default_val_size
 
         val = default_val_size(config.dataset, n)
     if not 0 <= val < n:
@@ -282,7 +262,7 @@ def _resolved(config: TrainConfig, data: dict, where: str) -> TrainConfig:
             f"of {config.dataset} left after the validation split"
         )
     every = config.eval_every or max(1, (n - val) // config.batch_size)
-    return dataclasses.replace(config, val_size=val, eval_every=every)
+    return replace(config, val_size=val, eval_every=every)
 
 
 def _check_space(nuisance: Nuisance, trials: list[Trial], source: str) -> dict:
@@ -305,7 +285,7 @@ def _check_space(nuisance: Nuisance, trials: list[Trial], source: str) -> dict:
         for value in args:
             for trial in {t.arm: t for t in trials}.values():
                 try:
-                    TrainConfig.from_dict({**trial.config.to_dict(), param: value})
+                    TrainConfig(**{**trial.config.to_dict(), param: value})
                 except ResnetError as err:
                     raise AblateError(
                         f"search space {nuisance.search_space}: {param} {kind} {args}: {err}"
@@ -315,10 +295,9 @@ def _check_space(nuisance: Nuisance, trials: list[Trial], source: str) -> dict:
 
 def make_plan(request: Request, resources: places.Resources | None = None) -> Plan:
     """Every trial with its settings, checked whole; errors name the file, the arm and the
-    field, before anything runs. `resources`: the machine or cluster (default: this
-    machine, or the cluster at `request.address`)."""
+    field. `resources`: default this machine, or the cluster at `request.address`."""
     study, source = load(request.study)
-    chosen = _chosen(study, source, request.preset)
+    chosen = with_preset(study, source, request.preset)
     seeds = list(chosen.seeds)
     if request.seeds is not None:
         if request.seeds < 1:
@@ -336,7 +315,7 @@ def make_plan(request: Request, resources: places.Resources | None = None) -> Pl
         if request.replicas is not None:
             settings["replicas"] = request.replicas
         try:
-            config = TrainConfig.from_dict({**settings, "model": study.model, "seed": seeds[0]})
+            config = TrainConfig(**{**settings, "model": study.model, "seed": seeds[0]})
         except ResnetError as err:
             raise AblateError(f"{source}: arm {arm}: {err}") from None
         arms.append((arm, arm_factors, _resolved(config, data, f"{source}: arm {arm}")))
@@ -384,7 +363,11 @@ def make_plan(request: Request, resources: places.Resources | None = None) -> Pl
         space=space,
         data=data,
         placement=placement,
-        full=_full_study(study),
+        # The study without its preset: the yardstick a report measures a reduced run against.
+        full={
+            "dataset": study.dataset,
+            "iterations": study.fixed.get("iterations") or TrainConfig().iterations,
+        },
         replication=replication,
         notes=notes,
         model=study.model,
@@ -406,21 +389,11 @@ def _replication(request: Request, seeds: list[int]) -> Replication | None:
     return Replication(request.target_ci, max_seeds)
 
 
-def _full_study(study: Study) -> dict[str, Any]:
-    """Data set and iterations per trial of the study without a preset: the yardstick a
-    report measures a reduced run against."""
-    iterations = study.fixed.get("iterations") or TrainConfig().iterations
-    return {"dataset": study.dataset, "iterations": iterations}
-
-
 def describe_changes(old: dict, new: dict) -> str:
     """What differs between two study definitions (Plan.definition()), in a few words."""
-    diffs = []
     old_arms, new_arms = old.get("arms", {}), new["arms"]
-    for arm in sorted(set(old_arms) - set(new_arms)):
-        diffs.append(f"arm {arm} removed")
-    for arm in sorted(set(new_arms) - set(old_arms)):
-        diffs.append(f"arm {arm} added")
+    diffs = [f"arm {arm} removed" for arm in sorted(set(old_arms) - set(new_arms))]
+    diffs += [f"arm {arm} added" for arm in sorted(set(new_arms) - set(old_arms))]
     for arm in sorted(set(old_arms) & set(new_arms)):
         for key in sorted(set(old_arms[arm]) | set(new_arms[arm])):
             a, b = old_arms[arm].get(key), new_arms[arm].get(key)

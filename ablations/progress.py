@@ -55,10 +55,8 @@ class TrainProgress(Callback):
 
 
 class StudyView:
-    """Per trial: status, iteration/total, train and val error at the last evaluation,
-    images/s and time left (from the trial's progress between evaluations); the study's
-    ETA. On a terminal a live table, otherwise one line per trial that starts, resumes or
-    ends."""
+    """Per trial: status, progress, last errors, images/s and time left; the study's ETA.
+    On a terminal a live table, otherwise a line per trial that starts, resumes or ends."""
 
     COLUMNS = ("trial", "status", "iteration", "train err", "val err", "img/s", "left", "note")
 
@@ -67,7 +65,6 @@ class StudyView:
         self.rows = {key: self._row(iterations) for key, iterations in todo.items()}
         self.console = Console(file=sys.stderr)
         self.live: Live | None = None
-        self.start = time.monotonic()
 
     @staticmethod
     def _row(iterations: int) -> dict:
@@ -91,8 +88,8 @@ class StudyView:
             if status == "interrupted" and row["status"] != status:
                 self._say(f"  {key}: interrupted at {row['it']}")
             row["status"] = status
+        self._refresh()
         if self.live:
-            self.live.update(self._table())
             self.live.stop()
 
     def _say(self, text: str) -> None:
@@ -163,7 +160,6 @@ class StudyView:
             table.add_column(col, justify="left" if col in ("trial", "status", "note") else "right")
         fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
         for key, r in self.rows.items():
-            left = self._left(r)
             table.add_row(
                 key,
                 r["status"],
@@ -171,7 +167,7 @@ class StudyView:
                 fmt(r["train"], ".3f"),
                 fmt(r["val"], ".3f"),
                 fmt(r["ips"], ".0f"),
-                "-" if left is None else duration(left),
+                duration(self._left(r)),
                 r["note"],
             )
         return table

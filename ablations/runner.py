@@ -1,25 +1,27 @@
 """Runs a plan (docs/design.md §5b): the store records it, Ray runs its trials, the store
-records what they report. One trial per arm x seed; a tuning phase first when the study
-tunes; further rounds of seeds when it replicates to a precision.
+records what they report; a tuning phase first when the study tunes, further rounds of
+seeds when it replicates to a precision. Each round reads the study's ledger once:
+finished trials are skipped, unfinished ones resume into their own MLflow run.
 
-Each round reads the study's ledger once (ablations/ledger.py): finished trials are
-skipped, unfinished ones run again into their own MLflow run and resume from their newest
-checkpoint in Ray's storage (ablations/checkpoints.py), new ones start.
+The tuning phase: per arm, Optuna (through Ray Tune's OptunaSearch) tunes the study's
+search space on a short budget; the seeds then train at each arm's best point. Tuning
+trials that ended in an earlier run are fed back to Optuna as evaluated points, and only
+the remaining number runs; an interrupted one is marked failed and redone (it is cheap).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
+import search_spaces
 from ablations import ledger as ledgers
 from ablations.checkpoints import storage_uri
 from ablations.errors import AblateError
-from ablations.job import TrialJob
-from ablations.manifest import code_version
+from ablations.events import METRIC, Tracker, TrialJob, TuningTracker
 from ablations.plan import Plan
-from ablations.store import Store, StudyIds, probe, resolve_uri
-from ablations.tracker import Tracker
+from ablations.store import Store, StudyIds, code_version, probe, resolve_uri
 
 
 @dataclass
@@ -95,8 +97,6 @@ def run_study(plan: Plan, options: RunOptions) -> RunSummary:
     summary = RunSummary(plan.experiment, uri)
     ledger = ledgers.read(store, study)
     if plan.nuisance is not None:
-        from ablations.tuning import tune_arms
-
         best = tune_arms(plan, store, study, ledger, storage, options)
         if best is None:
             summary.statuses["tuning"] = "interrupted"
@@ -143,23 +143,14 @@ def _run_round(
         return True
     logged = {j.key: ledger.trials[j.key].logged_upto for j in jobs if j.key in ledger.trials}
     tracker = Tracker(store, {j.key: j.run_id for j in jobs}, logged)
-    listeners = [tracker]
     view = None
     if options.progress:
         from ablations.progress import StudyView
 
         iterations = {j.key: j.config.iterations for j in jobs}
         view = StudyView(plan.experiment, iterations, summary.skipped, len(plan.trials))
-        listeners.append(view)
     store.running(study)
-    try:
-        if view is not None:
-            view.__enter__()
-        complete = fit(jobs, "seeds", plan.placement, listeners, address=options.address)
-    finally:
-        tracker.close()
-        if view is not None:
-            view.finish(tracker.statuses)
+    complete = fit(jobs, "seeds", plan.placement, tracker, view, address=options.address)
     summary.statuses.update(tracker.statuses)
     summary.not_started = tracker.not_started() if not complete else []
     return complete
@@ -213,3 +204,70 @@ def targets(plan: Plan, ledger: ledgers.Ledger) -> dict[str, Target]:
             needed = stats.seeds_for_ci(s.std, plan.replication.target_ci)
         out[arm] = Target(half, s.n, needed)
     return out
+
+
+Point = tuple[dict[str, Any], float, str]  # (tuned values, validation error, run id)
+
+
+def tune_arms(
+    plan, store: Store, study: StudyIds, ledger: ledgers.Ledger, storage: str, options
+) -> dict[str, tuple[dict[str, Any], str]] | None:
+    """{arm: (best values, the tuning run that found them)} for every arm, or None when
+    the phase was interrupted."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for state in ledger.tuning:
+        if not state.done and state.status != "failed":
+            store.fail(state.run_id, "interrupted; its tuning trial was redone")
+    types, count, best = plan.param_types(), len(ledger.tuning), {}
+    for arm in plan.arms:
+        points = [_point(state, plan.space, types) for state in ledger.tuned(arm)]
+        left = plan.nuisance.trials - len(points)
+        if left > 0:
+            tracker = _tune(plan, arm, points, left, store, study, storage, count, options)
+            if tracker is None:
+                return None
+            count = tracker.next
+            points += tracker.ended
+        if not points:
+            raise AblateError(f"no tuning trial of arm {arm} finished; see the MLflow runs")
+        values, _, run_id = min(points, key=lambda p: p[1])
+        best[arm] = (values, run_id)
+    return best
+
+
+def _tune(plan, arm, points, left, store, study, storage, count, options) -> TuningTracker | None:
+    """`left` more tuning trials of one arm; the tracker that saw them, or None when
+    interrupted."""
+    from ray.tune.search.optuna import OptunaSearch
+
+    from ablations.execute import fit
+
+    trial = plan.tuning_trial(arm)
+    searcher = OptunaSearch(
+        search_spaces.to_optuna(plan.space),
+        metric=METRIC,
+        mode="min",
+        seed=plan.nuisance.seed,
+        points_to_evaluate=[values for values, _, _ in points] or None,
+        evaluated_rewards=[error for _, error, _ in points] or None,
+    )
+    code = code_version(plan.model)
+    tracker = TuningTracker(store, study, arm, count, plan.params(trial), code)
+    view = None
+    if options.progress:
+        from ablations.progress import StudyView
+
+        view = StudyView(f"{plan.experiment}: tuning {arm}", {}, 0, left)
+    job = TrialJob.of(plan, trial, "", storage, checkpoints=False)
+    complete = fit([job], "tuning", plan.placement, tracker, view, searcher, left, options.address)
+    return tracker if complete else None
+
+
+def _point(state, space: dict, types: dict[str, str]) -> Point:
+    from reports.data import decode
+
+    values = {p: decode(types[p], state.params[p]) for p in space}
+    error = state.metrics.get("val/error")
+    return values, math.inf if error is None or math.isnan(error) else error, state.run_id

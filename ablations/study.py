@@ -1,13 +1,9 @@
 """Study files: a small declarative schema (docs/design.md §4), loaded by name or path.
 
 The keys a study may fix or vary, and their types, come from the settings' one definition
-(resnet/config.py), so a study file is checked against the same names and types as the CLI
-flags and the MLflow params. pydantic publishes the schema as JSON schema
-(`ablations/study.schema.json`) for editors.
-
-Checking here is about the file alone (keys, types, references between its parts); what
-needs the data set, the search spaces or the machine is checked when the plan is made
-(ablations/plan.py).
+(resnet/settings.py), as do the CLI flags and the MLflow params; pydantic publishes the
+schema for editors (`ablations/study.schema.json`). Only the file itself is checked here;
+what needs the data, the search spaces or the machine is checked by ablations/plan.py.
 """
 
 from __future__ import annotations

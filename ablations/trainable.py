@@ -1,16 +1,10 @@
-"""One trial in Ray: train its job with resnet.train, tell the driver what happens through
-typed events (ablations/events.py), keep its checkpoints in Ray's storage
-(ablations/checkpoints.py).
-
-A trial of one replica trains in the Tune trial's own process. A trial of several is a
-data-parallel group that Ray Train starts from inside the Tune trial (TorchTrainer: gloo
-on CPUs, NCCL on GPUs); every replica sends the same events at the same points, Ray
-Train passes the first replica's on to Tune, and only the first replica writes
-checkpoints. A replica that dies restarts the group, which resumes from the newest
-checkpoint (Ray Train's failure handling).
-
-A deterministic error (bad data, an impossible setting, a full disk) ends the trial as
-failed, with its reason, and is not retried: Ray's retries are for workers that died.
+"""One trial in Ray: train its job with resnet.train, send the driver typed events, keep
+its checkpoints in Ray's storage. A trial of several replicas is a data-parallel group
+that Ray Train starts from inside the Tune trial (gloo on CPUs, NCCL on GPUs): every
+replica sends the same events, Ray Train passes the first one's to Tune, only the first
+writes checkpoints, and a replica that dies restarts the group from the newest one.
+A deterministic error (bad data, an impossible setting, a full disk) fails the trial with
+its reason and is not retried: Ray's retries are for workers that died.
 """
 
 from __future__ import annotations
@@ -21,8 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ablations.checkpoints import CheckpointLost, TrialCheckpoints, study_uri, trial_folder
-from ablations.events import Evaluation, Final, Progress, Saved, Start, encode
-from ablations.job import TrialJob
+from ablations.events import Evaluation, Final, Progress, Saved, Start, TrialJob, encode
 
 PROGRESS_EVERY = 5.0  # seconds between progress reports of a one-replica trial
 RETRIES = 2  # restarts of a replica group after a replica died
@@ -79,40 +72,29 @@ def _train(job: TrialJob, sampled: dict, report: Callable, replicas: bool = Fals
     """Train this process's part of the trial; its last event (not yet sent)."""
     import torch
 
-    from ablations.manifest import environment
     from resnet.data import load_dataset
     from resnet.train import Callback, train
 
     torch.set_num_threads(job.threads)
 
     class EventSender(Callback):
-        """The training loop's progress, as events to the driver."""
-
-        def __init__(self, env: dict, config):
-            self.env, self.config = env, config
-            self.mark = (time.monotonic(), 0)
+        """The training loop's progress, as events to the driver (`config` and `env` are
+        set below before training starts)."""
 
         def on_start(self, info: dict) -> None:
-            start = Start(
-                info["resumed_from"],
-                info["val_digest"],
-                info["train_size"],
-                self.env,
-                info["history"],
-                self.config.iterations,
-            )
             self.mark = (time.monotonic(), info["resumed_from"])
-            report(encode(start))
+            split = [info[k] for k in ("resumed_from", "val_digest", "train_size")]
+            report(encode(Start(*split, env, info["history"], config.iterations)))
 
         def on_step(self, iteration: int) -> None:
             # Replicas report at the same iterations on every replica (each report is a
             # barrier across them); one process reports every few seconds.
             now = time.monotonic()
             since, first = self.mark
-            every = max(1, (self.config.eval_every or 1) // 4)
+            every = max(1, (config.eval_every or 1) // 4)
             due = iteration % every == 0 if replicas else now - since >= PROGRESS_EVERY
             if due and iteration > first and now > since:
-                rate = (iteration - first) * self.config.batch_size / (now - since)
+                rate = (iteration - first) * config.batch_size / (now - since)
                 self.mark = (now, iteration)
                 report(encode(Progress(iteration, rate)))
 
@@ -133,12 +115,51 @@ def _train(job: TrialJob, sampled: dict, report: Callable, replicas: bool = Fals
     except Exception as err:  # noqa: BLE001 - deterministic: recorded, not retried
         return Final("failed", error=_reason(err))
     try:
-        result = train(config, EventSender(env, config), checkpoints, data)
+        result = train(config, EventSender(), checkpoints, data)
     except Exception as err:  # noqa: BLE001 - deterministic: recorded, not retried
         if replicas:
             raise  # the other replicas wait in a collective: Ray Train ends the group
         return Final("failed", error=_reason(err))
     return Final(result.status, result.summary(), result.lr_trace, result.layer_responses)
+
+
+def environment(config, data, threads: int) -> dict:
+    """The training process's side of the manifest (docs/tracking.md): versions, device,
+    and the data it trains on."""
+    import platform
+
+    import torch
+
+    from ablations.store import package_version
+
+    device = config.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        name = torch.cuda.get_device_name(torch.device(device).index or 0)
+    else:
+        name = f"cpu ({threads} thread{'s' if threads != 1 else ''})"
+    if config.replicas > 1:
+        name = f"{config.replicas} replicas x {name}"
+    source = str(Path(config.data_dir))
+    if config.dataset.startswith("imagefolder:"):
+        source = config.dataset.removeprefix("imagefolder:")
+    elif config.dataset == "digits":
+        source = "scikit-learn load_digits"
+    return {
+        "versions": {
+            "ablate": package_version("ablate"),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "cuda": torch.version.cuda or "none",
+            "ray": package_version("ray"),
+            "mlflow": package_version("mlflow"),
+        },
+        "device": name,
+        "data_digest": data.digest(),
+        "dataset": config.dataset,
+        "data_source": source,
+    }
 
 
 class _FirstReplicaWrites:

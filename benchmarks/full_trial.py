@@ -24,9 +24,8 @@ from benchmarks.bench_engine import (
 )
 from resnet.augment import eval_batches
 from resnet.config import TrainConfig
-from resnet.data import ImageSplits
+from resnet.data import ImageSplits, default_val_size
 from resnet.measure import evaluate
-from resnet.splits import default_val_size
 from resnet.train import train
 
 TARGET_TRIAL_MINUTES = {20: 2.0, 56: 5.0, 110: 9.0}  # a full trial on a GPU

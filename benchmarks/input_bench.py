@@ -36,8 +36,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from resnet.data import load_dataset
-from resnet.splits import StreamingSplits
+from resnet.data import StreamingSplits, load_dataset
 from resnet.streaming import StreamingBatches, streaming_eval
 
 # -- the pipeline resnet.streaming replaced, kept here as the reference --------------------

@@ -1,9 +1,5 @@
-"""Models, data and the training loop. Knows torch and torchvision only.
-
-Attributes load on first use, so that `resnet.config` and `resnet.spec` (no torch) stay
-cheap for a command line that only needs the settings. Counting parameters and MACs:
-`resnet.complexity.complexity(spec)`.
-"""
+"""Models, data and the training loop. Knows torch and torchvision only. Attributes load
+on first use, so `resnet.config` and `resnet.spec` (no torch) stay cheap for the CLI."""
 
 from __future__ import annotations
 

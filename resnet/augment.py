@@ -1,9 +1,6 @@
-"""The paper's CIFAR augmentation on whole uint8 batches, on the training device.
-
-docs/paper.md §4: pad 4 pixels on each side, take a random 32x32 crop, flip
-horizontally with probability 1/2; test on the original image only. Doing this as one
-gather on the device avoids a DataLoader and any per-image Python work.
-"""
+"""The paper's CIFAR augmentation (docs/paper.md §4: pad 4, random 32x32 crop, flip with
+p=1/2; test on the original) on whole uint8 batches, as one gather on the training device:
+no DataLoader, no per-image Python work."""
 
 from __future__ import annotations
 
@@ -42,10 +39,8 @@ def normalize(
 def crop_flip_params(
     batch: int, pad: int, flip: bool, generator: torch.Generator
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Per-image crop offsets (top, left) in [0, 2*pad] of the padded image, and flips.
-
-    All three are int64 B tensors on generator.device, drawn in this order.
-    """
+    """Per-image crop offsets (top, left) in [0, 2*pad] of the padded image, and flips:
+    int64 B tensors on generator.device, drawn in this order."""
     dev = generator.device
     top = torch.randint(0, 2 * pad + 1, (batch,), generator=generator, device=dev)
     left = torch.randint(0, 2 * pad + 1, (batch,), generator=generator, device=dev)
@@ -83,12 +78,10 @@ def shard(batch_size: int, rank: int, replicas: int) -> slice:
 
 
 class ResidentBatches:
-    """Seeded shuffling of a device-resident uint8 data set into training batches.
-
-    Each pass is a randperm drawn from a CPU generator seeded with `seed`; batches are
-    consecutive slices of it and the incomplete tail is dropped. Augmentation draws from a
-    second generator on x.device seeded with seed + AUGMENT_SEED_OFFSET. Every replica
-    draws the order and the crops of the whole global batch and returns its `shard` of it.
+    """Seeded shuffling of a device-resident uint8 data set into training batches: each
+    pass a randperm from a CPU generator seeded with `seed`, cut into batches (the tail
+    dropped); augmentation draws from a generator on x.device seeded with seed +
+    AUGMENT_SEED_OFFSET. Every replica draws the whole global batch and returns its shard.
     """
 
     def __init__(
@@ -137,8 +130,7 @@ class ResidentBatches:
         self._pos = 0
 
     def state_dict(self) -> dict:
-        """Generator states, permutation and position; tensors and ints only, so
-        torch.load(weights_only=True) reads it back."""
+        """Tensors and ints only, so torch.load(weights_only=True) reads it back."""
         return {
             "order_rng": self._order_rng.get_state(),
             "augment_rng": self._augment_rng.get_state(),

@@ -1,24 +1,21 @@
 """Model builders: any function that returns an `nn.Module`, named `module:function`.
 
-A builder is called with the keywords `num_classes` and `in_channels` (from the data set)
-and its factors: its other keyword parameters, typed by their annotations (int, float,
-bool, str; `X | None`; `Literal[...]` for a closed set) and defaults (none: the factor
-must be given). A builder may carry richer definitions: `.settings`, a settings dataclass
-(resnet/settings.py) defining its factors, and `.resolve(**factors)`, the values it will
-actually build with (the built-in ResNets, `resnet.spec:resnet`, use both).
-
-Torch is imported only to build: naming and checking factors stays cheap.
+A builder takes `num_classes` and `in_channels` (from the data set) and its factors: its
+other keyword parameters, typed by their annotations (int, float, bool, str, `X | None`,
+`Literal[...]`) and defaults. It may carry `.settings`, a settings dataclass defining its
+factors, and `.resolve(**factors)`, the values it will build with (`resnet.spec:resnet`
+has both). Torch is imported only to build: naming and checking factors stays cheap.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib
 import inspect
 import subprocess
 import sys
-import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from resnet.errors import ResnetError, SpecError
-from resnet.settings import TYPE_NAMES, Setting, check, settings_of
+from resnet.settings import Setting, check, settings_of, typed
 
 BUILTIN = "resnet.spec:resnet"
 DATA_ARGS = ("num_classes", "in_channels")
@@ -79,20 +76,15 @@ class Builder:
         file = Path(inspect.getfile(self.fn)).resolve()
         out = {"module": self.fn.__module__, "file": str(file)}
         out["sha256"] = hashlib.sha256(file.read_bytes()).hexdigest()[:16]
-        try:
-            git = ["git", "-C", str(file.parent)]
-            run = functools.partial(subprocess.run, capture_output=True, text=True, timeout=10)
-            commit = run([*git, "rev-parse", "HEAD"], check=True).stdout.strip()
-            dirty = run([*git, "status", "--porcelain", "--", str(file)], check=True).stdout
-            out.update(commit=commit, dirty="true" if dirty.strip() else "false")
-        except (OSError, subprocess.SubprocessError):
-            pass
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            commit = git(file.parent, "rev-parse", "HEAD")
+            dirty = git(file.parent, "status", "--porcelain", "--", str(file))
+            out.update(commit=commit, dirty="true" if dirty else "false")
         return out
 
     def shipped(self) -> str | None:
         """What a Ray cluster's nodes need to import the builder: its top-level package's
-        folder or its module's file; None when it is installed (a site-packages
-        distribution, or ablate's own packages)."""
+        folder or its module's file; None when it is installed (or ablate's own)."""
         top = self.fn.__module__.split(".")[0]
         if top in ("resnet", "ablations", "reports", "search_spaces"):
             return None
@@ -101,6 +93,13 @@ class Builder:
         if any(part in ("site-packages", "dist-packages") for part in path.parts):
             return None
         return str(path.parent if path.name == "__init__.py" else path)
+
+
+def git(folder: Path, *args: str) -> str:
+    """A git command's output in `folder`; OSError or SubprocessError when it fails."""
+    run = subprocess.run(["git", *args], capture_output=True, text=True, cwd=folder, timeout=10)
+    run.check_returncode()
+    return run.stdout.strip()
 
 
 @functools.lru_cache(maxsize=64)
@@ -139,7 +138,7 @@ def _from_signature(fn: Callable, ref: str) -> list[Setting]:
             continue
         default = None if p.default is p.empty else p.default
         hint = hints.get(name, type(default) if default is not None else None)
-        kind, optional, choices = _typed(hint)
+        kind, optional, choices = typed(hint)
         if kind is None:
             raise ModelError(
                 f"model {ref}: factor {name} has type {hint!r}; a factor is int, float, bool "
@@ -148,17 +147,3 @@ def _from_signature(fn: Callable, ref: str) -> list[Setting]:
         out.append(Setting(name, kind, default, f"a factor of {ref}", choices=choices,
                            optional=optional or p.default is None))  # fmt: skip
     return out
-
-
-def _typed(hint: Any) -> tuple[type | None, bool, tuple | None]:
-    """(int | float | bool | str, None allowed, closed set) of an annotation."""
-    optional, choices = False, None
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        optional = len(args) < len(typing.get_args(hint))
-        hint = args[0] if len(args) == 1 else None
-    if typing.get_origin(hint) is typing.Literal:
-        choices = typing.get_args(hint)
-        kinds = {type(c) for c in choices}
-        hint = kinds.pop() if len(kinds) == 1 else None
-    return (hint if hint in TYPE_NAMES else None), optional, choices

@@ -1,9 +1,6 @@
-"""Checkpoints of a training run: where they are kept is the caller's choice.
-
-`train()` takes any object with `load(map_location) -> dict | None` and
-`save(state, iteration) -> str` (the `Checkpoints` protocol). `FolderCheckpoints` keeps them
-in a local folder, atomically and with fallback: a crash mid-write never costs the previous
-one. The study runner keeps them in Ray Tune's storage instead (ablations/trainable.py).
+"""Checkpoints of a training run, kept where the caller chooses (the `Checkpoints`
+protocol): `FolderCheckpoints` in a local folder, atomically and with fallback (a crash
+mid-write never costs the previous one); the study runner in Ray's storage.
 """
 
 from __future__ import annotations
@@ -28,8 +25,7 @@ def checkpoints(directory: Path) -> list[Path]:
     """Complete checkpoint files, oldest first."""
     if not directory.is_dir():
         return []
-    found = [p for p in directory.iterdir() if _NAME.match(p.name)]
-    return sorted(found, key=lambda p: int(_NAME.match(p.name).group(1)))
+    return sorted(p for p in directory.iterdir() if _NAME.match(p.name))  # zero-padded
 
 
 def save(state: dict, directory: str | Path, iteration: int, keep: int = 2) -> Path:
@@ -50,7 +46,11 @@ def save(state: dict, directory: str | Path, iteration: int, keep: int = 2) -> P
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, final)
-        _fsync_dir(directory)
+        fd = os.open(directory, os.O_RDONLY)  # the rename made durable
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
     except OSError as err:
         tmp.unlink(missing_ok=True)
         older = [p.name for p in checkpoints(directory)]
@@ -78,14 +78,6 @@ def load_latest(directory: str | Path, map_location: str | torch.device = "cpu")
             )
             path.rename(path.with_name(path.name + ".corrupt"))
     return None
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Checkpoints(Protocol):

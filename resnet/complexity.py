@@ -24,14 +24,11 @@ def count_params(model: nn.Module) -> int:
 
 
 def count_macs(model: nn.Module, size: int | tuple[int, int], in_channels: int = 3) -> int:
-    """Forward multiply-accumulates for one image: every conv (output elements x input
-    channels per group x kernel area) and linear layer (inputs x outputs), from the shapes
-    one forward pass of a single image gives. BN, ReLU, pooling and additions are not
-    counted (neither does the paper). The tests check it against torch's FlopCounterMode,
-    which counts the same at several times the cost (`ablate show` counts many nets).
-
-    The pass runs on the CPU in inference mode (the model's state is not changed): on the
-    meta device the first ReLU or BN loads torch's compiler stack, a second and a half."""
+    """Forward multiply-accumulates for one image: convs and linear layers, from the shapes
+    of one forward pass (BN, ReLU, pooling and additions are not counted, nor by the
+    paper). torch's FlopCounterMode counts the same (the tests check) at several times the
+    cost. On the CPU: on the meta device the first ReLU or BN loads torch's compiler stack
+    (1.5 s)."""
     total = 0
 
     def count(module: nn.Module, _inputs, out: torch.Tensor) -> None:
@@ -97,30 +94,13 @@ def layout(spec: ModelSpec) -> list[dict]:
     """The network by stage: units, unit layout, output width and feature-map size."""
     size = input_size(spec)
     size = size // 4 if spec.stem == "imagenet" else size
-    if spec.bottleneck:
-        unit = "1x1-3x3-1x1 bottleneck"
-    else:
-        unit = "-".join(["3x3"] * spec.skip_length)
+    unit = "1x1-3x3-1x1 bottleneck" if spec.bottleneck else "-".join(["3x3"] * spec.skip_length)
     unit = ("BN-ReLU-conv " if spec.preactivation else "") + unit
-    rows = [
-        {
-            "stage": "stem",
-            "units": 1,
-            "unit": "7x7/2 conv + 3x3/2 max pool" if spec.stem == "imagenet" else "3x3 conv",
-            "width": spec.width,
-            "size": size,
-        }
-    ]
+    stem = "7x7/2 conv + 3x3/2 max pool" if spec.stem == "imagenet" else "3x3 conv"
+    rows = [("stem", 1, stem, spec.width, size)]
     for i, (n, w) in enumerate(zip(spec.units, spec.stage_widths, strict=True)):
         size = size if i == 0 else (size + 1) // 2
-        rows.append({"stage": f"stage{i + 1}", "units": n, "unit": unit, "width": w, "size": size})
-    rows.append(
-        {
-            "stage": "head",
-            "units": 1,
-            "unit": f"global avg pool, fc {spec.num_classes}",
-            "width": spec.num_classes,
-            "size": 1,
-        }
-    )
-    return rows
+        rows.append((f"stage{i + 1}", n, unit, w, size))
+    rows.append(("head", 1, f"global avg pool, fc {spec.num_classes}", spec.num_classes, 1))
+    keys = ("stage", "units", "unit", "width", "size")
+    return [dict(zip(keys, row, strict=True)) for row in rows]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from resnet.builders import BUILTIN, Builder, load_builder
@@ -79,17 +79,13 @@ class TrainConfig:
     def __init__(self, factors: dict[str, Any] | None = None, **values: Any) -> None:
         builder = load_builder(values.get("model", BUILTIN))
         given = dict(factors or {})
-        for f in fields(self):
-            if f.name == "factors":
-                continue
-            default = f.default_factory() if f.default is MISSING else f.default
-            object.__setattr__(self, f.name, values.pop(f.name, default))
+        defaults = {f.name: f.default for f in fields(self) if f.name != "factors"}
+        for name, default in defaults.items():
+            object.__setattr__(self, name, values.pop(name, default))
         for name in list(values):
             if name not in builder.names:
-                allowed = [f.name for f in fields(self) if f.name != "factors"]
-                raise SpecError(
-                    name, f"unknown setting; allowed: {', '.join([*builder.names, *allowed])}"
-                )
+                allowed = ", ".join([*builder.names, *defaults])
+                raise SpecError(name, f"unknown setting; allowed: {allowed}")
             given[name] = values.pop(name)
         check_all(self)
         # Factors left open are resolved now (for ResNets the paper's choice for the
@@ -143,16 +139,7 @@ class TrainConfig:
         recipe = {s.name: getattr(self, s.name) for s in settings_of(TrainConfig, SCIENCE)}
         return {**self.factors, **recipe}
 
-    @classmethod
-    def from_dict(cls, values: dict) -> TrainConfig:
-        """From study-file or job values, flat: unknown names are an error naming the
-        allowed ones; the rest is checked by the settings' one check."""
-        return cls(**values)
-
     def fingerprint(self) -> str:
         """Hash of everything that changes the result (not where or how fast it runs)."""
         blob = json.dumps(self.science(), sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-    def with_seed(self, seed: int) -> TrainConfig:
-        return replace(self, seed=seed)

@@ -1,18 +1,20 @@
-"""The data sets by name: what each is, whether it is present, and loading it as splits.
+"""The data sets by name: what each is, whether it is present, and loading it as splits:
+small images as uint8 tensors in memory (`ImageSplits`), large ones (ImageNet-style
+folders) as file lists decoded batch by batch (`StreamingSplits`). Finding and loading are
+separate on purpose: a study's driver checks (and downloads CIFAR once) with
+`ensure_available`; trials only `load_dataset`, which never downloads.
 
-Small images (CIFAR, digits, small image folders) come back as uint8 tensors held in
-memory (`ImageSplits`, resnet/splits.py); large images (ImageNet-style folders) as file
-lists decoded batch by batch on the trial's device (`StreamingSplits`, resnet/streaming.py).
-
-Finding a data set and loading it are separate on purpose: the driver of a study checks
-(and, for CIFAR, downloads once) with `ensure_available`; trials only `load_dataset`, which
-never downloads.
+The splits are made here too, so this module is over 300 lines: a seeded validation split
+of the training set (docs/paper.md §4: the schedule was chosen on 45k/5k; the test set is
+never used to choose anything), per-channel statistics, and a digest of the data.
 """
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,18 +23,7 @@ import torch.nn.functional as F
 
 from resnet.errors import DataError
 from resnet.folder import cached_decode, image_size, is_small, scan_folder
-from resnet.splits import ImageSplits, StreamingSplits, image_splits
-from resnet.streaming import streaming_splits
-
-__all__ = [
-    "DATASETS",
-    "DataError",
-    "ImageSplits",
-    "StreamingSplits",
-    "dataset_info",
-    "ensure_available",
-    "load_dataset",
-]
+from resnet.streaming import _Reader
 
 DATASETS = ("cifar10", "cifar100", "digits", "imagefolder:<path>")
 # The official python archives' folder and files, as torchvision reads them (the tests pin
@@ -48,6 +39,7 @@ _CIFAR_FILES = {
 _CIFAR_TRAIN_IMAGES = 50_000
 _DIGITS_TEST_SIZE = 297
 _DIGITS_IMAGES = 1797
+_STATS_SAMPLE = 256  # images used to estimate mean/std of a streamed folder
 
 
 def _unknown(name: str) -> DataError:
@@ -60,11 +52,6 @@ def _cifar_class(name: str):
     return CIFAR10 if name == "cifar10" else CIFAR100
 
 
-def _cifar_files(name: str, data_dir: Path) -> list[Path]:
-    folder, train, test = _CIFAR_FILES[name]
-    return [data_dir / folder / f for f in (*train, *test)]
-
-
 def _cifar_missing(name: str, data_dir: Path, reason: str = "") -> DataError:
     why = f" and could not be downloaded ({reason})" if reason else ""
     return DataError(
@@ -75,49 +62,30 @@ def _cifar_missing(name: str, data_dir: Path, reason: str = "") -> DataError:
 
 
 def dataset_info(name: str, data_dir: str | Path = "./data") -> dict:
-    """What the data set is, without decoding it: `num_classes`, `in_channels`,
-    `image_size`, `train_images` (before the validation split), `present` (False only for
-    a CIFAR set not yet downloaded) and `location`.
-
-    Raises DataError for an unknown name or a bad image folder.
-    """
+    """What the data set is, without decoding it: `num_classes`, `in_channels`, `image_size`,
+    `train_images` (before the validation split), `present` (False only for a CIFAR set
+    not yet downloaded) and `location`. DataError for an unknown name or a bad folder."""
     data_dir = Path(data_dir).expanduser().resolve()
+    # in_channels is 3 throughout: every image is converted to RGB, as ImageFolder does.
     if name in _CIFAR_FILES:
-        present = all(p.is_file() for p in _cifar_files(name, data_dir))
-        return {
-            "num_classes": 10 if name == "cifar10" else 100,
-            "in_channels": 3,
-            "image_size": 32,
-            "train_images": _CIFAR_TRAIN_IMAGES,
-            "present": present,
-            "location": str(data_dir / _CIFAR_FILES[name][0]),
-        }
-    if name == "digits":
-        return {
-            "num_classes": 10,
-            "in_channels": 3,
-            "image_size": 32,
-            "train_images": _DIGITS_IMAGES - _DIGITS_TEST_SIZE,
-            "present": True,
-            "location": "scikit-learn's bundled digits",
-        }
-    if name.startswith("imagefolder:"):
-        root, classes, train, _ = scan_folder(name)
-        if is_small(root, train):
-            w, h = image_size(root / train[0][0])
-            size: int | tuple[int, int] = h if h == w else (h, w)
-        else:
-            size = 224  # the crop the network sees (docs/paper.md §5, ImageNet recipe)
-        # Every image is converted to RGB, as torchvision's ImageFolder does.
-        return {
-            "num_classes": len(classes),
-            "in_channels": 3,
-            "image_size": size,
-            "train_images": len(train),
-            "present": True,
-            "location": str(root),
-        }
-    raise _unknown(name)
+        folder, train_files, test_files = _CIFAR_FILES[name]
+        present = all((data_dir / folder / f).is_file() for f in (*train_files, *test_files))
+        folder = str(data_dir / folder)
+        info = (10 if name == "cifar10" else 100, 3, 32, _CIFAR_TRAIN_IMAGES, present, folder)
+    elif name == "digits":
+        train = _DIGITS_IMAGES - _DIGITS_TEST_SIZE
+        info = (10, 3, 32, train, True, "scikit-learn's bundled digits")
+    elif name.startswith("imagefolder:"):
+        root, classes, samples, _ = scan_folder(name)
+        size = 224  # the crop the network sees (docs/paper.md §5, ImageNet recipe)
+        if is_small(root, samples):
+            w, h = image_size(root / samples[0][0])
+            size = h if h == w else (h, w)
+        info = (len(classes), 3, size, len(samples), True, str(root))
+    else:
+        raise _unknown(name)
+    keys = ("num_classes", "in_channels", "image_size", "train_images", "present", "location")
+    return dict(zip(keys, info, strict=True))
 
 
 def ensure_available(name: str, data_dir: str | Path = "./data", download: bool = True) -> dict:
@@ -152,11 +120,8 @@ def load_dataset(
     val_size: int | None = None,
     split_seed: int = 0,
 ) -> ImageSplits | StreamingSplits:
-    """Load `name` (one of DATASETS) and split its training set into train/validation.
-
-    val_size defaults to 5000 for CIFAR (the paper's 45k/5k) and 10% of the training set
-    otherwise; the split is a randperm seeded with split_seed. Never downloads.
-    """
+    """Load `name` (one of DATASETS), its training set split into train/validation by a
+    randperm seeded with split_seed (val_size: default_val_size). Never downloads."""
     data_dir = Path(data_dir).expanduser().resolve()
     if name in _CIFAR_FILES:
         x, y, tx, ty, k = _load_cifar(name, data_dir)
@@ -209,3 +174,148 @@ def _load_digits() -> Arrays:
     y = torch.from_numpy(d.target).to(torch.int64)
     train, test = torch.from_numpy(np.sort(train)), torch.from_numpy(np.sort(test))
     return x[train].contiguous(), y[train], x[test].contiguous(), y[test], 10
+
+
+@dataclass(frozen=True, eq=False)
+class ImageSplits:
+    """Small images in memory: x is uint8 N x C x H x W (contiguous, CPU), y int64 N."""
+
+    name: str
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    num_classes: int
+    mean: tuple[float, ...]  # per channel, of train_x / 255
+    std: tuple[float, ...]
+    val_digest: str  # sha256[:16] of the sorted validation indices into the training set
+
+    @property
+    def train_size(self) -> int:
+        return len(self.train_x)
+
+    @property
+    def in_channels(self) -> int:
+        return self.train_x.shape[1]
+
+    def digest(self) -> str:
+        """sha256[:16] of every image and label in split order: names the data trained on
+        (the real CIFAR-10 arrays hash in well under a second)."""
+        h = hashlib.sha256()
+        for t in (self.train_x, self.train_y, self.val_x, self.val_y, self.test_x, self.test_y):
+            h.update(str(tuple(t.shape)).encode())
+            h.update(t.contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True, eq=False)
+class StreamingSplits:
+    """Large images as (path relative to root, label) lists, decoded as batches are made."""
+
+    name: str
+    root: Path
+    train_samples: list[tuple[str, int]]
+    val_samples: list[tuple[str, int]]
+    test_samples: list[tuple[str, int]]
+    num_classes: int
+    mean: tuple[float, ...]  # estimated from a fixed sample of training images
+    std: tuple[float, ...]
+    val_digest: str
+
+    @property
+    def train_size(self) -> int:
+        return len(self.train_samples)
+
+    @property
+    def in_channels(self) -> int:
+        return 3  # every image is converted to RGB, as torchvision's ImageFolder does
+
+    def digest(self) -> str:
+        """sha256[:16] of the sample lists with each file's size (not its bytes: an
+        ImageNet folder is too large to read for a name)."""
+        h = hashlib.sha256()
+        for samples in (self.train_samples, self.val_samples, self.test_samples):
+            for rel, label in samples:
+                size = (self.root / rel).stat().st_size
+                h.update(f"{rel}\0{label}\0{size}\n".encode())
+        return h.hexdigest()[:16]
+
+
+def split_indices(name: str, n: int, val_size: int, seed: int) -> tuple[torch.Tensor, ...]:
+    """Sorted train and validation indices into the n training images, and the digest of
+    the validation indices."""
+    if not 0 <= val_size < n:
+        raise DataError(f"val_size={val_size} for {name} must be in [0, {n}) (training images)")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    val_idx = perm[:val_size].sort().values
+    train_idx = perm[val_size:].sort().values
+    digest = hashlib.sha256(val_idx.numpy().astype("<i8").tobytes()).hexdigest()[:16]
+    return train_idx, val_idx, digest
+
+
+def default_val_size(name: str, n: int) -> int:
+    """5000 on CIFAR (the paper's 45k/5k), 10% of the training images otherwise."""
+    return 5000 if name.startswith("cifar") else round(0.1 * n)
+
+
+def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and (population) std of x / 255, in float64, chunked over N."""
+    c = x.shape[1]
+    s = torch.zeros(c, dtype=torch.float64)
+    s2 = torch.zeros(c, dtype=torch.float64)
+    for chunk in x.split(1024):
+        f = chunk.to(torch.float64) / 255
+        s += f.sum((0, 2, 3))
+        s2 += (f * f).sum((0, 2, 3))
+    count = x.shape[0] * x.shape[2] * x.shape[3]
+    mean = s / count
+    # Floor at one gray level: a constant channel would otherwise divide by zero.
+    std = (s2 / count - mean * mean).clamp_min(0).sqrt().clamp_min(1 / 255)
+    return tuple(mean.tolist()), tuple(std.tolist())
+
+
+def image_splits(
+    name: str,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    test_x: torch.Tensor,
+    test_y: torch.Tensor,
+    num_classes: int,
+    val_size: int | None,
+    split_seed: int,
+) -> ImageSplits:
+    """The in-memory splits of a data set given as training and test arrays."""
+    if val_size is None:
+        val_size = default_val_size(name, len(y))
+    train_idx, val_idx, digest = split_indices(name, len(y), val_size, split_seed)
+    train_x = x[train_idx].contiguous()
+    mean, std = channel_stats(train_x)
+    return ImageSplits(
+        name=name,
+        train_x=train_x,
+        train_y=y[train_idx].contiguous(),
+        val_x=x[val_idx].contiguous(),
+        val_y=y[val_idx].contiguous(),
+        test_x=test_x,
+        test_y=test_y,
+        num_classes=num_classes,
+        mean=mean,
+        std=std,
+        val_digest=digest,
+    )
+
+
+def streaming_splits(name: str, scan: tuple, val_size: int | None, seed: int) -> StreamingSplits:
+    """The splits of a folder of large images; `scan` is scan_folder's result."""
+    root, classes, train, test = scan
+    val_size = default_val_size(name, len(train)) if val_size is None else val_size
+    train_idx, val_idx, digest = split_indices(name, len(train), val_size, seed)
+    train_s = [train[i] for i in train_idx.tolist()]
+    # Mean/std of a fixed (seed 0) sample of training images, as evaluation sees them.
+    pick = torch.randperm(len(train_s), generator=torch.Generator().manual_seed(0))
+    reader = _Reader(root, torch.device("cpu"))
+    x, _ = reader.batch(reader.submit([train_s[i] for i in pick[:_STATS_SAMPLE].tolist()]))
+    val_s, (mean, std) = [train[i] for i in val_idx.tolist()], channel_stats(x)
+    return StreamingSplits(name, root, train_s, val_s, test, len(classes), mean, std, digest)

@@ -71,20 +71,12 @@ def is_small(root: Path, samples: list[tuple[str, int]], probe: int = 8) -> bool
     return all(max(image_size(root / p)) <= SMALL_IMAGE_MAX for p, _ in samples[:probe])
 
 
-def _cache_dir(data_dir: Path) -> Path:
-    env = os.environ.get("ABLATE_CACHE_DIR")
-    return Path(env).expanduser() if env else data_dir / ".ablate-cache"
-
-
 def cached_decode(
     root: Path, classes: list[str], train: list, test: list, data_dir: Path
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Decode a small-image folder once; later loads read `<cache>/<key>.pt`.
-
-    The key hashes every file's relative path and bytes, so any edit re-decodes. On the
-    real CIFAR-10 JPEG copy (60k files, 55 MB) that read + blake2b takes about 1 s, so
-    content hashing is affordable and no path/size/mtime shortcut is used.
-    """
+    """Decode a small-image folder once; later loads read `<cache>/<key>.pt`. The key hashes
+    every file's path and bytes, so any edit re-decodes: on the CIFAR-10 JPEG copy (60k
+    files, 55 MB) that takes about 1 s, so no path/size/mtime shortcut is used."""
     h = hashlib.blake2b(digest_size=16)
     h.update(f"ablate-imagefolder-v{CACHE_VERSION}\0RGB\0{chr(0).join(classes)}\0".encode())
     raw = []
@@ -94,7 +86,8 @@ def cached_decode(
         h.update(rel.encode() + b"\0" + len(data).to_bytes(8, "little"))
         h.update(data)
         raw.append(data)
-    path = _cache_dir(data_dir) / f"{h.hexdigest()}.pt"
+    cache = Path(os.environ.get("ABLATE_CACHE_DIR") or data_dir / ".ablate-cache").expanduser()
+    path = cache / f"{h.hexdigest()}.pt"
     if path.is_file():
         try:
             c = torch.load(path, weights_only=True)
@@ -135,11 +128,9 @@ def _atomic_save(obj: dict, path: Path) -> None:
 
 
 def _decode_all(root: Path, rels: list[str], raw: list[bytes]) -> torch.Tensor:
-    """Decode encoded images to one uint8 N x 3 x H x W tensor (all must share H x W).
-
-    JPEGs go through batched decode_jpeg (about 2x faster than one decode_image call
-    per file, measured on the CIFAR-10 copy); other formats one by one, PIL as fallback.
-    """
+    """Decode images to one uint8 N x 3 x H x W tensor (all must share H x W). JPEGs go
+    through batched decode_jpeg (2x faster than decode_image per file, on the CIFAR-10
+    copy); other formats one by one, PIL as fallback."""
     out: torch.Tensor | None = None
 
     def put(i: int, img: torch.Tensor) -> None:

@@ -1,10 +1,5 @@
-"""One builder for every network of the design space, plain twins included.
-
-A plain net is the same builder with shortcut `none` (docs/paper.md §2), so plain and
-residual twins cannot drift apart. Each weight layer is a `WeightLayer` whose `bn` (or,
-in pre-activation units, `conv`) output is the layer response of the paper's Fig. 7;
-`response_modules` finds them by name with no change to the model code.
-"""
+"""One builder for every network of the design space: a plain net is the same builder with
+shortcut `none` (docs/paper.md §2), so plain and residual twins cannot drift apart."""
 
 from __future__ import annotations
 
@@ -15,11 +10,8 @@ from resnet.spec import ModelSpec
 
 
 class WeightLayer(nn.Module):
-    """Post-activation `conv-BN`; pre-activation `BN-ReLU-conv` (He et al. 2016).
-
-    `activated=True` (pre-activation only) marks a layer whose input is already BN-ReLU'd:
-    the first layer of the first unit, whose activation is the stem's (docs/paper.md §2).
-    """
+    """Post-activation `conv-BN`; pre-activation `BN-ReLU-conv` (He et al. 2016), or just
+    the conv when `activated` (its input is BN-ReLU'd already, docs/paper.md §2)."""
 
     def __init__(
         self, cin: int, cout: int, kernel: int, stride: int, preact: bool, activated: bool = False
@@ -53,8 +45,7 @@ class ShortcutA(nn.Module):
 
 
 class Projection(nn.Module):
-    """Options B and C: 1x1 conv with stride, then BN; in a pre-activation unit the conv
-    alone, fed the unit's shared BN-ReLU (see `Unit`)."""
+    """Options B and C: 1x1 conv with stride, then BN (not in a pre-activation unit)."""
 
     def __init__(self, cin: int, cout: int, stride: int, bn: bool = True):
         super().__init__()
@@ -80,16 +71,15 @@ def make_shortcut(
 
 
 class Unit(nn.Module):
-    """A residual unit of k weight layers.
+    """A residual unit of k weight layers (docs/paper.md §2-3).
 
     Post-activation (2015): `[conv-BN-ReLU] x (k-1) - conv-BN (+ shortcut) -> ReLU`.
     Pre-activation (2016): `[BN-ReLU-conv] x k (+ shortcut)`, no ReLU after the addition.
     A projection shortcut is pre-activated too: the unit's first BN-ReLU comes before the
     split and feeds both its first conv and the projection conv. The network's first unit
-    takes the stem's BN-ReLU as that activation (2016 paper, Appendix; docs/paper.md §2-3).
-    Basic units use 3x3 convs; bottleneck units `1x1 (width/4) - 3x3 - 1x1 (width)`.
-    The stride sits on the first layer (the paper's 2015 design; torchvision's "v1.5"
-    moves it to the 3x3, which changes MACs but not parameters).
+    takes the stem's BN-ReLU as that activation (2016 paper, Appendix). Bottleneck units:
+    `1x1 (width/4) - 3x3 - 1x1 (width)`. The stride sits on the first layer (the paper's
+    2015 design; torchvision's "v1.5" moves it to the 3x3: other MACs, same parameters).
     """
 
     def __init__(self, spec: ModelSpec, cin: int, cout: int, stride: int, first: bool = False):
@@ -132,13 +122,10 @@ class ResNet(nn.Module):
         super().__init__()
         self.spec = spec
         w = spec.width
-        if spec.stem == "cifar":
-            # docs/paper.md §3: one 3x3 conv with 16 filters on 32x32 inputs.
-            stem = [WeightLayer(spec.in_channels, w, 3, 1, preact=False)]
-        else:
-            # docs/paper.md §5: 7x7/2 conv 64 + 3x3/2 max pool.
-            stem = [WeightLayer(spec.in_channels, w, 7, 2, preact=False)]
-        self.stem = nn.Sequential(*stem, nn.ReLU(inplace=False))
+        # docs/paper.md §3: a 3x3 conv of 16 on 32x32 inputs; §5: 7x7/2 conv 64 + 3x3/2 pool.
+        kernel, stride = (3, 1) if spec.stem == "cifar" else (7, 2)
+        stem = WeightLayer(spec.in_channels, w, kernel, stride, preact=False)
+        self.stem = nn.Sequential(stem, nn.ReLU(inplace=False))
         self.pool_in = nn.MaxPool2d(3, 2, 1) if spec.stem == "imagenet" else nn.Identity()
         stages, cin = [], w
         for i, (n, cout) in enumerate(zip(spec.units, spec.stage_widths, strict=True)):
@@ -164,10 +151,8 @@ class ResNet(nn.Module):
 
 def init_weights(model: nn.Module) -> None:
     """He (Kaiming) normal for convs with fan-in, BN weight 1 and bias 0 (docs/paper.md §2).
-
     Fan-in, not fan-out: docs/paper.md §7 measured ResNet-56 stuck at chance for 600
-    iterations with fan-out init and PyTorch's default linear init.
-    """
+    iterations with fan-out init and PyTorch's default linear init."""
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
@@ -180,8 +165,8 @@ def init_weights(model: nn.Module) -> None:
 
 
 def build(spec: ModelSpec, init: bool = True) -> ResNet:
-    """Build the network a spec describes; `init=False` leaves PyTorch's default init (for
-    counting on the meta device, where the paper's init costs a second to set up)."""
+    """The network a spec describes; `init=False` keeps PyTorch's default init (for counting:
+    the paper's init costs a second to set up)."""
     return ResNet(spec, init)
 
 
@@ -189,10 +174,5 @@ def response_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The modules whose outputs are the paper's layer responses (Fig. 7), in layer order:
     each weight layer's BN output before the addition / ReLU (post-activation units), or
     each conv's output (pre-activation units, which normalise before the conv)."""
-    found = []
-    for name, mod in model.named_modules():
-        if isinstance(mod, WeightLayer):
-            found.append(
-                (f"{name}.conv" if mod.preact else f"{name}.bn", mod.conv if mod.preact else mod.bn)
-            )
-    return found
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, WeightLayer)]
+    return [(f"{n}.conv", m.conv) if m.preact else (f"{n}.bn", m.bn) for n, m in layers]

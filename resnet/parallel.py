@@ -1,17 +1,16 @@
 """Training one model on several data-parallel replicas, and the BatchNorm batch.
 
 The paper trained CIFAR-10 at batch 128 on two GPUs and ImageNet at 256 on eight, so each
-BatchNorm normalized over 64 or 32 images (docs/paper.md §4, §5). `bn_batch` makes that a
-setting: BatchNorm layers normalize over groups ("ghost batches") of `bn_batch` images of a
-replica's batch, so one GPU can train exactly what several trained, and a study run on one
-GPU and on eight differ in speed only.
+BatchNorm normalized over 64 or 32 images (docs/paper.md §4, §5). With `bn_batch`,
+BatchNorm layers normalize over "ghost batches" of that many images of a replica's batch,
+so one GPU trains exactly what several trained.
 
 Replicas (torch.distributed, initialized by the caller: Ray Train, or a test) each train
-on their slice of the global batch; gradients are averaged by DistributedDataParallel.
-Running statistics are updated once per step from the mean of the step's ghost batches,
-per replica, and averaged over replicas before every evaluation and checkpoint: an average
-of exponential moving averages is the moving average of the averages, so the result does
-not depend on the number of replicas beyond float rounding.
+on their slice of the global batch; DistributedDataParallel averages the gradients. Each
+replica updates its running statistics once per step from the mean of its ghost batches;
+they are averaged over replicas before every evaluation and checkpoint (an average of
+moving averages is the moving average of the averages), so the result does not depend on
+the number of replicas beyond float rounding.
 """
 
 from __future__ import annotations

@@ -1,10 +1,7 @@
-"""Learning-rate policies as named, composable parts (docs/paper.md §4).
-
-A policy (`step`, `plateau`, `cosine`, `constant`) gives the learning rate for an
-iteration; a warm-up (`none`, `paper`, or a number of iterations) can sit in front of any
-of them. torch's schedulers cannot express the paper's warm-up rule (lr 0.01 until the
-training error falls below 80%), and `ReduceLROnPlateau` does not compose with the others,
-so the parts are written here as small state machines with exact, testable traces.
+"""Learning-rate policies (`step`, `plateau`, `cosine`, `constant`) behind an optional
+warm-up (`none`, `paper`, or iterations) (docs/paper.md §4). torch's schedulers cannot
+express the paper's warm-up rule (lr 0.01 until the training error falls below 80%), and
+`ReduceLROnPlateau` does not compose with the others: hence small state machines here.
 """
 
 from __future__ import annotations
@@ -19,19 +16,17 @@ PAPER_WARMUP_TRAIN_ERROR = 0.80
 
 def parse_warmup(warmup: str | int) -> str | int:
     """`none`, `paper`, or a non-negative number of iterations (the 2016 paper uses 400)."""
-    if isinstance(warmup, int) and not isinstance(warmup, bool):
-        value = warmup
-    elif isinstance(warmup, str) and warmup in ("none", "paper"):
+    if warmup in ("none", "paper"):
         return warmup
-    elif isinstance(warmup, str) and warmup.isdigit():
-        value = int(warmup)
-    else:
+    if isinstance(warmup, bool) or not (isinstance(warmup, int) or str(warmup).isdigit()):
         raise ValueError(f"warmup: {warmup!r} is not none, paper or a number of iterations")
-    return "none" if value == 0 else value
+    return "none" if int(warmup) == 0 else int(warmup)
 
 
 class LRSchedule:
     """The learning rate at each iteration, and the trace of every change."""
+
+    STATE = ("warmup_done", "plateau_scale", "best_val", "bad_evals")  # besides the trace
 
     def __init__(
         self,
@@ -103,18 +98,12 @@ class LRSchedule:
         return {"iteration": its, "lr": lrs}
 
     def state_dict(self) -> dict:
-        return {
-            "warmup_done": self.warmup_done,
-            "plateau_scale": self.plateau_scale,
-            "best_val": self.best_val,
-            "bad_evals": self.bad_evals,
-            "trace_iterations": [i for i, _ in self.trace],
-            "trace_lrs": [v for _, v in self.trace],
-        }
+        state = {key: getattr(self, key) for key in self.STATE}
+        state["trace_iterations"] = [i for i, _ in self.trace]
+        state["trace_lrs"] = [v for _, v in self.trace]
+        return state
 
     def load_state_dict(self, state: dict) -> None:
-        self.warmup_done = bool(state["warmup_done"])
-        self.plateau_scale = float(state["plateau_scale"])
-        self.best_val = float(state["best_val"])
-        self.bad_evals = int(state["bad_evals"])
+        for key in self.STATE:
+            setattr(self, key, state[key])
         self.trace = list(zip(state["trace_iterations"], state["trace_lrs"], strict=True))

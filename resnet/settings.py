@@ -1,15 +1,10 @@
 """How a setting is defined, once, and the one check every value of it goes through.
 
-A setting is a dataclass field made with `setting()`: its type (from the annotation), its
-default, a one-line meaning, whether it is science (changes the result: a study key, an
-MLflow param, part of the fingerprint) or execution (where and how fast it runs), and its
-allowed values (`choices`, or a lower bound `ge` / `gt`). `check()` enforces exactly that,
-for study files, CLI flags and trial configs alike; rules that tie settings together live
-in the dataclass that owns them (resnet/spec.py, resnet/config.py).
-
-From the same definitions come the CLI flags (ablations/cli.py), the study keys and their
-JSON schema (ablations/study.py) and the MLflow type table the reports decode params with.
-No torch here: the CLI builds its flags from this module and must answer at once.
+A setting is a dataclass field made with `setting()`: type, default, meaning, kind
+(science changes the result: a study key, an MLflow param, part of the fingerprint;
+execution says where and how fast it runs) and allowed values. `check()` enforces them for
+study files, CLI flags and trial configs alike; rules tying settings together live in the
+dataclass that owns them. No torch here: the CLI builds its flags from this module.
 """
 
 from __future__ import annotations
@@ -37,8 +32,7 @@ def setting(
     gt: float | None = None,
     flag: bool = True,
 ) -> Any:
-    """A dataclass field with its meaning and its allowed values. `flag=False`: no CLI flag
-    (a value derived from the data set)."""
+    """A dataclass field with its meaning and allowed values; `flag=False`: no CLI flag."""
     meta = {"help": help, "kind": kind, "choices": choices, "ge": ge, "gt": gt, "flag": flag}
     return dataclasses.field(default=default, metadata=meta)
 
@@ -77,16 +71,27 @@ def settings_of(owner: type, kind: str | None = None) -> list[Setting]:
         meta = f.metadata
         if not f.init or "kind" not in meta or (kind is not None and meta["kind"] != kind):
             continue
-        hint, optional = hints[f.name], False
-        if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-            args = [a for a in typing.get_args(hint) if a is not type(None)]
-            hint, optional = args[0], True
-        if hint not in TYPE_NAMES:
-            raise TypeError(f"setting {f.name}: unsupported type {hint!r}")
+        hint, optional, _ = typed(hints[f.name])
+        if hint is None:
+            raise TypeError(f"setting {f.name}: unsupported type {hints[f.name]!r}")
         default = None if f.default is MISSING else f.default
         names = ("help", "kind", "choices", "ge", "gt", "flag")
         out.append(Setting(f.name, hint, default, optional=optional, **{k: meta[k] for k in names}))
     return out
+
+
+def typed(hint: Any) -> tuple[type | None, bool, tuple | None]:
+    """(int | float | bool | str, None allowed, closed set) of an annotation."""
+    optional, choices = False, None
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        optional = len(args) < len(typing.get_args(hint))
+        hint = args[0] if len(args) == 1 else None
+    if typing.get_origin(hint) is typing.Literal:
+        choices = typing.get_args(hint)
+        kinds = {type(c) for c in choices}
+        hint = kinds.pop() if len(kinds) == 1 else None
+    return (hint if hint in TYPE_NAMES else None), optional, choices
 
 
 def check(s: Setting, value: Any) -> Any:
@@ -131,6 +136,5 @@ def check_all(instance: Any) -> None:
 
 
 def type_table(owner: type, kind: str | None = SCIENCE) -> dict[str, str]:
-    """{name: "int" | "float" | "bool" | "str"}: what the store records so that readers
-    without this package (the reports) can decode params."""
+    """{name: type name}: recorded so that readers without this package decode params."""
     return {s.name: s.type_name for s in settings_of(owner, kind)}

@@ -28,16 +28,12 @@ IMAGENET_LAYOUTS: dict[int, tuple[tuple[int, ...], bool]] = {
 }
 
 
-def _nearby(valid: list[int], depth: int, count: int = 3) -> str:
-    near = sorted(sorted(valid, key=lambda d: (abs(d - depth), d))[:count])
-    return (
-        ", ".join(str(d) for d in near[:-1]) + f" or {near[-1]}" if len(near) > 1 else str(near[0])
-    )
-
-
-def _cifar_valid_depths(layers_per_unit: int, limit: int = 2000) -> list[int]:
-    # Three stages of equal length, each a whole number of units, plus stem conv and fc.
-    return [3 * layers_per_unit * n + 2 for n in range(1, limit // (3 * layers_per_unit) + 1)]
+def _nearby(k: int, depth: int) -> str:
+    """The three CIFAR depths nearest `depth` for units of k layers: three stages of equal
+    length, each a whole number of units, plus stem conv and fc."""
+    valid = [3 * k * n + 2 for n in range(1, 2000 // (3 * k) + 1)]
+    near = sorted(sorted(valid, key=lambda d: (abs(d - depth), d))[:3])
+    return ", ".join(str(d) for d in near[:-1]) + f" or {near[-1]}"
 
 
 @dataclass(frozen=True)
@@ -67,14 +63,10 @@ class ModelFields:
 
 @dataclass(frozen=True)
 class ModelSpec(ModelFields):
-    """A residual (or plain) network, as the paper defines it.
-
-    `depth` counts weight layers (convs and the final linear layer, not projection
-    shortcuts). `bottleneck=None` resolves to the paper's choice for the depth: basic
-    units on CIFAR (bottleneck at the 2016 paper's 164 and 1001 when the skip length is
-    left open) and for ImageNet 18/34, bottleneck units for ImageNet 50/101/152.
-    `skip_length=None` resolves to 3 for bottleneck units and 2 for basic ones.
-    """
+    """A residual (or plain) network as the paper defines it; `depth` counts convs and the
+    final linear layer, not projections. Open settings take the paper's choice: bottleneck
+    units for ImageNet 50/101/152 and CIFAR 164/1001 (when the skip length is open), skip
+    length 3 for bottleneck units and 2 for basic ones."""
 
     num_classes: int = setting(10, "output classes (from the data set when training)", ge=1)
     in_channels: int = setting(3, "input channels (from the data set when training)", ge=1)
@@ -145,21 +137,18 @@ class ModelSpec(ModelFields):
             raise SpecError(
                 "depth",
                 f"{unit} need each stage's layer count divisible by {k} (depth = {3 * k}n + 2); "
-                f"{why}; try depth {_nearby(_cifar_valid_depths(k), self.depth)}{other}",
+                f"{why}; try depth {_nearby(k, self.depth)}{other}",
             )
         set_(self, "units", (per_stage // k,) * 3)
 
     @property
     def stage_widths(self) -> tuple[int, ...]:
         """Output channels of each stage (x4 at bottleneck outputs, as in the paper)."""
-        n = len(self.units)
-        base = [self.width * 2**i for i in range(n)]
-        return tuple(w * 4 for w in base) if self.bottleneck else tuple(base)
+        out = 4 if self.bottleneck else 1
+        return tuple(self.width * 2**i * out for i in range(len(self.units)))
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d.pop("units")
-        return d
+        return {k: v for k, v in asdict(self).items() if k != "units"}
 
     def label(self) -> str:
         kind = "plain" if self.shortcut == "none" else f"ResNet-{self.shortcut}"

@@ -1,18 +1,13 @@
-"""One training step (forward, backward, optimizer step, running statistics) and the sums of
-the evaluation window, kept on the device so the loop never waits for the GPU.
-
-Two forms with one body:
-- `eager`: the body runs as ordinary PyTorch, the learning rate set as a number.
-- `graph`: static input buffers, the learning rate and the iteration as device tensors, so
-  that on a GPU the whole body is captured once as a CUDA graph and replayed: one launch
-  per step instead of hundreds (a CIFAR ResNet step is many small kernels whose launch
-  overhead, not arithmetic, sets the pace). On a CPU the same static body runs without
-  capture, which is what lets the tests compare it with `eager` step by step.
+"""One training step and the sums of the evaluation window, kept on the device so the loop
+never waits for the GPU. Two forms of one body: `eager` (ordinary PyTorch), and `graph`
+(static inputs, lr and iteration as device tensors), which a GPU captures once as a CUDA
+graph and replays: one launch per step instead of hundreds (a CIFAR ResNet step is many
+small kernels whose launch overhead sets the pace). On a CPU the static body runs without
+capture, so the tests compare it with `eager` step by step.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 
 import torch
@@ -66,16 +61,11 @@ class Step:
             self._y: Tensor | None = None
 
     # -- the body -------------------------------------------------------------------------
-    def _autocast(self):
-        # Autocast's weight-cast cache must be off while a CUDA graph is captured.
-        return torch.autocast(
-            self.device.type, dtype=torch.bfloat16, enabled=self.bf16, cache_enabled=not self.graph
-        )
-
     def _body(self, x: Tensor, y: Tensor, it: Tensor | int, set_to_none: bool = True) -> None:
         if self.mark_steps:
             torch.compiler.cudagraph_mark_step_begin()
-        with self._autocast():
+        # Autocast's weight-cast cache must be off while a CUDA graph is captured.
+        with torch.autocast(self.device.type, torch.bfloat16, self.bf16, not self.graph):
             out = self.forward(x)
         loss = nn.functional.cross_entropy(out.float(), y)
         if set_to_none:
@@ -189,10 +179,3 @@ class Step:
             for k, v in self.acc.items():
                 v.copy_(state["acc"][k] if first else torch.zeros(()))
             self.first_bad.copy_(state["first_bad"])
-
-
-def eval_autocast(device: torch.device, precision: str):
-    """The evaluation forward's precision, the same as training's."""
-    if precision != "bf16":
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16)

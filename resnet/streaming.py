@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -19,27 +20,14 @@ from torch import Tensor
 from resnet.augment import _as_channel_tensor, normalize, shard
 from resnet.errors import DataError
 from resnet.folder import _as_tensor, _decode_one, _decoders
-from resnet.splits import StreamingSplits, channel_stats, default_val_size, split_indices
+
+if TYPE_CHECKING:
+    from resnet.data import StreamingSplits
 
 THREADS = min(8, os.cpu_count() or 1)  # file readers (off CUDA also decoders)
 CROP, EVAL_SIZE, TRAIN_SIZES = 224, 256, (256, 480)  # docs/paper.md §5
-_STATS_SAMPLE = 256  # images used to estimate mean/std of a streamed folder
 _pool = functools.cache(functools.partial(ThreadPoolExecutor, thread_name_prefix="ablate-read"))
 os.register_at_fork(after_in_child=_pool.cache_clear)  # a forked child has no threads
-
-
-def streaming_splits(name: str, scan: tuple, val_size: int | None, seed: int) -> StreamingSplits:
-    """The splits of a folder of large images; `scan` is scan_folder's result."""
-    root, classes, train, test = scan
-    val_size = default_val_size(name, len(train)) if val_size is None else val_size
-    train_idx, val_idx, digest = split_indices(name, len(train), val_size, seed)
-    train_s = [train[i] for i in train_idx.tolist()]
-    # Mean/std of a fixed (seed 0) sample of training images, as evaluation sees them.
-    pick = torch.randperm(len(train_s), generator=torch.Generator().manual_seed(0))
-    reader = _Reader(root, torch.device("cpu"))
-    x, _ = reader.batch(reader.submit([train_s[i] for i in pick[:_STATS_SAMPLE].tolist()]))
-    val_s, (mean, std) = [train[i] for i in val_idx.tolist()], channel_stats(x)
-    return StreamingSplits(name, root, train_s, val_s, test, len(classes), mean, std, digest)
 
 
 def _crop(img: Tensor, size: int, at: tuple[float, float, bool] | None) -> Tensor:
@@ -101,12 +89,10 @@ class _Reader:
 
 class StreamingBatches:
     """Training batches with the paper's ImageNet augmentation (docs/paper.md §5: shorter
-    side resized to a random size in [256, 480], random 224 crop, flip with p=1/2) as
-    normalized float32 channels_last and int64 labels on the device. Epoch e is a randperm
-    from a generator seeded by (seed, e), the incomplete last batch dropped; the generator
-    then draws each position's crop. A batch is thus fixed by (seed, epoch, position): a
-    resumed run sees the very same crops, and each of `replicas` ranks reads and decodes
-    only its `shard` of the global batch. (The paper's colour augmentation is not done.)"""
+    side resized to a random size in [256, 480], random 224 crop, flip with p=1/2; not its
+    colour augmentation), normalized, on the device. A generator seeded by (seed, epoch)
+    draws the epoch's order and each position's crop, so a batch is fixed by (seed,
+    epoch, position): a resumed run sees the same crops, and each replica reads its shard."""
 
     def __init__(
         self,

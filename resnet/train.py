@@ -3,10 +3,6 @@
 Usable alone: `train(config, callback)` knows nothing of Ray or MLflow. Progress leaves
 through a plain callback; the study runner plugs Ray Tune and MLflow in there, and keeps
 checkpoints where it likes through the `Checkpoints` protocol (resnet/checkpoint.py).
-
-`train` is three steps: `_setup` (model, optimizer, schedule, the batches and evaluation
-sets of the data), `_restore` (a checkpoint, if any) and `_loop` (steps, evaluations,
-checkpoints, stop and divergence).
 """
 
 from __future__ import annotations
@@ -19,17 +15,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from resnet.augment import ResidentBatches, eval_batches
+from resnet.augment import ResidentBatches, eval_batches, normalize
 from resnet.checkpoint import Checkpoints, FolderCheckpoints
 from resnet.complexity import count_macs, count_params
 from resnet.config import TrainConfig
-from resnet.data import load_dataset
-from resnet.device import Clock, compile_mode, resolve_device
+from resnet.data import ImageSplits, StreamingSplits, load_dataset
 from resnet.errors import CheckpointMismatch, DataError, DeviceError
-from resnet.measure import evaluate, layer_responses
+from resnet.measure import Clock, compile_mode, evaluate, layer_responses, resolve_device
 from resnet.parallel import average_statistics, earliest, ghost_batches, world
 from resnet.schedule import LRSchedule
-from resnet.splits import ImageSplits, StreamingSplits
 from resnet.step import Step, make_optimizer
 from resnet.streaming import StreamingBatches, streaming_eval
 
@@ -70,7 +64,6 @@ class TrainResult:
     params: int
     macs: int
     diverged_at: int | None = None
-    final: dict = field(default_factory=dict)
 
     def summary(self) -> dict:
         last = self.history[-1] if self.history else {}
@@ -98,7 +91,6 @@ class _Setup:
     batches: ResidentBatches | StreamingBatches
     eval_sets: Callable[[], tuple[Iterator, Iterator]]
     probe: torch.Tensor  # fixed test images for the layer responses
-    train_size: int
     eval_every: int
     checkpoint_every: int
     params: int
@@ -156,7 +148,7 @@ def train(
             "resumed_from": state.iteration,
             "history": list(state.history),
             "eval_every": setup.eval_every,
-            "train_size": setup.train_size,
+            "train_size": data.train_size,
             "val_digest": data.val_digest,
         }
     )
@@ -172,7 +164,6 @@ def train(
         params=setup.params,
         macs=setup.macs,
         diverged_at=diverged_at,
-        final=state.history[-1] if state.history else {},
     )
 
 
@@ -227,7 +218,6 @@ def _setup(
         batches=batches,
         eval_sets=eval_sets,
         probe=probe,
-        train_size=data.train_size,
         eval_every=eval_every,
         checkpoint_every=config.checkpoint_every or eval_every,
         params=params,
@@ -251,21 +241,18 @@ def _data_on_device(
             data.std,
             **part,
         )
-        # Each replica evaluates its share; evaluate() sums the shares.
-        val = _share(data.val_x, rank, replicas), _share(data.val_y, rank, replicas)
-        test = _share(data.test_x, rank, replicas), _share(data.test_y, rank, replicas)
-        val, test = [tuple(t.to(device) for t in pair) for pair in (val, test)]
+
+        def share(x: torch.Tensor) -> torch.Tensor:
+            # Each replica evaluates its contiguous share; evaluate() sums the shares.
+            return x[rank * len(x) // replicas : (rank + 1) * len(x) // replicas].to(device)
+
+        val = share(data.val_x), share(data.val_y)
+        test = share(data.test_x), share(data.test_y)
 
         def eval_sets():
-            return (
-                eval_batches(*val, EVAL_BATCH, data.mean, data.std),
-                eval_batches(*test, EVAL_BATCH, data.mean, data.std),
-            )
+            return [eval_batches(*s, EVAL_BATCH, data.mean, data.std) for s in (val, test)]
 
-        probe = data.test_x[:RESPONSE_IMAGES].to(device)
-        probe = next(
-            eval_batches(probe, probe.new_zeros(len(probe)), len(probe), data.mean, data.std)
-        )[0]
+        probe = normalize(data.test_x[:RESPONSE_IMAGES].to(device), data.mean, data.std)
         return batches, eval_sets, probe
     batches = StreamingBatches(data, config.batch_size, config.seed, device, **part)
 
@@ -274,12 +261,6 @@ def _data_on_device(
 
     probe = next(iter(streaming_eval(data, "test", device, limit=64)))[0]
     return batches, streamed, probe
-
-
-def _share(x: torch.Tensor, rank: int, replicas: int) -> torch.Tensor:
-    """Replica `rank`'s contiguous share of the rows of x."""
-    n = len(x)
-    return x[rank * n // replicas : (rank + 1) * n // replicas]
 
 
 def _restore(config: TrainConfig, setup: _Setup, saved: dict) -> _State:
@@ -352,10 +333,19 @@ def _loop(
         if at_eval or saving:
             average_statistics(setup.model)  # the replicas' running statistics, as one
         if at_eval:
-            train_seconds = clock.lap()
-            evaluation = _window(it, lr, step, window_images / max(train_seconds, 1e-9))
-            if math.isfinite(evaluation["train/loss"]):
-                _evaluate(evaluation, setup, device, config.precision)
+            loss, err, _ = step.window()  # the training side: the window since the last
+            evaluation = {
+                "iteration": it,
+                "lr": lr,
+                "train/loss": loss,
+                "train/error": err,
+                "images_per_s": window_images / max(clock.lap(), 1e-9),
+            }
+            if math.isfinite(loss):
+                for split, batches in zip(("val", "test"), setup.eval_sets(), strict=True):
+                    result = evaluate(setup.model, batches, config.precision)
+                    if result is not None:
+                        evaluation[f"{split}/loss"], evaluation[f"{split}/error"] = result
             state.history.append(evaluation)
             if "val/error" in evaluation:
                 schedule.observe_val_error(evaluation["val/error"])
@@ -379,23 +369,3 @@ def _loop(
     state.iteration = it
     state.wall_time_s += clock.total()
     return status, diverged_at
-
-
-def _window(it: int, lr: float, step: Step, images_per_s: float) -> dict:
-    """The training side of an evaluation: the window's loss and error since the last."""
-    loss, err, _ = step.window()
-    return {
-        "iteration": it,
-        "lr": lr,
-        "train/loss": loss,
-        "train/error": err,
-        "images_per_s": images_per_s,
-    }
-
-
-def _evaluate(evaluation: dict, setup: _Setup, device: torch.device, precision: str) -> None:
-    val, test = setup.eval_sets()
-    for prefix, batches in (("val", val), ("test", test)):
-        result = evaluate(setup.model, batches, precision)
-        if result is not None:
-            evaluation[f"{prefix}/loss"], evaluation[f"{prefix}/error"] = result

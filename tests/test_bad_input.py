@@ -594,8 +594,7 @@ def stored_study(workdir):
     state `ablate run` leaves before its first trial reports."""
     from conftest import plan_of
 
-    from ablations.manifest import code_version
-    from ablations.store import Store
+    from ablations.store import Store, code_version
 
     (workdir / "s.yaml").write_text(GOOD)
     db = workdir / "store" / "m.db"

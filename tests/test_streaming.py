@@ -15,8 +15,7 @@ from torchvision.datasets import ImageFolder
 from torchvision.transforms.v2 import functional as TF
 
 from resnet import streaming
-from resnet.data import DataError, StreamingSplits, load_dataset
-from resnet.splits import channel_stats
+from resnet.data import DataError, StreamingSplits, channel_stats, load_dataset
 from resnet.streaming import StreamingBatches, streaming_eval
 
 CPU = torch.device("cpu")
