@@ -11,25 +11,13 @@ a trial resumes from the newest whole checkpoint of its own key and run that loa
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
 import os
 import re
 import time
-import warnings
 from pathlib import Path
 
 from ablations.errors import AblateError
-
-STATE_FILE = "state.pt"
-META_FILE = "meta.json"  # {"trial": key, "run": MLflow run id, "iteration": N}
-KEEP = 2  # the newest checkpoint and one to fall back to
-_FOLDER = re.compile(r"^iteration-(\d{9})$")
-
-
-class CheckpointLost(RuntimeError):
-    """The trial has checkpoints in the storage, but none of them can be read."""
+from resnet.checkpoint import FolderCheckpoints
 
 
 def storage_uri(storage: str | None) -> str:
@@ -72,90 +60,36 @@ def _study_folder(storage: str, study: str) -> tuple:
     return fs, f"{root.rstrip('/')}/{study}"
 
 
-class TrialCheckpoints:
-    """The checkpoints of one trial run: resnet's Checkpoints protocol (`load`, `save`) on
-    Ray's storage, plus `found()` for the driver."""
+class TrialCheckpoints(FolderCheckpoints):
+    """The checkpoints of one trial run in Ray's storage: resnet's folder layout and rule
+    (resnet/checkpoint.py), read and written through pyarrow, so buckets too."""
 
     def __init__(self, storage: str, study: str, key: str, run: str):
-        self.storage, self.key, self.run = storage, key, run
         self.fs, folder = _study_folder(storage, study)
-        self.folder = f"{folder}/checkpoints/{trial_folder(key)}/{run}"
+        super().__init__(
+            f"{folder}/checkpoints/{trial_folder(key)}/{run}", {"trial": key, "run": run}
+        )
 
-    def found(self) -> list[tuple[int, str]]:
-        """(iteration, folder) of the whole checkpoints, newest first."""
+    def _folders(self) -> list[str]:
         import pyarrow.fs
 
         try:
             infos = self.fs.get_file_info(pyarrow.fs.FileSelector(self.folder, True))
         except OSError:
             return []  # an unreadable storage: nothing to resume from
-        out = []
-        for info in infos:
-            match = _FOLDER.match(info.base_name)
-            if match and info.type == pyarrow.fs.FileType.Directory:
-                meta = self._meta(info.path)
-                if meta and (meta.get("trial"), meta.get("run")) == (self.key, self.run):
-                    out.append((int(match.group(1)), info.path))
-        return sorted(out, reverse=True)
+        return [info.base_name for info in infos]
 
-    def _meta(self, folder: str) -> dict | None:
-        try:
-            with self.fs.open_input_stream(f"{folder}/{META_FILE}") as f:
-                return json.loads(f.read())
-        except (OSError, ValueError):
-            return None
+    def _read(self, path: str) -> bytes:
+        with self.fs.open_input_stream(path) as f:
+            return f.read()
 
-    def load(self, map_location) -> dict | None:
-        """The newest state that loads; None when the trial has no checkpoint yet."""
-        import torch
+    def _write(self, path: str, data: bytes) -> None:
+        self.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        with self.fs.open_output_stream(path) as f:
+            f.write(data)
 
-        tried = []
-        for _, folder in self.found():
-            try:
-                with self.fs.open_input_stream(f"{folder}/{STATE_FILE}") as f:
-                    blob = io.BytesIO(f.read())
-                return torch.load(blob, map_location=map_location, weights_only=True)
-            except Exception as err:  # noqa: BLE001 - any unreadable state: fall back
-                warnings.warn(
-                    f"checkpoint {folder} is unreadable ({type(err).__name__}: {err}); "
-                    "falling back to the previous one",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-                tried.append(folder)
-        if tried:
-            raise CheckpointLost(
-                f"no checkpoint of this trial can be read from {self.storage} (tried "
-                f"{', '.join(tried)})"
-            )
-        return None
-
-    def save(self, state: dict, iteration: int) -> str:
-        """Write the state, then its meta file; keep the newest KEEP. Returns the folder."""
-        import torch
-
-        folder = f"{self.folder}/iteration-{iteration:09d}"
-        buffer = io.BytesIO()
-        torch.save(state, buffer)
-        meta = {"trial": self.key, "run": self.run, "iteration": iteration}
-        try:
-            self.fs.create_dir(folder, recursive=True)
-            with self.fs.open_output_stream(f"{folder}/{STATE_FILE}") as f:
-                f.write(buffer.getbuffer())
-            with self.fs.open_output_stream(f"{folder}/{META_FILE}") as f:
-                f.write(json.dumps(meta).encode())
-        except OSError as err:
-            with contextlib.suppress(OSError):  # a stale folder costs only space
-                self.fs.delete_dir(folder)
-            detail = " ".join((err.strerror or str(err)).split())
-            raise OSError(
-                f"could not write the checkpoint at iteration {iteration} to {self.storage} "
-                f"({detail}); the previous checkpoint is intact"
-            ) from err
-        for _, old in self.found()[KEEP:]:
-            with contextlib.suppress(OSError):  # already gone, or the storage refuses
-                self.fs.delete_dir(old)
-        return folder
+    def _remove(self, path: str) -> None:
+        self.fs.delete_dir(path)
 
 
 def has_study(storage: str, study: str) -> bool:

@@ -47,15 +47,6 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("ablate")
-    except PackageNotFoundError:
-        return "unknown (not installed)"
-
-
 def _help(text: str) -> str:
     return text.replace("%", "%%")  # argparse formats help with %
 
@@ -369,7 +360,10 @@ def build_parser(model: str | None = None) -> argparse.ArgumentParser:
         epilog=__doc__[__doc__.index("Exit codes") :],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"ablate {_version()}")
+    from ablations.store import package_version
+
+    version = f"ablate {package_version('ablate')}"
+    parser.add_argument("--version", action="version", version=version)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("list", help="the built-in studies, their presets and trial counts")

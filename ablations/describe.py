@@ -185,6 +185,10 @@ def render(view: dict) -> str:
         f"{view['seeds']} = {len(view['trials'])} trials",
     ]
     lines += [f"note: {note}" for note in view["notes"]]
+    first = view["trials"][0]["settings"]
+    lines.append(
+        f"batch {first['batch_size']}, BatchNorm over {first['bn_batch']} images (bn_batch)"
+    )
     if view["nuisance"]:
         n = view["nuisance"]
         lines.append(

@@ -47,7 +47,7 @@ class Evaluation:
 
 @dataclass(frozen=True)
 class Saved:
-    """A checkpoint is in Ray's storage (the driver learns its path from Tune)."""
+    """A checkpoint is whole in Ray's storage, at `path`."""
 
     iteration: int
     path: str = ""

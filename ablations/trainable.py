@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from ablations.checkpoints import CheckpointLost, TrialCheckpoints, study_uri, trial_folder
+from ablations.checkpoints import TrialCheckpoints, study_uri, trial_folder
 from ablations.events import Evaluation, Final, Progress, Saved, Start, TrialJob, encode
 
 PROGRESS_EVERY = 5.0  # seconds between progress reports of a one-replica trial
@@ -191,6 +191,7 @@ class _FirstReplicaWrites:
 def _reason(err: BaseException) -> str:
     """The error in one line: its type and message, and where it came from when the
     message alone does not say (an unexpected error)."""
+    from resnet.checkpoint import CheckpointLost
     from resnet.errors import ResnetError
 
     text = " ".join(str(err).split())

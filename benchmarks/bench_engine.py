@@ -17,6 +17,7 @@ from unittest import mock
 
 import torch
 
+import resnet.model
 import resnet.train as engine
 from resnet.augment import ResidentBatches
 from resnet.config import PRECISIONS, TrainConfig
@@ -117,7 +118,7 @@ def memory_format(variant: Variant):
         return model
 
     with (
-        mock.patch.object(engine, "build", build_contiguous),
+        mock.patch.object(resnet.model, "build", build_contiguous),  # the ResNet builder's
         mock.patch.object(engine, "ResidentBatches", _ContiguousBatches),
     ):
         yield

@@ -8,9 +8,9 @@ Layers: `fetch` talks to MLflow and returns DataFrames (`data.StudyData`); `stat
 them into a page; `build` writes it for the CLI.
 
 Also used by the runner and `ablate show`: `data.decode` reads a param's text by its type;
-`fetch.seed_spread` measures a study's seed spread, `stats.pooled_sd`, `stats.seeds_needed`,
-`stats.mde` and `stats.seeds_for_ci` turn spreads into seeds and detectable differences,
-and `stats.PRIOR_SEED_SD` stands in when nothing is measured.
+`stats.pooled_sd`, `stats.seeds_needed`, `stats.mde` and `stats.seeds_for_ci` turn seed
+spreads into seeds and detectable differences, and `stats.PRIOR_SEED_SD` stands in when
+nothing is measured.
 """
 
 from reports.build import build_report, default_out_dir, write_report

@@ -22,7 +22,6 @@ from mlflow import MlflowClient
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
-from reports import stats
 from reports.data import (
     FINAL_METRICS,
     HISTORY_METRICS,
@@ -32,7 +31,6 @@ from reports.data import (
     decode,
     empty_runs,
     parse_json,
-    select_trials,
 )
 from reports.errors import ReportError
 
@@ -134,13 +132,6 @@ def fetch_study(experiment_name: str, tracking_uri: str | None = None) -> StudyD
     history = histories(client, trials, remote=scheme in ("http", "https", "databricks"))
     lr_traces, layers = artifacts(client, trials, runs, notes)
     return StudyData(info, runs, history, lr_traces, layers, notes)
-
-
-def seed_spread(experiment_name: str, tracking_uri: str | None = None) -> tuple[float, int] | None:
-    """stats.seed_spread_of() the study's finished trials: the pooled within-arm standard
-    deviation of the final test error in points, and its degrees of freedom. For sizing
-    studies (`ablate show NAME --effect`, `ablate run --target-ci`); reads runs only."""
-    return stats.seed_spread_of(select_trials(_read(experiment_name, tracking_uri)[3]))
 
 
 def _search_all(client: MlflowClient, experiment_id: str) -> list[Run]:

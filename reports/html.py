@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -17,55 +18,8 @@ from plotly.offline import get_plotlyjs
 
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 
-CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0;
-       color: #1d2330; background: #fff; line-height: 1.45; }
-main { max-width: 1600px; margin: 0 auto; padding: 24px 32px 64px; }
-h1 { font-size: 1.7em; margin: 0.2em 0; }
-h2 { font-size: 1.3em; margin-top: 2em; border-bottom: 1px solid #dde1e8; padding-bottom: 4px; }
-.question { font-size: 1.15em; color: #34405a; margin: 0.3em 0 1em; }
-.banner { border-radius: 6px; padding: 12px 16px; margin: 12px 0 16px;
-          overflow-wrap: anywhere; }
-.banner strong { font-size: 1.05em; }
-.banner-red { background: #fde8e8; border: 2px solid #c53030; }
-.banner-red strong { color: #9b1c1c; }
-.banner-amber { background: #fff4d6; border: 2px solid #e0a800; }
-.banner-amber strong { color: #8a5a00; }
-.banner-green { background: #e8f6ec; border: 1px solid #5cb27a; padding: 8px 16px; }
-.banner-grey { background: #eef0f4; border: 2px solid #6b7385; }
-.banner-grey strong { color: #34405a; }
-.banner ul { margin: 6px 0 0; padding-left: 20px; }
-ul.reasons li { white-space: normal; overflow-wrap: anywhere; margin: 2px 0; }
-.ran { color: #34405a; margin: 0 0 1em; }
-dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: 4px 18px; margin: 0; }
-dl.facts dt { font-weight: 600; color: #4a5568; }
-dl.facts dd { margin: 0; }
-.scroll { overflow-x: auto; }
-table { border-collapse: collapse; font-size: 0.9em; margin: 8px 0; }
-th, td { border-bottom: 1px solid #e2e6ee; padding: 5px 9px; text-align: left;
-         vertical-align: top; }
-th { background: #f4f6fa; position: sticky; top: 0; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-tr.reference td { background: #f3f8ff; }
-small, .muted { color: #6b7385; }
-dl.legend { display: grid; grid-template-columns: max-content 1fr; gap: 2px 14px;
-            font-size: 0.85em; color: #4a5568; margin: 6px 0 12px; }
-dl.legend dt { font-weight: 600; }
-dl.legend dd { margin: 0; }
-#problems td:nth-child(4) { overflow-wrap: anywhere; min-width: 300px; }
-.absent { color: #6b7385; font-style: italic; }
-.verdict-win { color: #17643a; font-weight: 600; }
-.figure { margin: 8px 0 24px; }
-#comparison, #arm-costs { font-size: 0.85em; }
-.answer { background: #f4f6fa; border-left: 4px solid #4a6fa5; padding: 4px 16px 8px;
-          margin: 0 0 16px; }
-.answer h2 { margin: 0.4em 0 0.2em; border: 0; font-size: 1.15em; }
-.answer .basis { margin: 0; color: #34405a; }
-.answer ul { margin: 6px 0; padding-left: 20px; }
-.answer li { margin: 3px 0; }
-.answer-reduced { border-left-color: #9aa3b5; }
-.paper-sources { font-size: 0.85em; }
-"""
+# The page's styles: a stylesheet beside this module, inlined into every page.
+CSS = (Path(__file__).parent / "report.css").read_text(encoding="utf-8")
 
 
 def esc(value: Any) -> str:

@@ -1,83 +1,33 @@
-"""Checkpoints of a training run, kept where the caller chooses (the `Checkpoints`
-protocol): `FolderCheckpoints` in a local folder, atomically and with fallback (a crash
-mid-write never costs the previous one); the study runner in Ray's storage.
+"""Checkpoints of a training run, one folder each: DIR/iteration-000000040/{state.pt,
+meta.json}. The meta file is written after the state, so a folder with a readable one is
+whole; the newest two are kept, and a run resumes from the newest that loads (one that does
+not is skipped with a warning). `train()` takes any object with `load(map_location)` and
+`save(state, iteration)` (the `Checkpoints` protocol); `FolderCheckpoints` keeps them on
+the local disk (`ablate train --checkpoint-dir`), and the study runner keeps the same
+layout in Ray's storage by replacing its four file operations (ablations/checkpoints.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
+import json
 import os
 import re
+import shutil
 import warnings
 from pathlib import Path
 from typing import Protocol
 
 import torch
 
-_NAME = re.compile(r"^ckpt-(\d{9})\.pt$")
+STATE_FILE = "state.pt"
+META_FILE = "meta.json"  # {"iteration": N, and what names its owner (trial key, run)}
+_FOLDER = re.compile(r"^iteration-(\d{9})$")
 
 
-class CheckpointError(OSError):
-    """A checkpoint could not be written; the message says which one is still intact."""
-
-
-def checkpoints(directory: Path) -> list[Path]:
-    """Complete checkpoint files, oldest first."""
-    if not directory.is_dir():
-        return []
-    return sorted(p for p in directory.iterdir() if _NAME.match(p.name))  # zero-padded
-
-
-def save(state: dict, directory: str | Path, iteration: int, keep: int = 2) -> Path:
-    """Write `state` as checkpoint `iteration`: temporary file in the same directory,
-    fsync, rename, fsync the directory. Keeps the newest `keep` checkpoints, so a
-    truncated newest file still leaves one to fall back to."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    final = directory / f"ckpt-{iteration:09d}.pt"
-    tmp = directory / f".{final.name}.tmp-{os.getpid()}"
-    # Serialized in memory first: torch.save straight into a file turns a failed write
-    # (ENOSPC) into a RuntimeError ("unexpected pos") that hides the OS error.
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(buffer.getbuffer())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-        fd = os.open(directory, os.O_RDONLY)  # the rename made durable
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        older = [p.name for p in checkpoints(directory)]
-        intact = f"{older[-1]} is intact" if older else "no earlier checkpoint exists"
-        raise CheckpointError(
-            f"could not write checkpoint {final} ({err.strerror or err}); {intact}"
-        ) from err
-    for old in checkpoints(directory)[:-keep]:
-        old.unlink(missing_ok=True)
-    return final
-
-
-def load_latest(directory: str | Path, map_location: str | torch.device = "cpu") -> dict | None:
-    """The newest checkpoint that loads, or None. A truncated or corrupt newest file is
-    skipped with a warning (and moved aside, so it is not tried again)."""
-    for path in reversed(checkpoints(Path(directory))):
-        try:
-            return torch.load(path, map_location=map_location, weights_only=True)
-        except Exception as err:  # noqa: BLE001 - any unreadable file means: fall back
-            warnings.warn(
-                f"checkpoint {path} is unreadable ({type(err).__name__}); "
-                "falling back to the previous one",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-            path.rename(path.with_name(path.name + ".corrupt"))
-    return None
+class CheckpointLost(RuntimeError):
+    """There are checkpoints, but none of them can be read."""
 
 
 class Checkpoints(Protocol):
@@ -85,17 +35,93 @@ class Checkpoints(Protocol):
         """The newest state that loads, or None to start from scratch."""
 
     def save(self, state: dict, iteration: int) -> str:
-        """Keep `state` (safely: a failure raises CheckpointError); returns where it is."""
+        """Keep `state` (a failure raises OSError saying the previous one is intact)."""
 
 
 class FolderCheckpoints:
-    """Checkpoints in one local folder (`ablate train --checkpoint-dir`)."""
+    """The checkpoints in `folder` whose meta files carry `owner` (e.g. a trial key and
+    run), on the local disk; subclasses keep them elsewhere through the file operations."""
 
-    def __init__(self, directory: str | Path, keep: int = 2):
-        self.directory, self.keep = Path(directory), keep
+    keep = 2  # the newest checkpoint and one to fall back to
+
+    def __init__(self, folder: str | Path, owner: dict | None = None):
+        self.folder, self.owner = str(folder), dict(owner or {})
+
+    # -- the file operations --------------------------------------------------------------
+    def _folders(self) -> list[str]:
+        """The names in the folder (none when it does not exist)."""
+        return os.listdir(self.folder) if os.path.isdir(self.folder) else []
+
+    def _read(self, path: str) -> bytes:
+        return Path(path).read_bytes()
+
+    def _write(self, path: str, data: bytes) -> None:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())  # the state is on the disk before its meta file says so
+
+    def _remove(self, path: str) -> None:
+        shutil.rmtree(path, ignore_errors=True)
+
+    # -- the rule -------------------------------------------------------------------------
+    def found(self) -> list[tuple[int, str]]:
+        """(iteration, folder) of the whole checkpoints, newest first."""
+        out = []
+        for name in self._folders():
+            match = _FOLDER.match(name)
+            path = f"{self.folder}/{name}"
+            try:
+                meta = json.loads(self._read(f"{path}/{META_FILE}")) if match else None
+            except (OSError, ValueError):
+                meta = None  # being written, or cut short: not whole
+            if meta and all(meta.get(k) == v for k, v in self.owner.items()):
+                out.append((int(match.group(1)), path))
+        return sorted(out, reverse=True)
 
     def load(self, map_location: str | torch.device = "cpu") -> dict | None:
-        return load_latest(self.directory, map_location)
+        """The newest state that loads; None when there is no checkpoint yet."""
+        tried = []
+        for _, path in self.found():
+            try:
+                blob = io.BytesIO(self._read(f"{path}/{STATE_FILE}"))
+                return torch.load(blob, map_location=map_location, weights_only=True)
+            except Exception as err:  # noqa: BLE001 - any unreadable state: fall back
+                warnings.warn(
+                    f"checkpoint {path} is unreadable ({type(err).__name__}: {err}); "
+                    "falling back to the previous one",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                tried.append(path)
+        if tried:
+            raise CheckpointLost(
+                f"no checkpoint of this run can be read from {self.folder} (tried "
+                f"{', '.join(tried)})"
+            )
+        return None
 
     def save(self, state: dict, iteration: int) -> str:
-        return str(save(state, self.directory, iteration, self.keep))
+        """Write the state, then its meta file; keep the newest two. Returns the folder."""
+        path = f"{self.folder}/iteration-{iteration:09d}"
+        # Serialized in memory first: torch.save straight into a file turns a failed write
+        # (ENOSPC) into a RuntimeError ("unexpected pos") that hides the OS error.
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        try:
+            self._write(f"{path}/{STATE_FILE}", buffer.getvalue())
+            meta = {**self.owner, "iteration": iteration}
+            self._write(f"{path}/{META_FILE}", json.dumps(meta).encode())
+        except OSError as err:
+            with contextlib.suppress(OSError):  # a stale folder costs only space
+                self._remove(path)
+            detail = " ".join((err.strerror or str(err)).split())
+            raise OSError(
+                f"could not write the checkpoint at iteration {iteration} to {self.folder} "
+                f"({detail}); the previous checkpoint is intact"
+            ) from err
+        for _, old in self.found()[self.keep :]:
+            with contextlib.suppress(OSError):  # already gone, or the storage refuses
+                self._remove(old)
+        return path

@@ -23,7 +23,7 @@ from resnet.spec import resnet
 RECIPE = {
     "model": "test_parallel:nudged",
     "dataset": "digits",
-    "iterations": 240,
+    "iterations": 160,
     "eval_every": 20,
     "batch_size": 32,
     "lr": 0.01,
@@ -46,6 +46,7 @@ def _replica(rank: int, replicas: int, port: int, settings: dict, out: str) -> N
     import os
     from pathlib import Path
 
+    from resnet.checkpoint import FolderCheckpoints
     from resnet.data import load_dataset
     from resnet.train import train
 
@@ -57,7 +58,7 @@ def _replica(rank: int, replicas: int, port: int, settings: dict, out: str) -> N
     data = load_dataset("digits", ".", config.val_size)
     result = train(config, data=data, checkpoint_dir=f"{out}/ck{rank}")
     if rank == 0:
-        state = torch.load(sorted((Path(out) / "ck0").glob("ckpt-*.pt"))[-1])
+        state = FolderCheckpoints(Path(out) / "ck0").load("cpu")
         torch.save({"history": result.history, "model": state["model"]}, f"{out}/result.pt")
     if replicas > 1:
         dist.destroy_process_group()
@@ -184,7 +185,7 @@ def test_a_killed_replica_restarts_the_group_from_its_checkpoint_into_the_same_r
     )
 
     runner = Ablate(tmp_path)
-    iterations, every = 200, 20
+    iterations, every = 120, 20
     (tmp_path / "s.yaml").write_text(REPLICAS.format(name="killone", iterations=iterations))
     db, storage = tmp_path / "m.db", tmp_path / "res"
     args = ["run", "s.yaml", "--quiet", "--tracking-uri", f"sqlite:///{db}"]
@@ -280,7 +281,7 @@ def test_the_replicas_of_one_trial_span_two_nodes(two_nodes, tmp_path):
     from test_scaleout import BIN
 
     address, raylets, cluster, env = two_nodes
-    (tmp_path / "s.yaml").write_text(REPLICAS.format(name="span", iterations=60))
+    (tmp_path / "s.yaml").write_text(REPLICAS.format(name="span", iterations=40))
     cmd = [str(BIN / "ablate"), "run", "s.yaml", "--quiet", "--address", address]
     cmd += ["--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"]
     out = open(tmp_path / "run.log", "w")

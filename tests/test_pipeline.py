@@ -107,16 +107,16 @@ def test_show_effect_plans_seeds_from_the_spread_measured_in_the_store(
     (and the time estimate their measured speed); without them, the stated prior."""
     from conftest import TINY_STUDY
 
-    from reports import stats
-    from reports.fetch import seed_spread
+    from reports import load_study, stats
 
-    uri, _, plan, _ = smoke_store  # the spread the report measures, from the same store
+    uri, _, plan, _ = smoke_store
     monkeypatch.chdir(tmp_path)
     (tmp_path / "tiny.yaml").write_text(TINY_STUDY)
     args = ["show", "tiny.yaml", "--effect", "0.3", "--json"]
     assert main([*args, "--tracking-uri", uri]) == 0
     view = json.loads(capsys.readouterr().out)
-    sd, dof = seed_spread(plan.experiment, uri)
+    trials = load_study(plan.experiment, uri).trials  # the spread the report measures
+    sd, dof = stats.seed_spread_of(trials)
     assert view["seed_plan"]["measured"] and view["seed_plan"]["sd"] == pytest.approx(sd)
     assert view["seed_plan"]["seeds_per_arm"] == stats.seeds_needed(0.3, sd)
     assert view["estimate"]["basis"].startswith("past runs of 2 arm(s) in the store")

@@ -26,7 +26,7 @@ from report_browser import CHROMIUM, chromium, layout_problems, open_report
 
 from reports import ReportError, build_report, fetch, fetch_study, load_study
 from reports.data import select_trials
-from reports.fetch import probe_server, seed_spread
+from reports.fetch import probe_server
 
 UI = "http://127.0.0.1:5000"
 
@@ -206,6 +206,14 @@ def test_fetch_histories_and_artifacts(store):
         assert trace["iteration"].tolist() == want_trace["iteration"]
         assert trace["lr"].tolist() == pytest.approx(want_trace["lr"])
     assert data.notes == []
+
+
+def seed_spread(name: str, uri: str):
+    """The seed-to-seed spread the report sizes its comparisons with."""
+    from reports import stats
+    from reports.data import select_trials
+
+    return stats.seed_spread_of(select_trials(fetch_study(name, uri).runs))
 
 
 def test_seed_spread_is_the_pooled_within_arm_sd_of_finished_trials(store):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from conftest import plan_of
 from mlflow.tracking import MlflowClient
@@ -224,3 +225,62 @@ def test_published_json_schema_is_current_and_checks_files():
     for bad in ({**good, "fixed": {"shortcut": "D"}}, {**good, "fixed": {"lr": 0}}):
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(bad, json_schema())
+
+
+RESOLVED = """\
+name: resolved
+question: Does a setting left open sit beside the paper's net it resolves to?
+dataset: cifar10
+scientific:
+  shortcut: [A, B]
+  depth: [110, 164]
+reference: {shortcut: A}
+seeds: [0, 1]
+"""
+
+
+def test_a_setting_left_open_is_recorded_resolved_and_finds_its_paper_number(study_file, tmp_path):
+    """`bottleneck` and `skip_length` are left open: the plan resolves them per depth (basic
+    units at 110, the 2016 paper's bottleneck units at 164), the store records the resolved
+    values, and the report puts the paper's number beside the arm it belongs to, knowing no
+    defaults. The trials' runs are the real runner's (Store and Tracker); their final errors
+    are written through the Tracker as a trial would report them, without training."""
+    from ablations import ledger as ledgers
+    from ablations.events import Evaluation, Final, Start, Tracker
+    from ablations.store import Store, code_version
+    from reports import build_report
+
+    plan = plan_of(str(study_file(RESOLVED)), data_dir=str(tmp_path / "no-cifar-here"))
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    store = Store(uri)
+    study = store.open_study(plan, code_version(plan.model))
+    store.set_plan_size(study, plan)
+    runs = {
+        t.key: store.create_trial(study, t.key, t.arm, plan.params(t), code_version(plan.model))
+        for t in plan.trials
+    }
+    tracker = Tracker(store, runs, {})
+    for i, trial in enumerate(plan.trials):
+        tracker.trial_started(trial.key, {})
+        env = {"versions": {}, "device": "cpu", "data_digest": "0" * 16, "dataset": "cifar10",
+               "data_source": "none"}  # fmt: skip
+        tracker.trial_event(trial.key, Start(0, "v" * 16, 45_000, env))
+        error = 0.06 + 0.001 * i
+        evaluation = {"iteration": 64_000, "train/loss": 0.1, "train/error": 0.01,
+                      "test/error": error, "lr": 0.001, "images_per_s": 1.0}  # fmt: skip
+        tracker.trial_event(trial.key, Evaluation(evaluation))
+        summary = {"iterations": 64_000, "wall_time_s": 1.0, "test_error": error}
+        tracker.trial_event(trial.key, Final("finished", summary, {"iteration": [0], "lr": [0.1]}))
+    store.summarize(study, ledgers.read(store, study))
+
+    client = MlflowClient(uri)
+    for run in client.search_runs([study.experiment_id], "tags.`ablate.role` = 'trial'"):
+        depth = run.data.params["depth"]
+        resolved = (run.data.params["bottleneck"], run.data.params["skip_length"])
+        assert resolved == (("True", "3") if depth == "164" else ("False", "2")), resolved
+    index = build_report("resolved", uri, tmp_path / "report")
+    arms = pd.read_csv(index.parent / "arms.csv").set_index("arm")
+    paper = arms["paper_test_error_pct"].to_dict()
+    assert paper["shortcut=A depth=110"] == 6.61  # Table 6, ResNet-110 (mean of 5 runs)
+    assert paper["shortcut=B depth=164"] == 5.93  # 2016 paper: ResNet-164, bottleneck units
+    assert pd.isna(paper["shortcut=B depth=110"]) and pd.isna(paper["shortcut=A depth=164"])

@@ -11,13 +11,11 @@ import pytest
 import torch
 
 from ablations.checkpoints import (
-    META_FILE,
-    STATE_FILE,
-    CheckpointLost,
     TrialCheckpoints,
     remove_study,
     study_uri,
 )
+from resnet.checkpoint import META_FILE, STATE_FILE, CheckpointLost
 
 
 def _state(iteration: int) -> dict:

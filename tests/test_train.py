@@ -5,9 +5,9 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -129,8 +129,8 @@ def test_resume_is_bit_identical_to_training_straight_through(digits, tmp_path):
     resumed = train(cfg, resumed_rec, checkpoint_dir=tmp_path / "b", data=digits)
     assert resumed_rec.started["resumed_from"] == 5
     assert resumed.status == "finished"
-    a = checkpoint.load_latest(tmp_path / "a")["model"]
-    b = checkpoint.load_latest(tmp_path / "b")["model"]
+    a = checkpoint.FolderCheckpoints(tmp_path / "a").load()["model"]
+    b = checkpoint.FolderCheckpoints(tmp_path / "b").load()["model"]
     for key in a:
         assert torch.equal(a[key], b[key]), key
     strip = lambda h: [{k: v for k, v in r.items() if k != "images_per_s"} for r in h]  # noqa: E731
@@ -140,9 +140,10 @@ def test_resume_is_bit_identical_to_training_straight_through(digits, tmp_path):
 def test_truncated_newest_checkpoint_falls_back_with_warning(digits, tmp_path):
     cfg = TrainConfig(**TINY)
     train(cfg, Recorder(stop_at=9), checkpoint_dir=tmp_path, data=digits)
-    files = checkpoint.checkpoints(tmp_path)
-    assert [f.name for f in files] == ["ckpt-000000006.pt", "ckpt-000000009.pt"]
-    files[-1].write_bytes(files[-1].read_bytes()[:100])
+    kept = checkpoint.FolderCheckpoints(tmp_path).found()
+    assert [Path(f).name for _, f in kept] == ["iteration-000000009", "iteration-000000006"]
+    newest = Path(kept[0][1]) / checkpoint.STATE_FILE
+    newest.write_bytes(newest.read_bytes()[:100])
     rec = Recorder()
     with pytest.warns(RuntimeWarning, match="unreadable"):
         result = train(cfg, rec, checkpoint_dir=tmp_path, data=digits)
@@ -151,12 +152,14 @@ def test_truncated_newest_checkpoint_falls_back_with_warning(digits, tmp_path):
 
 def test_checkpoint_write_failure_keeps_previous(tmp_path):
     """A full disk (the kernel's /dev/full gives ENOSPC on every write) mid-checkpoint."""
-    checkpoint.save({"x": torch.ones(2)}, tmp_path, 1)
-    (tmp_path / f".ckpt-000000002.pt.tmp-{os.getpid()}").symlink_to("/dev/full")
-    with pytest.raises(checkpoint.CheckpointError, match="ckpt-000000001.pt is intact"):
-        checkpoint.save({"x": torch.zeros(10_000)}, tmp_path, 2)
-    assert torch.equal(checkpoint.load_latest(tmp_path)["x"], torch.ones(2))
-    assert [p.name for p in tmp_path.iterdir()] == ["ckpt-000000001.pt"]
+    folder = checkpoint.FolderCheckpoints(tmp_path)
+    folder.save({"x": torch.ones(2)}, 1)
+    (tmp_path / "iteration-000000002").mkdir()
+    (tmp_path / "iteration-000000002" / checkpoint.STATE_FILE).symlink_to("/dev/full")
+    with pytest.raises(OSError, match="No space left on device.*previous checkpoint is intact"):
+        folder.save({"x": torch.zeros(10_000)}, 2)
+    assert torch.equal(folder.load()["x"], torch.ones(2))
+    assert [p.name for p in tmp_path.iterdir()] == ["iteration-000000001"]
 
 
 def test_divergence_stops_and_is_a_result(digits):
@@ -239,11 +242,11 @@ def test_checkpoint_of_other_settings_is_refused_by_its_own_error(digits, tmp_pa
 def test_checkpoint_from_other_model_code_is_refused_in_one_line(digits, tmp_path):
     """Same settings, but weights of modules this model no longer has (a checkpoint saved
     before the model code changed): a CheckpointMismatch, not a torch traceback."""
-    from resnet.checkpoint import checkpoints
+    from resnet.checkpoint import STATE_FILE, FolderCheckpoints
     from resnet.errors import CheckpointMismatch
 
     train(TrainConfig(**TINY), Recorder(stop_at=3), checkpoint_dir=tmp_path, data=digits)
-    newest = checkpoints(tmp_path)[-1]
+    newest = Path(FolderCheckpoints(tmp_path).found()[0][1]) / STATE_FILE
     saved = torch.load(newest, weights_only=True)
     saved["model"]["stages.0.0.layers.0.extra.weight"] = torch.ones(3)
     torch.save(saved, newest)
