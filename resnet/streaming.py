@@ -152,13 +152,17 @@ def streaming_eval(
     limit: int | None = None,
     batch_size: int = 256,
     threads: int = THREADS,
+    rank: int = 0,
+    replicas: int = 1,
 ) -> Iterator[tuple[Tensor, Tensor]]:
-    """In-order batches of split "train"|"val"|"test": shorter side 256, centre 224 crop,
-    normalized on the device, the last may be short; the next is read while one is used.
-    With `limit`, the first `limit` images as one batch. (Not the paper's 10-crop testing.)"""
+    """In-order batches of split "train"|"val"|"test" (replica `rank`'s contiguous share):
+    shorter side 256, centre 224 crop, normalized on the device, the last may be short; the
+    next is read while one is used. With `limit`, the first `limit` images as one batch.
+    (Not the paper's 10-crop testing.)"""
     if split not in ("train", "val", "test"):
         raise DataError(f"split {split!r}; allowed: train, val, test")
     samples = getattr(splits, f"{split}_samples")
+    samples = samples[rank * len(samples) // replicas : (rank + 1) * len(samples) // replicas]
     if limit is not None:
         samples, batch_size = samples[:limit], limit
     reader = _Reader(splits.root, device, threads, (splits.mean, splits.std))

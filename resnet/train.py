@@ -256,8 +256,10 @@ def _data_on_device(
         return batches, eval_sets, probe
     batches = StreamingBatches(data, config.batch_size, config.seed, device, **part)
 
-    def streamed():  # every replica evaluates the whole split (the means are unchanged)
-        return streaming_eval(data, "val", device), streaming_eval(data, "test", device)
+    def streamed():  # each replica its share, as above
+        return streaming_eval(data, "val", device, **part), streaming_eval(
+            data, "test", device, **part
+        )
 
     probe = next(iter(streaming_eval(data, "test", device, limit=64)))[0]
     return batches, streamed, probe

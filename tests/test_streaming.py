@@ -216,11 +216,20 @@ def test_training_wires_the_replica_shard(folder):
     from resnet.train import _data_on_device
 
     cfg = TrainConfig(dataset=f"imagefolder:{folder.root}", batch_size=8, seed=1)
-    whole, _, probe = _data_on_device(cfg, folder, CPU)
+    whole, whole_eval, probe = _data_on_device(cfg, folder, CPU)
     part = _data_on_device(cfg, folder, CPU, rank=1, replicas=4)[0]
     assert isinstance(part, StreamingBatches) and probe.shape == (4, 3, 224, 224)
     (wx, wy), (px, py) = whole.next(), part.next()
     assert torch.equal(px, wx[2:4]) and torch.equal(py, wy[2:4])
+    # Evaluation: each of 4 replicas reads its contiguous share of val and test; put
+    # together they are the one-replica splits.
+    shares = [_data_on_device(cfg, folder, CPU, rank=r, replicas=4)[1]() for r in range(4)]
+    for split, expect in enumerate(whole_eval()):
+        ex, ey = (torch.cat(t) for t in zip(*expect, strict=True))
+        got = [b for share in shares for b in share[split]]
+        assert torch.equal(torch.cat([x for x, _ in got]), ex)
+        assert torch.equal(torch.cat([y for _, y in got]), ey)
+        assert len(ey) == (4 if split == 0 else len(folder.test_samples))
 
 
 def test_the_cuda_branch_run_on_the_cpu(tmp_path):
