@@ -257,9 +257,7 @@ def _data_on_device(
     batches = StreamingBatches(data, config.batch_size, config.seed, device, **part)
 
     def streamed():  # each replica its share, as above
-        return streaming_eval(data, "val", device, **part), streaming_eval(
-            data, "test", device, **part
-        )
+        return tuple(streaming_eval(data, split, device, **part) for split in ("val", "test"))
 
     probe = next(iter(streaming_eval(data, "test", device, limit=64)))[0]
     return batches, streamed, probe
@@ -301,6 +299,20 @@ def _checkpoint_blob(config: TrainConfig, setup: _Setup, step: Step, state: _Sta
     }
 
 
+def _evaluation(setup: _Setup, step: Step, precision: str, it: int, lr: float, images, clock):
+    """The record of one evaluation: the training window since the last (`images` trained
+    since `clock`'s last lap), then val and test (skipped once the loss is not finite)."""
+    loss, err, _ = step.window()
+    evaluation = {"iteration": it, "lr": lr, "train/loss": loss, "train/error": err}
+    evaluation["images_per_s"] = images / max(clock.lap(), 1e-9)
+    if math.isfinite(loss):
+        for split, batches in zip(("val", "test"), setup.eval_sets(), strict=True):
+            result = evaluate(setup.model, batches, precision)
+            if result is not None:
+                evaluation[f"{split}/loss"], evaluation[f"{split}/error"] = result
+    return evaluation
+
+
 def _loop(
     config: TrainConfig,
     setup: _Setup,
@@ -335,19 +347,7 @@ def _loop(
         if at_eval or saving:
             average_statistics(setup.model)  # the replicas' running statistics, as one
         if at_eval:
-            loss, err, _ = step.window()  # the training side: the window since the last
-            evaluation = {
-                "iteration": it,
-                "lr": lr,
-                "train/loss": loss,
-                "train/error": err,
-                "images_per_s": window_images / max(clock.lap(), 1e-9),
-            }
-            if math.isfinite(loss):
-                for split, batches in zip(("val", "test"), setup.eval_sets(), strict=True):
-                    result = evaluate(setup.model, batches, config.precision)
-                    if result is not None:
-                        evaluation[f"{split}/loss"], evaluation[f"{split}/error"] = result
+            evaluation = _evaluation(setup, step, config.precision, it, lr, window_images, clock)
             state.history.append(evaluation)
             if "val/error" in evaluation:
                 schedule.observe_val_error(evaluation["val/error"])
