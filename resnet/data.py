@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from resnet.errors import DataError
 from resnet.folder import cached_decode, image_size, is_small, scan_folder
-from resnet.streaming import _Reader
+from resnet.streaming import Reader, StreamingSplits
 
 DATASETS = ("cifar10", "cifar100", "digits", "imagefolder:<path>")
 # The official python archives' folder and files, as torchvision reads them (the tests pin
@@ -210,39 +210,6 @@ class ImageSplits:
         return h.hexdigest()[:16]
 
 
-@dataclass(frozen=True, eq=False)
-class StreamingSplits:
-    """Large images as (path relative to root, label) lists, decoded as batches are made."""
-
-    name: str
-    root: Path
-    train_samples: list[tuple[str, int]]
-    val_samples: list[tuple[str, int]]
-    test_samples: list[tuple[str, int]]
-    num_classes: int
-    mean: tuple[float, ...]  # estimated from a fixed sample of training images
-    std: tuple[float, ...]
-    val_digest: str
-
-    @property
-    def train_size(self) -> int:
-        return len(self.train_samples)
-
-    @property
-    def in_channels(self) -> int:
-        return 3  # every image is converted to RGB, as torchvision's ImageFolder does
-
-    def digest(self) -> str:
-        """sha256[:16] of the sample lists with each file's size (not its bytes: an
-        ImageNet folder is too large to read for a name)."""
-        h = hashlib.sha256()
-        for samples in (self.train_samples, self.val_samples, self.test_samples):
-            for rel, label in samples:
-                size = (self.root / rel).stat().st_size
-                h.update(f"{rel}\0{label}\0{size}\n".encode())
-        return h.hexdigest()[:16]
-
-
 def split_indices(name: str, n: int, val_size: int, seed: int) -> tuple[torch.Tensor, ...]:
     """Sorted train and validation indices into the n training images, and the digest of
     the validation indices."""
@@ -315,7 +282,7 @@ def streaming_splits(name: str, scan: tuple, val_size: int | None, seed: int) ->
     train_s = [train[i] for i in train_idx.tolist()]
     # Mean/std of a fixed (seed 0) sample of training images, as evaluation sees them.
     pick = torch.randperm(len(train_s), generator=torch.Generator().manual_seed(0))
-    reader = _Reader(root, torch.device("cpu"))
+    reader = Reader(root, torch.device("cpu"))
     x, _ = reader.batch(reader.submit([train_s[i] for i in pick[:_STATS_SAMPLE].tolist()]))
     val_s, (mean, std) = [train[i] for i in val_idx.tolist()], channel_stats(x)
     return StreamingSplits(name, root, train_s, val_s, test, len(classes), mean, std, digest)

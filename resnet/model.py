@@ -3,10 +3,28 @@ shortcut `none` (docs/paper.md §2), so plain and residual twins cannot drift ap
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 from torch import Tensor, nn
 
-from resnet.spec import ModelSpec
+
+class Architecture(Protocol):
+    """What the builder reads of a network's description: resnet.spec.ModelSpec, which
+    validates it (the spec depends on this module to build, never the reverse)."""
+
+    shortcut: str
+    skip_length: int
+    bottleneck: bool
+    preactivation: bool
+    stem: str
+    width: int
+    in_channels: int
+    num_classes: int
+    units: tuple[int, ...]
+
+    @property
+    def stage_widths(self) -> tuple[int, ...]: ...
 
 
 class WeightLayer(nn.Module):
@@ -82,7 +100,7 @@ class Unit(nn.Module):
     2015 design; torchvision's "v1.5" moves it to the 3x3: other MACs, same parameters).
     """
 
-    def __init__(self, spec: ModelSpec, cin: int, cout: int, stride: int, first: bool = False):
+    def __init__(self, spec: Architecture, cin: int, cout: int, stride: int, first: bool = False):
         super().__init__()
         self.preact = spec.preactivation
         k = spec.skip_length
@@ -118,7 +136,7 @@ class Unit(nn.Module):
 class ResNet(nn.Module):
     """stem - stages of units - (final BN-ReLU if pre-activation) - global pool - linear."""
 
-    def __init__(self, spec: ModelSpec, init: bool = True):
+    def __init__(self, spec: Architecture, init: bool = True):
         super().__init__()
         self.spec = spec
         w = spec.width
@@ -164,7 +182,7 @@ def init_weights(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def build(spec: ModelSpec, init: bool = True) -> ResNet:
+def build(spec: Architecture, init: bool = True) -> ResNet:
     """The network a spec describes; `init=False` keeps PyTorch's default init (for counting:
     the paper's init costs a second to set up)."""
     return ResNet(spec, init)

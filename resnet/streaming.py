@@ -8,11 +8,12 @@ on the CPU by resnet/folder.py (decode_image, else PIL)."""
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -20,9 +21,6 @@ from torch import Tensor
 from resnet.augment import _as_channel_tensor, normalize, shard
 from resnet.errors import DataError
 from resnet.folder import _as_tensor, _decode_one, _decoders
-
-if TYPE_CHECKING:
-    from resnet.data import StreamingSplits
 
 THREADS = min(8, os.cpu_count() or 1)  # file readers (off CUDA also decoders)
 CROP, EVAL_SIZE, TRAIN_SIZES = 224, 256, (256, 480)  # docs/paper.md §5
@@ -54,7 +52,40 @@ def _load(root: Path, rel: str, crop: tuple | None) -> bytes | Tensor:
     return data if crop is None else _crop(_decode_one(root, rel, data), *crop)
 
 
-class _Reader:
+@dataclass(frozen=True, eq=False)
+class StreamingSplits:
+    """Large images as (path relative to root, label) lists, decoded as batches are made."""
+
+    name: str
+    root: Path
+    train_samples: list[tuple[str, int]]
+    val_samples: list[tuple[str, int]]
+    test_samples: list[tuple[str, int]]
+    num_classes: int
+    mean: tuple[float, ...]  # estimated from a fixed sample of training images
+    std: tuple[float, ...]
+    val_digest: str
+
+    @property
+    def train_size(self) -> int:
+        return len(self.train_samples)
+
+    @property
+    def in_channels(self) -> int:
+        return 3  # every image is converted to RGB, as torchvision's ImageFolder does
+
+    def digest(self) -> str:
+        """sha256[:16] of the sample lists with each file's size (not its bytes: an
+        ImageNet folder is too large to read for a name)."""
+        h = hashlib.sha256()
+        for samples in (self.train_samples, self.val_samples, self.test_samples):
+            for rel, label in samples:
+                size = (self.root / rel).stat().st_size
+                h.update(f"{rel}\0{label}\0{size}\n".encode())
+        return h.hexdigest()[:16]
+
+
+class Reader:
     """(B x 3 x 224 x 224 uint8, or normalized by `stats` = (mean, std); int64 B) on a device,
     from samples and crops (by default the evaluation crop): `submit` starts the threads'
     work, `batch` waits for it (on CUDA: decodes)."""
@@ -108,7 +139,7 @@ class StreamingBatches:
         if not 0 < batch_size <= splits.train_size:
             raise DataError(f"batch_size={batch_size} must be in [1, {splits.train_size}]")
         self.splits, self.batch_size, self.seed = splits, batch_size, seed
-        self._reader = _Reader(splits.root, device, threads, (splits.mean, splits.std))
+        self._reader = Reader(splits.root, device, threads, (splits.mean, splits.std))
         # Where the next batch starts; the epoch's draws; the batch read ahead and its place.
         self.epoch, self.pos, self._draws, self._ahead = 0, 0, (-1,), (None, None)
 
@@ -165,7 +196,7 @@ def streaming_eval(
     samples = samples[rank * len(samples) // replicas : (rank + 1) * len(samples) // replicas]
     if limit is not None:
         samples, batch_size = samples[:limit], limit
-    reader = _Reader(splits.root, device, threads, (splits.mean, splits.std))
+    reader = Reader(splits.root, device, threads, (splits.mean, splits.std))
     ahead = reader.submit(samples[:batch_size])
     for i in range(batch_size, len(samples) + batch_size, batch_size):
         submitted, ahead = ahead, reader.submit(samples[i : i + batch_size])
