@@ -344,7 +344,8 @@ def problems_section(
         [
             link(esc(p["trial_key"]), run_url(links["ui"], links["exp"], p["run_id"])),
             esc(p["status"]),
-            "–" if pd.isna(p["iteration"]) else str(int(p["iteration"])),
+            # A trial that failed before its first evaluation logged no iteration.
+            "before the first evaluation" if pd.isna(p["iteration"]) else str(int(p["iteration"])),
             esc(p["reason"]),
         ]
         for _, p in problems.iterrows()
