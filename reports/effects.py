@@ -167,10 +167,16 @@ def _add_caveats(out: Effects) -> None:
 
 def _design(trials: pd.DataFrame, factors: list[str], out: Effects) -> _Design | None:
     present = [f for f in factors if f in trials.columns]
-    if len(present) < 2 or trials.empty or "test/error" not in trials.columns:
+    errors = "test/error" in trials.columns and (trials["status"] == "finished").any()
+    if len(factors) >= 2 and not errors:
+        # Not the factors' fault: a study whose every trial failed has no error to model.
+        out.absent = "No factorial model: no trial has finished, so no test error to model."
+        return None
+    if len(present) < 2:
+        named = present or factors  # no trial yet: the study's own factors
         out.absent = (
             "Factorial effects need two or more scientific factors; this study has "
-            f"{len(present) or 'no'} ({', '.join(present) or 'none recorded'}). The comparison "
+            f"{len(named) or 'no'} ({', '.join(named) or 'none recorded'}). The comparison "
             "table tests each arm against its reference."
         )
         return None

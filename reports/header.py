@@ -15,6 +15,7 @@ import pandas as pd
 
 from reports import stats
 from reports.data import StudyInfo, parse_json, setting_names
+from reports.effects import Effect, ci_text, signed
 from reports.html import duration, esc, experiment_url, link, section
 from reports.stats import ALPHA
 from reports.study import Analysis, max_iterations
@@ -179,43 +180,85 @@ def degradation_applies(trials: pd.DataFrame) -> tuple[bool, str]:
     )
 
 
-def degradation_sentence(arms: pd.DataFrame, trials: pd.DataFrame, factors: list[str]) -> str:
-    """Does a deeper plain net end with a higher training error than a shallower one with
-    the same other factors? The largest such gap, with Welch's p (uncorrected: one
-    descriptive contrast); "" without finished plain nets at two or more depths."""
+def _depth_pair(arms: pd.DataFrame, factors: list[str], plain: bool) -> tuple | None:
+    """Of the plain (or residual) arms with finished seeds, the deeper-vs-shallower pair
+    with the same other factors that most favours the question (the largest rise in
+    training error for plain nets, the largest fall for residual ones): (the pair's merged
+    row, its gap in points, the other factors that vary among these arms). None without
+    two depths of that kind."""
+    kind = arms[(arms["shortcut"].map(is_plain) == plain) & arms["train_error_pct_mean"].notna()]
+    if kind["depth"].nunique() < 2:
+        return None
+    others = [f for f in factors if f != "depth"]
+    kind = kind.assign(_same=kind[others].astype(str).agg(" ".join, axis=1) if others else "")
+    pairs = kind.merge(kind, on="_same", suffixes=("_shallow", "_deep"))
+    pairs = pairs[pairs["depth_deep"] > pairs["depth_shallow"]]
+    if pairs.empty:
+        return None
+    # A pair Welch's test can judge (two finished seeds a side) before one it cannot.
+    testable = (pairs["finished_deep"] >= 2) & (pairs["finished_shallow"] >= 2)
+    pairs = pairs[testable] if testable.any() else pairs
+    gaps = pairs["train_error_pct_mean_deep"] - pairs["train_error_pct_mean_shallow"]
+    best = gaps.idxmax() if plain else gaps.idxmin()
+    varying = [f for f in others if kind[f].astype(str).nunique() > 1]
+    return pairs.loc[best], float(gaps[best]), varying
+
+
+def _welch_text(test: stats.Welch) -> str:
+    return f"Welch {stats.format_p(test.p)}" if math.isfinite(test.p) else "too few seeds to test"
+
+
+def depth_sentence(
+    arms: pd.DataFrame, trials: pd.DataFrame, factors: list[str], plain: bool, evidence: bool
+) -> str:
+    """One half of the depth question, on training error, with Welch's p (uncorrected: one
+    descriptive contrast). Plain nets: does a deeper one end higher than a shallower one
+    with the same other factors (the degradation problem)? Residual nets: does a deeper one
+    end lower? "" without finished nets of that kind at two or more depths."""
     if not {"depth", "shortcut"} <= set(arms.columns):
         return ""
-    plain = arms[arms["shortcut"].map(is_plain) & arms["train_error_pct_mean"].notna()]
-    if plain["depth"].nunique() < 2:
+    found = _depth_pair(arms, factors, plain)
+    if found is None:
         return ""
-    others = [f for f in factors if f not in ("depth", "shortcut")]
-    plain = plain.assign(_same=plain[others].astype(str).agg(" ".join, axis=1) if others else "")
-    pairs = plain.merge(plain, on="_same", suffixes=("_shallow", "_deep"))
-    pairs = pairs[pairs["depth_deep"] > pairs["depth_shallow"]]
-    gaps = pairs["train_error_pct_mean_deep"] - pairs["train_error_pct_mean_shallow"]
-    if pairs.empty or gaps.max() <= 0:
+    pair, gap, varying = found
+    if gap <= 0 if plain else gap >= 0:
+        if plain:
+            return (
+                "No degradation: no deeper plain net ends with a higher training error than a "
+                "shallower one."
+            )
         return (
-            "No degradation: no deeper plain net ends with a higher training error than a "
-            "shallower one."
+            "No gain from depth for residual nets: no deeper residual net ends with a lower "
+            "training error than a shallower one."
         )
-    worst = pairs.loc[gaps.idxmax()]
+
+    def name(end: str) -> str:
+        given = ", ".join(f"{f}={pair[f'{f}_{end}']}" for f in varying)
+        net = f"{'plain' if plain else 'ResNet'}-{pair[f'depth_{end}']}"
+        return net + (f" ({given})" if given else "")
+
+    finished = trials[trials["status"] == "finished"]
     deep, shallow = (
-        {k: worst[f"{k}_{end}"] for k in ("arm", "depth", "train_error_pct_mean", "finished")}
+        100 * pd.to_numeric(finished.loc[finished["arm"] == pair[f"arm_{end}"], "train/error"])
         for end in ("deep", "shallow")
     )
-    finished = trials[trials["status"] == "finished"]
-    deep_err, shallow_err = (
-        100 * pd.to_numeric(finished.loc[finished["arm"] == a["arm"], "train/error"])
-        for a in (deep, shallow)
+    test = stats.welch(deep, shallow)
+    numbers = (
+        f"{name('deep')} ends with {pair['train_error_pct_mean_deep']:.2f}% training error "
+        f"against {pair['train_error_pct_mean_shallow']:.2f}% for {name('shallow')} "
+        f"({abs(gap):.2f} points {'higher' if plain else 'lower'}; {_welch_text(test)}; "
+        f"{pair['finished_deep']} and {pair['finished_shallow']} finished seeds)"
     )
-    test = stats.welch(deep_err, shallow_err)
-    p_text = f"Welch {stats.format_p(test.p)}" if math.isfinite(test.p) else "too few seeds to test"
-    return (
-        f"Degradation appears: plain-{deep['depth']} ends with {deep['train_error_pct_mean']:.2f}% "
-        f"training error against {shallow['train_error_pct_mean']:.2f}% for plain-"
-        f"{shallow['depth']} ({gaps.max():.2f} points higher; {p_text}; {deep['finished']} and "
-        f"{shallow['finished']} finished seeds). A deeper plain net optimizes worse."
-    )
+    what = "degradation" if plain else "gain from depth for residual nets"
+    if not math.isfinite(test.p):
+        return f"No test of {what}: {numbers}."
+    if test.p >= ALPHA:
+        return f"No clear {what}: {numbers}, within seed noise."
+    if not plain:
+        return f"The deeper residual net trains better: {numbers}."
+    # Only a full run generalises from its nets to deeper plain nets at large.
+    general = " A deeper plain net optimizes worse." if evidence else ""
+    return f"Degradation appears: {numbers}.{general}"
 
 
 def answer(a: Analysis) -> str:
@@ -243,23 +286,153 @@ def _basis(a: Analysis) -> str:
     if counts.partial:
         basis += " (the study is not complete; this may change)"
     if not a.evidence:
-        return basis + ", a reduced run: what it shows is no evidence for the study's question."
+        # The sentences below then describe this run, never the study's question.
+        return (
+            basis + ", a reduced run: what it shows is no evidence for the study's question; "
+            "tests at α = 0.05 describe this run only:"
+        )
     return basis + "; tests at α = 0.05:"
 
 
 def findings(a: Analysis) -> list[tuple[str, str]]:
-    """(id, sentence) of the answer, most telling first: the paper's findings where they
-    apply (each said here only), then the clear effects or comparisons, then precision."""
+    """(id, sentence) of the answer, most telling first: a significant interaction leads,
+    with the per-arm comparisons that show it (for the paper's ResNets, the two halves of
+    the depth question: deeper plain nets train worse, deeper residual nets better); then
+    the clear effects that no significant interaction qualifies, or the comparisons."""
     if a.counts.finished == 0:
         return []
-    items = []
-    if a.effects.shortcut_depth:
-        items.append(("shortcut-depth-finding", a.effects.shortcut_depth))
+    interactions = sorted(
+        (e for e in a.effects.rows if len(e.factors) == 2 and e.p < ALPHA), key=lambda e: e.p
+    )
+    items = [_interaction_finding(a, e, i) for i, e in enumerate(interactions)]
+    halves = []
     if a.info.resnet and degradation_applies(a.trials)[0]:
-        if sentence := degradation_sentence(a.arms, a.trials, a.factors):
-            items.append(("degradation-finding", sentence))
-    rest = _effects(a) if a.effects.rows else _comparisons(a)
+        for plain, ident in ((True, "degradation-finding"), (False, "residual-depth-finding")):
+            if sentence := depth_sentence(a.arms, a.trials, a.factors, plain, a.evidence):
+                halves.append((ident, sentence))
+    items += halves
+    if interactions and not (halves and _is_paper(a, interactions[0])):
+        items += [("", text) for text in _simple_effects(a, interactions[0])]
+    paper = next((e for e in a.effects.rows if _is_paper(a, e)), None)
+    if paper is not None and paper.p >= ALPHA:
+        items.append(("shortcut-depth-finding", _paper_sentence(a, paper)))
+    elif paper is None and _paper_applies(a) and not a.effects.absent:
+        items.append(
+            (
+                "shortcut-depth-finding",
+                "The paper's finding, that the benefit of shortcuts grows with depth, cannot "
+                "be judged here: the shortcut × depth interaction is not estimable.",
+            )
+        )
+    if a.effects.rows:
+        rest = _effects(a, interactions)
+    else:
+        rest = _comparisons(a)
     return items + [("", text) for text in rest]
+
+
+def _paper_applies(a: Analysis) -> bool:
+    """A ResNet study of shortcut (none among its finished levels) and depth: the paper's
+    finding that the benefit of shortcuts grows with depth can be judged."""
+    if not (a.info.resnet and {"shortcut", "depth"} <= set(a.factors)):
+        return False
+    done = a.trials[a.trials["status"] == "finished"]
+    return any(is_plain(v) for v in done["shortcut"].dropna())
+
+
+def _is_paper(a: Analysis, e: Effect) -> bool:
+    return set(e.factors) == {"shortcut", "depth"} and _paper_applies(a)
+
+
+def _cells(a: Analysis, first: str, second: str) -> tuple[pd.Series, list, list]:
+    """Finished seeds' final test errors in points by (first, second) levels as text,
+    pooled over any other factor, and each factor's levels in the paper's order."""
+    done = a.trials[a.trials["status"] == "finished"]
+    errors = 100 * pd.to_numeric(done["test/error"], errors="coerce")
+    done, errors = done[errors.notna()], errors[errors.notna()]
+    levels = [sorted(done[f].dropna().unique(), key=level_key) for f in (first, second)]
+    return errors.groupby([done[first].astype(str), done[second].astype(str)]), *levels
+
+
+def _paper_sentence(a: Analysis, e: Effect) -> str:
+    """The paper's finding, that the benefit of shortcuts (against none) grows with depth,
+    from the shortcut × depth interaction and the cell means at the extreme depths."""
+    numbers, deepest = _interaction_numbers(a, e, ("shortcut", "depth"))
+    if e.p >= ALPHA:
+        return (
+            "The paper's finding, that the benefit of shortcuts grows with depth, is not clear "
+            f"here: {numbers}, within seed noise."
+        )
+    if e.estimate > 0:
+        return (
+            "Shortcuts fare worse against plain nets as depth grows, unlike the paper's "
+            f"finding: {numbers}."
+        )
+    if deepest < 0:
+        return f"The benefit of shortcuts grows with depth, as the paper finds: {numbers}."
+    return (
+        "Shortcuts fare better against plain nets as depth grows, as in the paper, though "
+        f"they do not lower the test error even at the deepest depth here: {numbers}."
+    )
+
+
+def _interaction_numbers(a: Analysis, e: Effect, order: tuple[str, str]) -> tuple[str, float]:
+    """How the effect of order[0] (its extreme levels) differs between the extreme levels of
+    order[1], in cell means, and the interaction with its interval and p-value; and that
+    effect at the highest level of order[1]."""
+    first, second = order
+    cells, levels, others = _cells(a, first, second)
+    means = cells.mean()
+    low, high = str(levels[0]), str(levels[-1])
+    at = [float(means[(high, str(v))] - means[(low, str(v))]) for v in (others[0], others[-1])]
+    against = "none" if first == "shortcut" and is_plain(low) else f"{first}={low}"
+    name = f"shortcut {high}" if first == "shortcut" else f"{first}={high}"
+    where = [f"{second} {v}" if second == "depth" else f"{second}={v}" for v in others]
+    f_test = "; F test over all their levels" if len(levels) > 2 or len(others) > 2 else ""
+    return (
+        f"{name} against {against} changes the test error by {signed(at[0])} points at "
+        f"{where[0]} and by {signed(at[1])} at {where[-1]}, an interaction of "
+        f"{signed(e.estimate)} points ({ci_text(e.ci_low, e.ci_high)}, {stats.format_p(e.p)}"
+        f"{f_test})"
+    ), at[1]
+
+
+def _interaction_finding(a: Analysis, e: Effect, index: int) -> tuple[str, str]:
+    """A significant interaction, which leads the answer: the paper's, or any other."""
+    if _is_paper(a, e):
+        return "shortcut-depth-finding", _paper_sentence(a, e)
+    first, second = e.factors
+    numbers = _interaction_numbers(a, e, (first, second))[0]
+    return ("" if index else "interaction-finding"), (
+        f"The effect of {first} depends on {second}: {numbers}."
+    )
+
+
+def _simple_effects(a: Analysis, e: Effect) -> list[str]:
+    """The per-arm comparisons behind an interaction: the extreme levels of its first
+    factor against each other at each extreme level of the second, Welch's t-test on the
+    finished seeds' final test errors (uncorrected: descriptive contrasts)."""
+    first, second = e.factors
+    cells, levels, others = _cells(a, first, second)
+    groups = dict(iter(cells))
+    pooled = [f for f in a.factors if f not in e.factors]
+    over = f", pooled over {', '.join(pooled)}" if pooled else ""
+    out = []
+    for level in dict.fromkeys((others[0], others[-1])):
+        high, low = (
+            groups.get((str(v), str(level)), pd.Series(dtype=float))
+            for v in (levels[-1], levels[0])
+        )
+        if high.empty or low.empty:
+            continue
+        test, diff = stats.welch(high, low), high.mean() - low.mean()
+        out.append(
+            f"At {second}={level}: {first}={levels[-1]} ends with {high.mean():.2f}% test error "
+            f"against {low.mean():.2f}% for {first}={levels[0]} ({abs(diff):.2f} points "
+            f"{'lower' if diff < 0 else 'higher'}; {_welch_text(test)}; {len(high)} and "
+            f"{len(low)} finished seeds{over})."
+        )
+    return out
 
 
 def _capped(sentences: list[str], where: str) -> list[str]:
@@ -268,13 +441,20 @@ def _capped(sentences: list[str], where: str) -> list[str]:
     return [*sentences[:MAX_ITEMS], f"{len(sentences) - MAX_ITEMS} more under {where}."]
 
 
-def _effects(a: Analysis) -> list[str]:
-    # The paper's shortcut x depth finding above already states that interaction.
-    said = {"shortcut", "depth"} if a.effects.shortcut_depth else set()
+def _effects(a: Analysis, interactions: list[Effect]) -> list[str]:
+    """The clear effects the sentences above have not said: a main effect whose factor
+    takes part in a significant interaction is an average that hides it, so it is left to
+    the Factorial effects section."""
+    qualified = {f for e in interactions for f in e.factors}
     clear = sorted(
-        (e for e in a.effects.rows if e.p < ALPHA and set(e.factors) != said), key=lambda e: e.p
+        (
+            e
+            for e in a.effects.rows
+            if e.p < ALPHA and len(e.factors) == 1 and e.factors[0] not in qualified
+        ),
+        key=lambda e: e.p,
     )
-    if not clear:
+    if not clear and not interactions:
         return [
             "No factor and no interaction changes the test error clearly: every term has "
             "p ≥ 0.05 (see Factorial effects)."

@@ -324,3 +324,145 @@ def test_the_answer_comes_first_and_says_what_the_study_found():
     # Nothing finished: the answer says so instead of guessing.
     failed = visible(render(rf.failed_study()).html)
     assert "No trial has finished: there is no answer yet." in failed
+
+
+# The answer tests every part of the question, and a significant interaction leads it.
+
+# Training errors like the digits demo's: plain-44 far above plain-8, ResNet-44 below ResNet-8.
+DEMO_TRAIN = {
+    ("none", 8): [0.36, 0.37, 0.35],
+    ("none", 44): [0.66, 0.69, 0.68],
+    ("A", 8): [0.34, 0.33, 0.35],
+    ("A", 44): [0.16, 0.17, 0.15],
+}
+
+
+def depth_demo_study(reduced: bool = False, train=DEMO_TRAIN) -> rf.StudySpec:
+    """The depth study's demo shape: shortcut none/A x depth 8/44 on digits, three seeds;
+    `reduced`: the demo preset of the CIFAR-10 study."""
+    trials = rf.grid_trials(
+        {"shortcut": ["none", "A"], "depth": [8, 44]},
+        seeds=[0, 1, 2],
+        fixed={"dataset": "digits", "in_channels": 1, "iterations": 600, "eval_every": 100},
+    )
+    for trial in trials:
+        cell = (trial.settings["shortcut"], trial.settings["depth"])
+        trial.final_override = {"train/error": train[cell][trial.settings["seed"]]}
+    spec = rf.StudySpec(
+        "depth@demo", "Do deeper plain nets train worse while deeper residual nets train better?",
+        ["shortcut", "depth"], {"shortcut": "none"}, [0, 1, 2], trials, dataset="digits",
+    )  # fmt: skip
+    if reduced:
+        spec.full_dataset, spec.full_iterations = "cifar10", 64_000
+    return spec
+
+
+def answer_items(page: str) -> tuple[str, list[tuple[str, str]]]:
+    """The answer's basis and its (id, sentence) items."""
+    section = re.search(r'<section class="[\w -]+" id="answer">.*?</section>', page, re.S)[0]
+    basis = re.search(r'<p class="basis">(.*?)</p>', section)[1]
+    return basis, re.findall(r'<li(?: id="([\w-]+)")?>(.*?)</li>', section)
+
+
+def welch_text(deep: list[float], shallow: list[float]) -> str:
+    from scipy import stats as sps
+
+    from reports.stats import format_p
+
+    return f"Welch {format_p(sps.ttest_ind(deep, shallow, equal_var=False).pvalue)}"
+
+
+def test_the_depth_answer_tests_both_halves_after_the_interaction():
+    _, items = answer_items(visible(render(depth_demo_study()).html))
+    ids = [ident for ident, _ in items]
+    assert ids == ["shortcut-depth-finding", "degradation-finding", "residual-depth-finding"]
+    said = dict(items)
+    assert said["shortcut-depth-finding"].startswith(
+        "The benefit of shortcuts grows with depth, as the paper finds: shortcut A against "
+        "none changes the test error by "
+    )
+    pct = {cell: [100 * v for v in values] for cell, values in DEMO_TRAIN.items()}
+    mean = {cell: sum(v) / 3 for cell, v in pct.items()}
+    plain = welch_text(pct[("none", 44)], pct[("none", 8)])
+    assert said["degradation-finding"] == (
+        f"Degradation appears: plain-44 ends with {mean[('none', 44)]:.2f}% training error "
+        f"against {mean[('none', 8)]:.2f}% for plain-8 "
+        f"({mean[('none', 44)] - mean[('none', 8)]:.2f} points higher; {plain}; 3 and 3 "
+        "finished seeds). A deeper plain net optimizes worse."
+    )
+    residual = welch_text(pct[("A", 44)], pct[("A", 8)])
+    assert residual.startswith("Welch p = 0.00") or residual == "Welch p < 0.001"
+    assert said["residual-depth-finding"] == (
+        f"The deeper residual net trains better: ResNet-44 ends with {mean[('A', 44)]:.2f}% "
+        f"training error against {mean[('A', 8)]:.2f}% for ResNet-8 "
+        f"({mean[('A', 8)] - mean[('A', 44)]:.2f} points lower; {residual}; 3 and 3 finished "
+        "seeds)."
+    )
+    # Both factors interact: their main effects, averages over it, stay in their section.
+    assert not any("on average over" in text for _, text in items)
+
+
+def test_the_residual_half_says_when_it_is_not_clear_or_absent():
+    noisy = {**DEMO_TRAIN, ("A", 44): [0.30, 0.40, 0.31]}
+    said = dict(answer_items(visible(render(depth_demo_study(train=noisy)).html))[1])
+    assert said["residual-depth-finding"].startswith(
+        "No clear gain from depth for residual nets: ResNet-44 ends with 33.67% training error "
+        "against 34.00% for ResNet-8 (0.33 points lower; Welch p = 0.9"
+    )
+    assert said["residual-depth-finding"].endswith("finished seeds), within seed noise.")
+    worse = {**DEMO_TRAIN, ("A", 44): [0.44, 0.45, 0.46]}
+    said = dict(answer_items(visible(render(depth_demo_study(train=worse)).html))[1])
+    assert said["residual-depth-finding"] == (
+        "No gain from depth for residual nets: no deeper residual net ends with a lower "
+        "training error than a shallower one."
+    )
+
+
+def test_a_significant_interaction_leads_with_per_arm_comparisons_not_main_effects():
+    # width x gate: the gate helps the narrow net only (report_synthetic.final_errors).
+    _, items = answer_items(visible(render(rf.user_model_study()).html))
+    first_id, first = items[0]
+    assert first_id == "interaction-finding"
+    assert first.startswith(
+        "The effect of width depends on gate: width=32 against width=16 changes the test error by "
+    )
+    assert re.fullmatch(r".*, an interaction of \+[\d.]+ points \(95% CI .*, p [<=] .*\)\.", first)
+    comparisons = [text for _, text in items[1:]]
+    assert [text.split(":")[0] for text in comparisons] == ["At gate=False", "At gate=True"]
+    assert comparisons[0].startswith("At gate=False: width=32 ends with ")
+    assert "% test error against " in comparisons[0]
+    assert comparisons[0].endswith("; 3 and 3 finished seeds).")
+    # No main effect: the factors interact, so their averages would mislead.
+    assert not any("on average over" in text or "No clear effect" in text for _, text in items)
+
+
+def test_reduced_run_answer_describes_this_run_and_never_claims_evidence():
+    for spec in (depth_demo_study(reduced=True), rf.complete_study(), rf.adaptive_study()):
+        page = visible(render(spec).html)
+        assert 'id="reduced-notice"' in page
+        basis, items = answer_items(page)
+        assert basis.endswith(
+            "a reduced run: what it shows is no evidence for the study's question; tests at "
+            "α = 0.05 describe this run only:"
+        )
+        for _, text in items:
+            assert "the data show" not in text, text
+            assert not re.search(r"(?<!no )(?<!not )evidence", text), text
+            assert "A deeper plain net optimizes worse" not in text  # no generalising
+    # The same numbers in a full run state the finding in general.
+    full = dict(answer_items(visible(render(depth_demo_study()).html))[1])
+    assert full["degradation-finding"].endswith("A deeper plain net optimizes worse.")
+
+
+def test_an_all_failed_study_says_no_trial_finished_not_too_few_factors():
+    spec = depth_demo_study()
+    for trial in spec.trials:
+        trial.status, trial.error, trial.stop_at = "failed", "RuntimeError: boom", 0
+    page = visible(render(spec).html)
+    effects = re.search(r'<section[^>]*id="effects".*?</section>', page, re.S)[0]
+    assert "No factorial model: no trial has finished, so no test error to model." in effects
+    assert "two or more scientific factors" not in effects
+    # A trial that failed before its first evaluation has no iteration to name.
+    problems = re.search(r'<table[^>]*id="problems".*?</table>', page, re.S)[0]
+    assert problems.count(">before the first evaluation</td>") == 12
+    assert ">–</td>" not in problems
