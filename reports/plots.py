@@ -21,8 +21,8 @@ LAYOUT = {
     "margin": {"l": 60, "r": 20, "t": 50, "b": 50},
     "legend": {"font": {"size": 11}},
 }
-# Arms whose means get a text label in the cost plots; more would overlap.
-MAX_LABELLED_ARMS = 12
+# Arms the cost plots name in their legend, each its own trace; more are named on hover.
+MAX_LEGEND_ARMS = 12
 COST_AXES = {"macs": "multiply-accumulates per image", "params": "parameters"}
 
 
@@ -270,9 +270,12 @@ def lr_plot(traces: pd.DataFrame, runs: pd.DataFrame) -> go.Figure | None:
 
 def cost_plot(trials: pd.DataFrame, cost: str, factors: Sequence[str]) -> go.Figure | None:
     """Final test error against a cost (`macs` or `params`), as pycls's design-space plots:
-    each finished seed a point, each arm's mean a diamond in its colour, labelled when few.
-    Two traces whatever the number of arms: a trace per arm costs plotly a validation each
-    (a second for 100 arms), and a 100-entry legend reads nothing."""
+    each finished seed a dot, each arm's mean a diamond, both in the arm's one colour, and
+    the legend names the arms in those colours. No text labels: arms of equal cost (a
+    plain net and its twin with parameter-free shortcuts) sit on one spot, where labels
+    overlap. Past MAX_LEGEND_ARMS arms, two traces whatever their number, named on hover
+    only: a trace per arm costs plotly a validation each (a second for 100 arms), and a
+    100-entry legend reads nothing."""
     if cost not in trials.columns or "test/error" not in trials.columns:
         return None
     done = trials[(trials["status"] == "finished")].copy()
@@ -285,40 +288,54 @@ def cost_plot(trials: pd.DataFrame, cost: str, factors: Sequence[str]) -> go.Fig
     colors = {arm: _color(i) for i, arm in enumerate(order)}
     means = done.groupby("arm")[["x", "y"]].mean().loc[order]
     counts = done.groupby("arm").size().loc[order]
-    log = done["x"].min() > 0 and done["x"].max() / done["x"].min() > 8
-    # Labels point away from the nearer side of the plot, so none runs off its edge.
-    where = np.log(means["x"]) if log else means["x"]
-    middle = (where.min() + where.max()) / 2
-    seeds = go.Scatter(
-        x=done["x"].to_numpy(),
-        y=done["y"].to_numpy(),
-        mode="markers",
-        name="seed",
-        marker={"color": done["arm"].map(colors).tolist(), "size": 6, "opacity": 0.55},
-        text=done["trial_key"].to_numpy(),
-        hovertemplate="%{text}<br>test error %{y:.2f}%<br>%{x:.4s}<extra></extra>",
-    )
-    arm_means = go.Scatter(
-        x=means["x"].to_numpy(),
-        y=means["y"].to_numpy(),
-        name="arm mean",
-        mode="markers+text" if len(order) <= MAX_LABELLED_ARMS else "markers",
-        marker={
-            "color": [colors[a] for a in order],
-            "size": 14,
-            "symbol": "diamond",
-            "line": {"width": 1},
-        },
-        text=order,
-        cliponaxis=False,
-        customdata=counts.to_numpy(),
-        textposition=["middle left" if x > middle else "middle right" for x in where],
-        hovertemplate=(
-            "%{text}<br>mean of %{customdata} seeds: %{y:.2f}%<br>%{x:.4s}<extra></extra>"
-        ),
-    )
-    fig = go.Figure(data=[seeds, arm_means])
+    legend = len(order) <= MAX_LEGEND_ARMS
+    seed_hover = "%{text}<br>test error %{y:.2f}%<br>%{x:.4s}<extra></extra>"
+    mean_hover = "%{text}<br>mean of %{customdata} seeds: %{y:.2f}%<br>%{x:.4s}<extra></extra>"
+
+    def seeds(rows: pd.DataFrame, color: str | list[str], group: str | None) -> go.Scatter:
+        return go.Scatter(
+            x=rows["x"].to_numpy(),
+            y=rows["y"].to_numpy(),
+            mode="markers",
+            name="seeds",
+            legendgroup=group,
+            showlegend=False,
+            marker={"color": color, "size": 6, "opacity": 0.55},
+            text=rows["trial_key"].to_numpy(),
+            hovertemplate=seed_hover,
+        )
+
+    def mean(arms: list[str], color: str | list[str], name: str) -> go.Scatter:
+        return go.Scatter(
+            x=means.loc[arms, "x"].to_numpy(),
+            y=means.loc[arms, "y"].to_numpy(),
+            mode="markers",
+            name=name,
+            legendgroup=name if legend else None,
+            showlegend=legend,
+            marker={"color": color, "size": 14, "symbol": "diamond", "line": {"width": 1}},
+            text=arms,
+            customdata=counts.loc[arms].to_numpy(),
+            hovertemplate=mean_hover,
+        )
+
+    if legend:
+        traces = [
+            trace
+            for arm in order
+            for trace in (
+                seeds(done[done["arm"] == arm], colors[arm], arm),
+                mean([arm], colors[arm], arm),
+            )
+        ]
+    else:
+        traces = [
+            seeds(done, done["arm"].map(colors).tolist(), None),
+            mean(order, [colors[a] for a in order], "arm mean"),
+        ]
+    fig = go.Figure(data=traces)
     axis = COST_AXES.get(cost, cost)
+    log = done["x"].min() > 0 and done["x"].max() / done["x"].min() > 8
     fig.update_xaxes(title_text=axis, type="log" if log else "linear")
     fig.update_yaxes(title_text="final test error (%)")
     return _layout(fig, 440, f"Final test error against {axis} (dots: seeds; ◆: arm means)")

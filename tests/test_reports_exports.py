@@ -1,5 +1,5 @@
-"""Paper-ready tables (comparison.md, comparison.tex), the error-against-compute plots, the
-clipped confidence intervals and the minimum detectable difference of each comparison."""
+"""Paper-ready tables (comparison.md, comparison.tex), the clipped confidence intervals and
+the minimum detectable difference of each comparison."""
 
 import math
 import re
@@ -12,7 +12,6 @@ from statsmodels.stats.power import TTestIndPower
 
 from reports import render_report
 from reports.data import select_trials
-from reports.plots import cost_plot
 from reports.tables import arm_table, comparison_latex, comparison_markdown, latex_escape
 
 
@@ -78,35 +77,6 @@ def test_texts_are_part_of_the_report():
     report = render_report(rf.study_data(rf.complete_study()))
     assert report.texts["comparison.md"].startswith("# degradation@smoke: final error over seeds")
     assert "\\textbf{" in report.texts["comparison.tex"]
-
-
-def test_cost_plots_show_every_seed_and_each_arms_mean():
-    spec = rf.complete_study()
-    arms, trials = arms_and_trials(spec)
-    errors = seed_errors(spec)
-    for cost in ("macs", "params"):
-        seeds, means = cost_plot(trials, cost, ["depth", "shortcut"]).data
-        assert len(seeds.y) == 12 and sorted(seeds.y) == pytest.approx(
-            sorted(v for values in errors.values() for v in values)
-        )
-        assert means.mode == "markers+text" and len(means.text) == 4  # few arms: labelled
-        for arm, x, y in zip(means.text, means.x, means.y, strict=True):
-            assert y == pytest.approx(np.mean(errors[arm]))
-            assert x == pytest.approx(arms.set_index("arm").loc[arm, cost])
-        # One colour per arm, the same for its seeds and its mean.
-        colors = dict(zip(means.text, means.marker.color, strict=True))
-        keys = trials.set_index("trial_key")
-        for key, color in zip(seeds.text, seeds.marker.color, strict=True):
-            assert colors[keys.loc[key, "arm"]] == color
-    assert cost_plot(trials.drop(columns="macs"), "macs", ["depth"]) is None
-
-
-def test_cost_plot_of_many_arms_stays_two_traces_without_labels():
-    trials = rf.grid_trials({"depth": [20, 32, 44, 56], "width": [8, 16, 32, 64]}, seeds=[0])
-    spec = rf.StudySpec("wide", "q", ["depth", "width"], {}, [0], trials)
-    data = rf.study_data(spec)
-    fig = cost_plot(select_trials(data.runs), "params", ["depth", "width"])
-    assert len(fig.data) == 2 and fig.data[1].mode == "markers" and len(fig.data[1].x) == 16
 
 
 def test_confidence_interval_of_an_error_rate_is_clipped_to_0_100():
