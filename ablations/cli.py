@@ -17,7 +17,6 @@ stderr, nothing ran or was written); 3 done, but an arm missed the --target-ci p
 130 interrupted (run the same command again to resume).
 """
 
-# Over 300 lines: each command is implemented here, `ablate ui`'s MLflow server included.
 from __future__ import annotations
 
 import argparse
@@ -26,15 +25,17 @@ import json
 import logging
 import os
 import signal
-import socket
 import sys
-import time
-from collections import Counter
 
-import ablations
+from ablations.environment import package_version
+from ablations.plan import Request
+from ablations.signals import stop_on_sigterm
+from resnet.builders import BUILTIN, load_builder
+from resnet.config import TrainConfig
+from resnet.settings import settings_of
+from resnet.spec import ModelSpec
 
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_TARGET_MISSED, EXIT_INTERRUPTED = 1, 2, 3, 130
-UI_HOST = "127.0.0.1"
 
 
 class UsageError(Exception):
@@ -66,17 +67,14 @@ def _setting_flags(p: argparse.ArgumentParser, settings: list) -> None:
 
 
 def _settings_from(owner: type, args: argparse.Namespace, settings: list, **overrides):
-    """The settings dataclass from the flags given (absent flags keep its defaults)."""
+    """The settings dataclass from the flags given (absent flags keep its defaults);
+    `overrides` win over flags of the same name."""
     values = {s.name: getattr(args, s.name, None) for s in settings}
-    return owner(**{k: v for k, v in values.items() if v is not None}, **overrides)
+    return owner(**{**{k: v for k, v in values.items() if v is not None}, **overrides})
 
 
 def _train_settings(model: str) -> list:
     """The flags of `ablate train`: the model builder's factors, then the recipe."""
-    from resnet.builders import load_builder
-    from resnet.config import TrainConfig
-    from resnet.settings import settings_of
-
     return [*load_builder(model).factors, *settings_of(TrainConfig)]
 
 
@@ -89,8 +87,6 @@ def _model_in(argv: list[str]) -> str | None:
 
 def _request_flags(p: argparse.ArgumentParser) -> None:
     """The flags of `show` and `run`, from the fields of ablations.plan.Request."""
-    from ablations.plan import Request
-
     for f in dataclasses.fields(Request):
         meta = f.metadata
         if f.name == "study":
@@ -100,9 +96,7 @@ def _request_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument(flag, type=meta["type"], default=f.default, help=_help(meta["help"]))
 
 
-def _request(args: argparse.Namespace):
-    from ablations.plan import Request
-
+def _request(args: argparse.Namespace) -> Request:
     return Request(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Request)
                       if hasattr(args, f.name)})  # fmt: skip
 
@@ -122,9 +116,7 @@ def _study_flags(p: argparse.ArgumentParser, study_help: str, optional: bool = F
 
 
 def cmd_model(args: argparse.Namespace) -> int:
-    from resnet.complexity import complexity, layout
-    from resnet.settings import settings_of
-    from resnet.spec import ModelSpec
+    from resnet.complexity import complexity, layout  # torch
 
     classes = args.num_classes or (1000 if args.stem == "imagenet" else None)
     extra = {"num_classes": classes} if classes else {}
@@ -149,9 +141,7 @@ def cmd_model(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from ablations.progress import TrainProgress
-    from resnet.builders import BUILTIN
-    from resnet.config import TrainConfig
+    from ablations.progress import TrainProgress  # torch
     from resnet.data import ensure_available, load_dataset
     from resnet.train import train
 
@@ -169,7 +159,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from ablations.describe import list_studies
+    from ablations.study import list_studies  # pydantic, yaml
 
     rows = list_studies()
     if args.json:
@@ -183,149 +173,57 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from ablations import describe as d
-    from ablations.plan import make_plan
+    from ablations import describe as d  # torch, mlflow
+    from ablations.api import make
+    from ablations.ledger import stored
 
+    if args.effect is not None and not args.effect > 0:
+        raise UsageError(f"--effect {args.effect:g}: must be a positive number of points")
     request = _request(args)
-    plan = make_plan(request)
-    ledger = d.stored(plan, request.tracking_uri, request.storage)
-    if plan.replication:
-        plan = plan.with_seeds(ledger.seeds())  # the seeds earlier rounds added
-    view = d.describe(plan, ledger)
-    view["estimate"] = d.estimate(plan, view, ledger)
-    if args.effect is not None:
-        if not args.effect > 0:
-            raise UsageError(f"--effect {args.effect:g}: must be a positive number of points")
-        view["seed_plan"] = d.seed_plan(ledger, args.effect)
-    if plan.replication:
-        view["target_plan"] = d.target_plan(plan, ledger, plan.replication.target_ci)
+    plan = make(request)
+    view = d.show(plan, stored(plan, request.tracking_uri, request.storage), args.effect)
     print(json.dumps(view, default=str) if args.json else d.render(view))
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ablations.plan import make_plan
-    from ablations.runner import RunOptions, run_study
+    from ablations import api  # torch, ray, mlflow
 
     request = _request(args)
-    plan = make_plan(request)
-    options = RunOptions(request.tracking_uri, request.storage, not args.quiet, request.address)
-    summary = run_study(plan, options)
-    counts = Counter(summary.statuses.values())
-    if summary.not_started:
-        counts["not started"] = len(summary.not_started)
-    ran = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing to run"
-    print(
-        f"{summary.experiment}: {summary.total} trials; {summary.skipped} already done; "
-        f"this run: {ran}. Store: {summary.tracking_uri}"
-    )
-    for arm, seeds in summary.added.items():
-        print(f"  added seeds {', '.join(map(str, seeds))} to {arm} (95% CI still too wide)")
+    plan = api.make(request)
+    where = {"tracking_uri": request.tracking_uri, "storage": request.storage}
+    summary = api.run(plan, **where, address=request.address, progress=not args.quiet)
+    print("\n".join(summary.lines()))
     if summary.interrupted:
-        print("interrupted: run the same command again to resume")
         return EXIT_INTERRUPTED
-    for arm, t in summary.missed.items():
-        needed = f"; about {t.needed:,} seeds would meet it" if t.needed else ""
-        print(
-            f"  target not met: {arm}: 95% CI +-{t.half_width:.2f} points with {t.seeds} "
-            f"seeds (target +-{summary.target_ci:g}, --max-seeds reached){needed}"
-        )
     if args.report:
-        print(f"report: {ablations.report(summary.experiment, tracking_uri=request.tracking_uri)}")
+        print(f"report: {api.report(plan, tracking_uri=request.tracking_uri)}")
     if summary.failed:
         return EXIT_FAILED
     return EXIT_TARGET_MISSED if summary.missed else 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    path = ablations.report(
-        args.study, args.preset, args.tracking_uri, args.out, args.mlflow_ui_url
+    from ablations import api  # mlflow, plotly
+
+    path = api.report(
+        args.study,
+        preset=args.preset,
+        tracking_uri=args.tracking_uri,
+        out=args.out,
+        mlflow_ui_url=args.mlflow_ui_url,
     )
     print(f"report: {path}")
     return 0
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    """The MLflow UI on the study store, on 127.0.0.1, until interrupted. The URL printed
-    opens the study (or the list of studies) in MLflow's model-training view: MLflow 3
-    opens experiments in its GenAI view (traces, token costs) unless the link asks
-    otherwise. The server (MLflow starts several worker processes) runs in its own process
-    group, so Ctrl-C or SIGTERM stops all of it."""
-    import subprocess
+    from ablations.ui import serve  # mlflow, plotly
 
-    from ablations.errors import AblateError
-    from ablations.store import existing, resolve_uri
-    from ablations.study import experiment_name
-    from reports.html import MODEL_TRAINING, experiment_url
-
-    experiment = experiment_name(args.study, args.preset) if args.study else None
-    uri, port = resolve_uri(args.tracking_uri), args.port
-    store = existing(uri)
-    if store is None:
-        raise AblateError(
-            f"no MLflow store at {uri.removeprefix('sqlite:///')}; run a study in this "
-            "folder first, or give the store with --tracking-uri"
-        )
-    # The ablate studies in the store: name -> experiment id.
-    client = store.client
-    runs = client.search_runs(
-        [e.experiment_id for e in client.search_experiments()] or ["0"],
-        "tags.`ablate.role` = 'parent'",
-        max_results=1000,
-    )
-    studies = {r.data.tags["ablate.study"]: r.info.experiment_id for r in runs}
-    if experiment is not None and experiment not in studies:
-        there = ", ".join(studies) or "none"
-        raise AblateError(f"no study {experiment} in the store {uri}; studies there: {there}")
-    if not 0 < port < 65536:
-        raise AblateError(f"--port {port}: use a TCP port number, 1-65535")
-    if not _port_free(port):
-        raise AblateError(
-            f"port {port} on {UI_HOST} is in use (another `ablate ui` or server?); "
-            "stop it or choose another with --port"
-        )
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri]
-    cmd += ["--host", UI_HOST, "--port", str(port)]
-    address = f"http://{UI_HOST}:{port}"
-    where = f"{address}/#/experiments?{MODEL_TRAINING}"
-    held = f", which holds {len(studies)} studies ({', '.join(studies) or 'none yet'})"
-    if experiment is not None:
-        where, held = experiment_url(address, studies[experiment]) or where, ""
-    print(f"MLflow UI for {uri}{held}: {where} (Ctrl-C stops it)", flush=True)
-    proc = subprocess.Popen(cmd, start_new_session=True)
     try:
-        return proc.wait()
+        return serve(args.study, args.preset, args.tracking_uri, args.port)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
-    finally:
-        _stop(proc)
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind((UI_HOST, port))
-        except OSError:
-            return False
-    return True
-
-
-def _stop(proc, grace: float = 10.0) -> None:
-    """SIGTERM to the server's whole process group, SIGKILL to what is left after `grace`."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(proc.pid, 0)
-            except ProcessLookupError:
-                proc.poll()
-                return
-            proc.poll()
-            time.sleep(0.1)
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
@@ -350,18 +248,12 @@ def cmd_rm(args: argparse.Namespace) -> int:
 
 def build_parser(model: str | None = None) -> argparse.ArgumentParser:
     """The parser; `model`: the builder whose factors `ablate train` takes as flags."""
-    from resnet.builders import BUILTIN
-    from resnet.settings import settings_of
-    from resnet.spec import ModelSpec
-
     parser = _Parser(
         prog="ablate",
         description=__doc__.split("\n\nExit codes")[0],
         epilog=__doc__[__doc__.index("Exit codes") :],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    from ablations.store import package_version
-
     version = f"ablate {package_version('ablate')}"
     parser.add_argument("--version", action="version", version=version)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -432,7 +324,7 @@ def _is_user_error(err: BaseException) -> bool:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     previous = signal.getsignal(signal.SIGTERM)
-    ablations.stop_on_sigterm()
+    stop_on_sigterm()
     # MLflow and alembic announce schema work at INFO; the progress view says enough.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     # A progress bar per artifact read would bury the one line an error promises.

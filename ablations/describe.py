@@ -1,53 +1,27 @@
-"""What `ablate list` and `ablate show` print: studies, plans, placement and an estimate of
-the time. `list` reads study files only (no torch), so it answers at once."""
+"""What `ablate show` prints: the plan, its placement, what the store holds of it and an
+estimate of the time."""
 
 from __future__ import annotations
 
-import math
 import time
 
-from ablations import study as studies
 from ablations.ledger import Ledger
-from ablations.plan import Plan, with_preset
+from ablations.plan import Plan
 
 
-def _trial_count(study: studies.Study, preset: str | None) -> int:
-    chosen = with_preset(study, study.name, preset)
-    return math.prod(len(levels) for levels in chosen.scientific.values()) * len(chosen.seeds)
-
-
-def list_studies() -> list[dict]:
-    """Every built-in study: name, question, trials, and trials per preset."""
-    out = []
-    for name in studies.builtin_names():
-        study = studies.load(name)[0]
-        out.append(
-            {
-                "name": name,
-                "question": " ".join(study.question.split()),
-                "dataset": study.dataset,
-                "trials": _trial_count(study, None),
-                "presets": {p: _trial_count(study, p) for p in study.presets},
-            }
-        )
-    return out
-
-
-def stored(plan: Plan, tracking_uri: str | None, storage: str | None) -> Ledger:
-    """What the store already holds of the study, read only; a store holding another
-    study of this name is refused, as `run` would refuse it."""
-    from ablations import ledger
-    from ablations.checkpoints import storage_uri
-    from ablations.store import existing, probe, resolve_uri
-
-    uri = resolve_uri(tracking_uri)
-    probe(uri)
-    store = existing(uri)
-    if store is None:
-        return ledger.Ledger()
-    store.check_study(plan)
-    found = store.find_study(plan.experiment)
-    return ledger.read(store, found, storage_uri(storage)) if found else ledger.Ledger()
+def show(plan: Plan, ledger: Ledger, effect: float | None = None) -> dict:
+    """All that `ablate show` prints: the plan with the seeds earlier rounds added, what the
+    store holds, the time it will take and, when asked, the seeds a precision or an effect
+    of `effect` points needs."""
+    if plan.replication:
+        plan = plan.with_seeds(ledger.seeds())
+    view = describe(plan, ledger)
+    view["estimate"] = estimate(plan, view, ledger)
+    if effect is not None:
+        view["seed_plan"] = seed_plan(ledger, effect)
+    if plan.replication:
+        view["target_plan"] = target_plan(plan, ledger, plan.replication.target_ci)
+    return view
 
 
 def describe(plan: Plan, ledger: Ledger) -> dict:
@@ -187,7 +161,8 @@ def render(view: dict) -> str:
     lines += [f"note: {note}" for note in view["notes"]]
     first = view["trials"][0]["settings"]
     lines.append(
-        f"batch {first['batch_size']}, BatchNorm over {first['bn_batch']} images (bn_batch)"
+        f"batch {first['batch_size']}, BatchNorm over {first['bn_batch']} images (bn_batch), "
+        f"val_size {first['val_size']} (training images held out for validation)"
     )
     if view["nuisance"]:
         n = view["nuisance"]

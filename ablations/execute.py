@@ -1,74 +1,20 @@
-"""The one place that touches Ray on the driver: connect to (or start) Ray, build a Tuner,
-relay what trials report to plain listeners. Used by the seed phase and by the tuning phase
-alike; neither knows how Tune is driven.
+"""Ray Tune on the driver: build a Tuner over trial jobs and relay what trials report to
+plain listeners (joining or starting Ray is ablations/cluster.py's). Used by the seed phase
+and by the tuning phase alike; neither knows how Tune is driven.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 
 from ray import tune
 
-from ablations import stop_on_sigterm
 from ablations.checkpoints import study_uri, trial_folder, tune_run_name
-from ablations.errors import AblateError
+from ablations.cluster import init_ray
 from ablations.events import METRIC, Event, Final, TrialJob, decode
+from ablations.trainable import run_trial
 
-RETRIES = 2  # Ray retries of a trial whose process died
-
-
-_shipped: tuple[str, ...] | None = None  # what our Ray job ships; None: not started here
-
-
-def init_ray(address: str | None = None, ship: tuple[str, ...] = ()) -> None:
-    """Join the cluster at `address` (or RAY_ADDRESS), or start a local Ray. `ship`: code
-    (a model builder's package folder or module file) every node must import; Ray
-    uploads it (runtime_env py_modules), so nodes need no copy of their own."""
-    import ray
-
-    global _shipped
-    if ray.is_initialized():
-        if _shipped is None or set(ship) <= set(_shipped):
-            return  # another's Ray (e.g. a caller's own ray.init), or ours as needed
-        ray.shutdown()  # ours, joined without the code to ship (to count resources)
-    address = address or os.environ.get("RAY_ADDRESS")
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    if address and "RAY_AUTH_MODE" not in os.environ and _token_available():
-        # `ray start` turns token authentication on when the user has a token; a driver
-        # joining the cluster does not, unless told. Ray reads the mode into its config
-        # when it is imported, so the config is read again (in another Ray without that
-        # call, the variable alone must do).
-        os.environ["RAY_AUTH_MODE"] = "token"
-        with contextlib.suppress(ImportError, AttributeError):
-            from ray._raylet import Config
-
-            Config.initialize("")
-    try:
-        ray.init(
-            address=address,
-            include_dashboard=False,
-            log_to_driver=False,
-            logging_level="ERROR",
-            configure_logging=True,
-            runtime_env={"py_modules": list(ship)} if ship else None,
-        )
-        _shipped = tuple(ship)
-    except (ConnectionError, RuntimeError) as err:
-        cause = err.__cause__ or err
-        reason = " ".join(str(cause).split())[:300]
-        raise AblateError(
-            f"cannot reach the Ray cluster at {address}: {type(cause).__name__}: {reason}"
-        ) from None
-    # ray.init installs a SIGTERM handler that aborts the process: SIGTERM (a scheduler,
-    # `kill`) stops like Ctrl-C instead (ablations/__init__.py).
-    stop_on_sigterm()
-
-
-def _token_available() -> bool:
-    """Whether this user has a Ray authentication token (where Ray looks for one)."""
-    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.expanduser("~/.ray/auth_token")
-    return bool(os.environ.get("RAY_AUTH_TOKEN")) or os.path.isfile(path)
+TRIAL_RETRIES = 2  # Ray's retries of a trial whose process died
 
 
 def fit(
@@ -96,8 +42,6 @@ def fit(
 
 def _fit(jobs, phase, placement, listeners, searcher, samples, address) -> bool:
     from ray.tune.logger import JsonLoggerCallback
-
-    from ablations.trainable import run_trial
 
     shipped = jobs[0].config.builder.shipped()
     init_ray(address, (shipped,) if shipped else ())
@@ -135,7 +79,7 @@ def _fit(jobs, phase, placement, listeners, searcher, samples, address) -> bool:
         run_config=tune.RunConfig(
             name=tune_run_name(phase),
             storage_path=study_uri(jobs[0].storage, jobs[0].study),
-            failure_config=tune.FailureConfig(max_failures=RETRIES),
+            failure_config=tune.FailureConfig(max_failures=TRIAL_RETRIES),
             callbacks=[relay, JsonLoggerCallback()],
             verbose=0,
         ),

@@ -4,22 +4,34 @@ would resume from. The runner, `ablate show` and `ablate rm` read this, not the 
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field, replace
 
 from ablations.checkpoints import TrialCheckpoints, has_study, remove_study, storage_uri, study_uri
 from ablations.errors import AblateError
-
-DONE = ("finished", "diverged")  # ended training: never run again
+from ablations.plan import Plan
+from ablations.study import experiment_name
+from ablations.tracking import (
+    Role,
+    Store,
+    StudyIds,
+    StudyRecord,
+    Tag,
+    TrialStatus,
+    existing,
+    probe,
+    resolve_uri,
+)
 
 
 @dataclass(frozen=True)
 class TrialState:
     key: str
     arm: str
-    role: str  # trial | tune
+    role: Role
     run_id: str
-    status: str  # pending | running | interrupted | finished | diverged | failed
+    status: TrialStatus
     params: dict[str, str]  # as recorded: text
     metrics: dict[str, float]  # final values
     logged_upto: int = -1  # the last iteration whose evaluation is stored
@@ -27,7 +39,7 @@ class TrialState:
 
     @property
     def done(self) -> bool:
-        return self.status in DONE
+        return self.status.done
 
     @property
     def seed(self) -> int | None:
@@ -37,7 +49,7 @@ class TrialState:
     def error_pct(self, split: str = "test") -> float | None:
         """The final error of a finished trial, in points; None otherwise."""
         value = self.metrics.get(f"{split}/error")
-        if self.status != "finished" or value is None or not math.isfinite(value):
+        if self.status != TrialStatus.FINISHED or value is None or not math.isfinite(value):
             return None
         return 100 * value
 
@@ -73,7 +85,7 @@ class Ledger:
         for state in self.trials.values():
             wall = state.metrics.get("wall_time_s")
             iterations = float(state.params.get("iterations", "nan"))
-            if state.status == "finished" and wall and iterations > 0:
+            if state.status == TrialStatus.FINISHED and wall and iterations > 0:
                 per_arm.setdefault(state.arm, []).append(wall / iterations)
         return {arm: sum(v) / len(v) for arm, v in per_arm.items()}
 
@@ -82,23 +94,23 @@ class Ledger:
         return [s for s in self.tuning if s.arm == arm and s.done]
 
 
-def read(store, study, storage: str | None = None) -> Ledger:
-    """The ledger of a study (`store.StudyIds`) in one search of the store; with
+def read(store: Store, study: StudyIds, storage: str | None = None) -> Ledger:
+    """The ledger of a study in one search of the store; with
     `storage`, the checkpoints each unfinished trial has there too."""
     trials, tuning = {}, []
     for run in store.trial_runs(study):
         tags = run.data.tags
-        status = tags.get("ablate.status", "pending")
+        status = TrialStatus(tags.get(Tag.STATUS, TrialStatus.PENDING))
         state = TrialState(
-            key=tags["ablate.trial_key"],
-            arm=tags.get("ablate.arm", ""),
-            role=tags["ablate.role"],
+            key=tags[Tag.TRIAL_KEY],
+            arm=tags.get(Tag.ARM, ""),
+            role=Role(tags[Tag.ROLE]),
             run_id=run.info.run_id,
             status=status,
             params=dict(run.data.params),
             metrics=dict(run.data.metrics),
         )
-        if state.role == "tune":
+        if state.role == Role.TUNE:
             tuning.append(state)
             continue
         if not state.done:
@@ -106,10 +118,57 @@ def read(store, study, storage: str | None = None) -> Ledger:
             if storage is not None:
                 kept = TrialCheckpoints(storage, study.name, state.key, state.run_id).found()
                 found = tuple(i for i, _ in kept)
-            logged = store.logged_upto(state.run_id) if status != "pending" else -1
+            logged = store.logged_upto(state.run_id) if status != TrialStatus.PENDING else -1
             state = replace(state, logged_upto=logged, checkpoints=found)
         trials[state.key] = state
     return Ledger(trials, tuple(tuning))
+
+
+def record(plan: Plan) -> StudyRecord:
+    """What the store records of a plan on the study's parent run (docs/tracking.md)."""
+    planned: dict[str, list[int]] = {}
+    for t in plan.trials:
+        planned.setdefault(t.arm, []).append(t.seed)
+    params = {
+        "question": plan.question[:500],
+        "dataset": plan.dataset,
+        "reference": json.dumps(plan.reference),
+        "factors": json.dumps(plan.factors),
+        "seeds": json.dumps(plan.seeds),
+        "preset": plan.preset or "",
+        "source": plan.source,
+        "expected_trials": len(plan.trials),
+        "full_dataset": plan.full["dataset"],
+        "full_iterations": plan.full["iterations"],
+    }
+    rule = plan.replication
+    return StudyRecord(
+        name=plan.experiment,
+        question=plan.question,
+        definition=plan.definition(),
+        fingerprint=plan.fingerprint(),
+        settings=plan.param_types(),
+        model=plan.model,
+        model_factors=tuple(plan.model_factors),
+        params=params,
+        replication=rule.describe() if rule else "fixed seeds",
+        target_ci=rule.target_ci if rule else None,
+        max_seeds=rule.max_seeds if rule else None,
+        planned=planned,
+    )
+
+
+def stored(plan: Plan, tracking_uri: str | None, storage: str | None) -> Ledger:
+    """What the store already holds of the study, read only; a store holding another
+    study of this name is refused, as `run` would refuse it."""
+    uri = resolve_uri(tracking_uri)
+    probe(uri)
+    store = existing(uri)
+    if store is None:
+        return Ledger()
+    store.check_study(record(plan))
+    found = store.find_study(plan.experiment)
+    return read(store, found, storage_uri(storage)) if found else Ledger()
 
 
 @dataclass(frozen=True)
@@ -121,7 +180,7 @@ class Removal:
     name: str
     uri: str
     storage: str
-    study: object | None  # store.StudyIds; None: not in the store
+    study: StudyIds | None  # None: not in the store
     runs: int
     folder: bool  # the storage holds a folder of the study
 
@@ -134,8 +193,6 @@ class Removal:
         return f"ablate rm {self.name} will remove " + " and ".join(parts)
 
     def run(self) -> str:
-        from ablations.store import Store
-
         if self.study is not None:
             Store(self.uri).delete_study(self.study)
         if self.folder:
@@ -150,9 +207,6 @@ def plan_removal(
     study: str, preset: str | None, tracking_uri: str | None, storage: str | None
 ) -> Removal:
     """What `ablate rm` would remove; nothing is removed here."""
-    from ablations.store import existing, probe, resolve_uri
-    from ablations.study import experiment_name
-
     name = experiment_name(study, preset)
     uri = resolve_uri(tracking_uri)
     probe(uri)

@@ -7,7 +7,6 @@ images/s of one: a small net's step is bound by launches), larger ones one to a 
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 
 from ablations.errors import AblateError
@@ -124,26 +123,4 @@ def place(
         at_once=max(1, at_once),
         resources=resources,
         replicas=replicas,
-    )
-
-
-def local_resources() -> Resources:
-    """This machine's CPUs and GPUs (what a local Ray would see)."""
-    import torch
-
-    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    name = torch.cuda.get_device_name(0) if gpus else ""
-    return Resources(float(os.cpu_count() or 1), float(gpus), "this machine", name)
-
-
-def cluster_resources(address: str) -> Resources:
-    """The CPUs and GPUs of a running Ray cluster (connects to it; starts nothing)."""
-    import ray
-
-    from ablations.execute import init_ray
-
-    init_ray(address)
-    total = ray.cluster_resources()
-    return Resources(
-        float(total.get("CPU", 0)), float(total.get("GPU", 0)), f"the Ray cluster at {address}"
     )

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 import search_spaces
 from ablations import placement as places
 from ablations.errors import AblateError
-from ablations.study import Nuisance, Study, experiment_name, load
+from ablations.study import Nuisance, StudyFile, experiment_name, load, settings_for, with_preset
 from resnet.builders import BUILTIN, load_builder
 from resnet.config import TrainConfig
 from resnet.errors import ResnetError
@@ -93,7 +92,7 @@ class Request:
 
 @dataclass(frozen=True)
 class Plan:
-    study: Study  # the file as written
+    study: StudyFile  # the file as written
     source: str
     preset: str | None
     experiment: str  # MLflow experiment: NAME, or NAME@PRESET
@@ -194,25 +193,7 @@ def _absolute_dataset(name: str) -> str:
     return name
 
 
-def with_preset(study: Study, source: str, preset: str | None) -> Study:
-    if preset is None:
-        return study
-    if preset not in study.presets:
-        allowed = ", ".join(study.presets) or "none defined"
-        raise AblateError(f"{source}: unknown preset {preset!r}; presets: {allowed}")
-    p = study.presets[preset]
-    return study.model_copy(
-        update={
-            "dataset": p.dataset or study.dataset,
-            "scientific": {**study.scientific, **(p.scientific or {})},
-            "fixed": {**study.fixed, **(p.fixed or {})},
-            "seeds": p.seeds or study.seeds,
-            "nuisance": p.nuisance or study.nuisance,
-        }
-    )
-
-
-def _settings(chosen: Study, arm_factors: dict, dataset: str, data_dir: str) -> dict:
+def _settings(chosen: StudyFile, arm_factors: dict, dataset: str, data_dir: str) -> dict:
     settings = {k: v for k, v in chosen.fixed.items() if v is not None}
     settings["dataset"] = dataset
     settings["data_dir"] = data_dir
@@ -272,8 +253,6 @@ def _check_space(nuisance: Nuisance, trials: list[Trial], source: str) -> dict:
         space = search_spaces.load(nuisance.search_space)
     except search_spaces.SearchSpaceError as err:
         raise AblateError(f"{source}: nuisance.search_space: {err}") from None
-    from ablations.study import settings_for
-
     known = settings_for(trials[0].config.model)
     for param, dist in space.items():
         if param not in known:
@@ -293,9 +272,9 @@ def _check_space(nuisance: Nuisance, trials: list[Trial], source: str) -> dict:
     return space
 
 
-def make_plan(request: Request, resources: places.Resources | None = None) -> Plan:
+def make_plan(request: Request, resources: places.Resources) -> Plan:
     """Every trial with its settings, checked whole; errors name the file, the arm and the
-    field. `resources`: default this machine, or the cluster at `request.address`."""
+    field. `resources`: what the trials can run on (ablations.cluster.resources)."""
     study, source = load(request.study)
     chosen = with_preset(study, source, request.preset)
     seeds = list(chosen.seeds)
@@ -320,12 +299,6 @@ def make_plan(request: Request, resources: places.Resources | None = None) -> Pl
             raise AblateError(f"{source}: arm {arm}: {err}") from None
         arms.append((arm, arm_factors, _resolved(config, data, f"{source}: arm {arm}")))
     replication = _replication(request, seeds)
-    if resources is None:
-        resources = (
-            places.cluster_resources(request.address)
-            if request.address or os.environ.get("RAY_ADDRESS")
-            else places.local_resources()
-        )
     placement = places.place(
         max(_complexity(config, data)["macs"] for _, _, config in arms),
         len(arms) * len(seeds),
@@ -387,20 +360,3 @@ def _replication(request: Request, seeds: list[int]) -> Replication | None:
             f"--max-seeds {max_seeds}: below the {len(seeds)} seeds the study already plans"
         )
     return Replication(request.target_ci, max_seeds)
-
-
-def describe_changes(old: dict, new: dict) -> str:
-    """What differs between two study definitions (Plan.definition()), in a few words."""
-    old_arms, new_arms = old.get("arms", {}), new["arms"]
-    diffs = [f"arm {arm} removed" for arm in sorted(set(old_arms) - set(new_arms))]
-    diffs += [f"arm {arm} added" for arm in sorted(set(new_arms) - set(old_arms))]
-    for arm in sorted(set(old_arms) & set(new_arms)):
-        for key in sorted(set(old_arms[arm]) | set(new_arms[arm])):
-            a, b = old_arms[arm].get(key), new_arms[arm].get(key)
-            if a != b:
-                diffs.append(f"{key}: {a} -> {b}")
-    if old.get("nuisance") != new.get("nuisance"):
-        diffs.append("nuisance phase changed")
-    unique = list(dict.fromkeys(diffs))
-    more = f", and {len(unique) - 4} more" if len(unique) > 4 else ""
-    return "changed: " + ", ".join(unique[:4]) + more if unique else "changed"

@@ -12,16 +12,20 @@ the remaining number runs; an interrupted one is marked failed and redone (it is
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 import search_spaces
 from ablations import ledger as ledgers
 from ablations.checkpoints import storage_uri
+from ablations.environment import code_version
 from ablations.errors import AblateError
-from ablations.events import METRIC, Tracker, TrialJob, TuningTracker
+from ablations.events import METRIC, TrialJob
 from ablations.plan import Plan
-from ablations.store import Store, StudyIds, code_version, probe, resolve_uri
+from ablations.progress import StudyView
+from ablations.tracker import Tracker, TuningTracker
+from ablations.tracking import Store, StudyIds, TrialStatus, probe, resolve_uri
 
 
 @dataclass
@@ -50,7 +54,7 @@ class RunSummary:
     tracking_uri: str
     total: int = 0
     skipped: int = 0  # already done when this run began
-    statuses: dict[str, str] = field(default_factory=dict)  # trial key -> how it ended
+    statuses: dict[str, TrialStatus] = field(default_factory=dict)  # trial key -> how it ended
     not_started: list[str] = field(default_factory=list)  # pending when the run stopped
     added: dict[str, list[int]] = field(default_factory=dict)  # seeds added, by arm
     target_ci: float | None = None
@@ -58,11 +62,11 @@ class RunSummary:
 
     @property
     def failed(self) -> int:
-        return sum(s == "failed" for s in self.statuses.values())
+        return sum(s == TrialStatus.FAILED for s in self.statuses.values())
 
     @property
     def interrupted(self) -> bool:
-        return "interrupted" in self.statuses.values() or bool(self.not_started)
+        return TrialStatus.INTERRUPTED in self.statuses.values() or bool(self.not_started)
 
     @property
     def missed(self) -> dict[str, Target]:
@@ -70,6 +74,30 @@ class RunSummary:
         if self.target_ci is None:
             return {}
         return {arm: t for arm, t in self.targets.items() if not t.met(self.target_ci)}
+
+    def lines(self) -> list[str]:
+        """What happened, for a person: counts, seeds added, arms that missed the target."""
+        counts = Counter(self.statuses.values())
+        if self.not_started:
+            counts["not started"] = len(self.not_started)
+        ran = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing to run"
+        out = [
+            f"{self.experiment}: {self.total} trials; {self.skipped} already done; "
+            f"this run: {ran}. Store: {self.tracking_uri}"
+        ]
+        for arm, seeds in self.added.items():
+            out.append(
+                f"  added seeds {', '.join(map(str, seeds))} to {arm} (95% CI still too wide)"
+            )
+        if self.interrupted:
+            return [*out, "interrupted: run the same command again to resume"]
+        for arm, t in self.missed.items():
+            needed = f"; about {t.needed:,} seeds would meet it" if t.needed else ""
+            out.append(
+                f"  target not met: {arm}: 95% CI +-{t.half_width:.2f} points with {t.seeds} "
+                f"seeds (target +-{self.target_ci:g}, --max-seeds reached){needed}"
+            )
+        return out
 
 
 def ensure_data(plan: Plan) -> None:
@@ -91,15 +119,15 @@ def run_study(plan: Plan, options: RunOptions) -> RunSummary:
     storage = storage_uri(options.storage)
     ensure_data(plan)
     store = Store(uri)
-    store.check_study(plan)
+    store.check_study(ledgers.record(plan))
     # Everything above only read; from here on the store is written.
-    study = store.open_study(plan, code_version(plan.model))
+    study = store.open_study(ledgers.record(plan), code_version(plan.model))
     summary = RunSummary(plan.experiment, uri)
     ledger = ledgers.read(store, study)
     if plan.nuisance is not None:
         best = tune_arms(plan, store, study, ledger, storage, options)
         if best is None:
-            summary.statuses["tuning"] = "interrupted"
+            summary.statuses["tuning"] = TrialStatus.INTERRUPTED
             store.end(study, "KILLED")
             return summary
         plan = plan.with_tuned(best)
@@ -107,7 +135,7 @@ def run_study(plan: Plan, options: RunOptions) -> RunSummary:
         plan = plan.with_seeds(ledger.seeds())
     summary.skipped = sum(ledger.done(t.key) for t in plan.trials)
     while True:
-        store.set_plan_size(study, plan)
+        store.set_plan_size(study, ledgers.record(plan).planned)
         complete = _run_round(plan, store, study, ledger, storage, options, summary)
         ledger = ledgers.read(store, study)
         more = next_round(plan, ledger) if complete and plan.replication else {}
@@ -120,7 +148,7 @@ def run_study(plan: Plan, options: RunOptions) -> RunSummary:
     if plan.replication:
         summary.target_ci = plan.replication.target_ci
         summary.targets = targets(plan, ledger)
-    store.summarize(study, ledger)
+    store.summarize(study, {split: ledger.errors(split) for split in ("test", "train")})
     outcome = "KILLED" if summary.interrupted else "FAILED" if summary.failed else "FINISHED"
     store.end(study, outcome)
     return summary
@@ -145,8 +173,6 @@ def _run_round(
     tracker = Tracker(store, {j.key: j.run_id for j in jobs}, logged)
     view = None
     if options.progress:
-        from ablations.progress import StudyView
-
         iterations = {j.key: j.config.iterations for j in jobs}
         view = StudyView(plan.experiment, iterations, summary.skipped, len(plan.trials))
     store.running(study)
@@ -218,7 +244,7 @@ def tune_arms(
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     for state in ledger.tuning:
-        if not state.done and state.status != "failed":
+        if not state.done and state.status != TrialStatus.FAILED:
             store.fail(state.run_id, "interrupted; its tuning trial was redone")
     types, count, best = plan.param_types(), len(ledger.tuning), {}
     for arm in plan.arms:
@@ -257,8 +283,6 @@ def _tune(plan, arm, points, left, store, study, storage, count, options) -> Tun
     tracker = TuningTracker(store, study, arm, count, plan.params(trial), code)
     view = None
     if options.progress:
-        from ablations.progress import StudyView
-
         view = StudyView(f"{plan.experiment}: tuning {arm}", {}, 0, left)
     job = TrialJob.of(plan, trial, "", storage, checkpoints=False)
     complete = fit([job], "tuning", plan.placement, tracker, view, searcher, left, options.address)

@@ -8,6 +8,7 @@ what needs the data, the search spaces or the machine is checked by ablations/pl
 
 from __future__ import annotations
 
+import math
 import sys
 from importlib import resources
 from pathlib import Path
@@ -107,7 +108,7 @@ class Preset(Strict):
     nuisance: Nuisance | None = None
 
 
-class Study(Strict):
+class StudyFile(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     question: str = Field(min_length=10, description="the question the study answers")
     dataset: str = Field(description="cifar10 | cifar100 | digits | imagefolder:<path>")
@@ -131,7 +132,7 @@ class Study(Strict):
     presets: dict[str, Preset] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _check(self) -> Study:
+    def _check(self) -> StudyFile:
         known = settings_for(self.model)
         self.scientific = _typed(known, self.scientific, "scientific", as_list=True)
         self.fixed = _typed(known, self.fixed, "fixed")
@@ -193,7 +194,7 @@ def is_file_ref(name_or_path: str) -> bool:
     return name_or_path.endswith((".yaml", ".yml")) or Path(name_or_path).is_file()
 
 
-def load(name_or_path: str) -> tuple[Study, str]:
+def load(name_or_path: str) -> tuple[StudyFile, str]:
     """A built-in study by name, or a study file by path; (study, where it came from)."""
     if is_file_ref(name_or_path):
         path = Path(name_or_path)
@@ -221,7 +222,7 @@ def load(name_or_path: str) -> tuple[Study, str]:
     return parse(text, source), source
 
 
-def parse(text: str, source: str = "<study>") -> Study:
+def parse(text: str, source: str = "<study>") -> StudyFile:
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as err:
@@ -232,10 +233,10 @@ def parse(text: str, source: str = "<study>") -> Study:
         ) from None
     if not isinstance(raw, dict):
         raise AblateError(
-            f"{source}: a study file is a mapping with keys {', '.join(Study.model_fields)}"
+            f"{source}: a study file is a mapping with keys {', '.join(StudyFile.model_fields)}"
         )
     try:
-        return Study.model_validate(raw)
+        return StudyFile.model_validate(raw)
     except ValidationError as err:
         raise AblateError(f"{source}: {_one_line(err)}") from None
 
@@ -245,7 +246,7 @@ def _one_line(err: ValidationError) -> str:
     loc = ".".join(str(p) for p in first["loc"])
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
-        parent = {(): Study, ("nuisance",): Nuisance}.get(tuple(first["loc"][:-1]))
+        parent = {(): StudyFile, ("nuisance",): Nuisance}.get(tuple(first["loc"][:-1]))
         if parent is None and len(first["loc"]) == 3 and first["loc"][0] == "presets":
             parent = Preset
         allowed = f"; allowed: {', '.join(parent.model_fields)}" if parent else ""
@@ -261,4 +262,44 @@ def experiment_name(study: str, preset: str | None) -> str:
 
 
 def json_schema() -> dict:
-    return Study.model_json_schema()
+    return StudyFile.model_json_schema()
+
+
+def with_preset(study: StudyFile, source: str, preset: str | None) -> StudyFile:
+    if preset is None:
+        return study
+    if preset not in study.presets:
+        allowed = ", ".join(study.presets) or "none defined"
+        raise AblateError(f"{source}: unknown preset {preset!r}; presets: {allowed}")
+    p = study.presets[preset]
+    return study.model_copy(
+        update={
+            "dataset": p.dataset or study.dataset,
+            "scientific": {**study.scientific, **(p.scientific or {})},
+            "fixed": {**study.fixed, **(p.fixed or {})},
+            "seeds": p.seeds or study.seeds,
+            "nuisance": p.nuisance or study.nuisance,
+        }
+    )
+
+
+def _trial_count(study: StudyFile, preset: str | None) -> int:
+    chosen = with_preset(study, study.name, preset)
+    return math.prod(len(levels) for levels in chosen.scientific.values()) * len(chosen.seeds)
+
+
+def list_studies() -> list[dict]:
+    """Every built-in study: name, question, trials, and trials per preset."""
+    out = []
+    for name in builtin_names():
+        study = load(name)[0]
+        out.append(
+            {
+                "name": name,
+                "question": " ".join(study.question.split()),
+                "dataset": study.dataset,
+                "trials": _trial_count(study, None),
+                "presets": {p: _trial_count(study, p) for p in study.presets},
+            }
+        )
+    return out

@@ -15,10 +15,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ablations.checkpoints import TrialCheckpoints, study_uri, trial_folder
+from ablations.environment import environment
 from ablations.events import Evaluation, Final, Progress, Saved, Start, TrialJob, encode
 
 PROGRESS_EVERY = 5.0  # seconds between progress reports of a one-replica trial
-RETRIES = 2  # restarts of a replica group after a replica died
+GROUP_RESTARTS = 2  # restarts of a replica group after one of its replicas died
 
 
 def run_trial(tune_config: dict) -> None:
@@ -53,7 +54,7 @@ def _fit_replicas(job: TrialJob, sampled: dict) -> None:
         run_config=RunConfig(
             name=f"train-{trial_folder(job.key)}-{job.run_id or 'tune'}",
             storage_path=study_uri(job.storage, job.study),
-            failure_config=FailureConfig(max_failures=RETRIES),
+            failure_config=FailureConfig(max_failures=GROUP_RESTARTS),
             callbacks=[TuneReportCallback()],
         ),
     )
@@ -121,45 +122,6 @@ def _train(job: TrialJob, sampled: dict, report: Callable, replicas: bool = Fals
             raise  # the other replicas wait in a collective: Ray Train ends the group
         return Final("failed", error=_reason(err))
     return Final(result.status, result.summary(), result.lr_trace, result.layer_responses)
-
-
-def environment(config, data, threads: int) -> dict:
-    """The training process's side of the manifest (docs/tracking.md): versions, device,
-    and the data it trains on."""
-    import platform
-
-    import torch
-
-    from ablations.store import package_version
-
-    device = config.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda"):
-        name = torch.cuda.get_device_name(torch.device(device).index or 0)
-    else:
-        name = f"cpu ({threads} thread{'s' if threads != 1 else ''})"
-    if config.replicas > 1:
-        name = f"{config.replicas} replicas x {name}"
-    source = str(Path(config.data_dir))
-    if config.dataset.startswith("imagefolder:"):
-        source = config.dataset.removeprefix("imagefolder:")
-    elif config.dataset == "digits":
-        source = "scikit-learn load_digits"
-    return {
-        "versions": {
-            "ablate": package_version("ablate"),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "cuda": torch.version.cuda or "none",
-            "ray": package_version("ray"),
-            "mlflow": package_version("mlflow"),
-        },
-        "device": name,
-        "data_digest": data.digest(),
-        "dataset": config.dataset,
-        "data_source": source,
-    }
 
 
 class _FirstReplicaWrites:

@@ -15,6 +15,8 @@ from typing import Any
 
 import pandas as pd
 
+from ablations.tracking import Tag, TrialStatus
+
 # Final values taken from each run's latest metrics (MLflow keeps the value at the
 # highest step, which is the end of training).
 FINAL_METRICS = ("train/error", "val/error", "test/error", "train/loss", "test/loss",
@@ -27,16 +29,16 @@ TAG_COLUMNS = ("run_id", "role", "arm", "trial_key", "status", "mlflow_status", 
                "reason", "start_time", "git_commit", "git_dirty", "versions", "device",
                "data_digest")  # fmt: skip
 REPRO_TAGS = {
-    "git_commit": "mlflow.source.git.commit",
-    "git_dirty": "ablate.git_dirty",
-    "versions": "ablate.versions",
-    "device": "ablate.device",
-    "data_digest": "ablate.data_digest",
+    "git_commit": Tag.GIT_COMMIT,
+    "git_dirty": Tag.GIT_DIRTY,
+    "versions": Tag.VERSIONS,
+    "device": Tag.DEVICE,
+    "data_digest": Tag.DATA_DIGEST,
 }
 # Ended first; a trial that has not ended is running, interrupted (stopped, resumable) or
 # pending (never started).
-STATUSES = ("finished", "diverged", "failed", "running", "interrupted", "pending")
-NOT_ENDED = ("running", "interrupted", "pending")
+STATUSES = tuple(TrialStatus)
+NOT_ENDED = (TrialStatus.RUNNING, TrialStatus.INTERRUPTED, TrialStatus.PENDING)
 # Params the runner derives from the data and the model, or from tuning (docs/tracking.md):
 # typed by `ablate.settings` like the rest, but nobody chose them, so they are no settings.
 DERIVED = ("num_classes", "in_channels", "params", "macs", "tuned_from")

@@ -12,9 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from unittest import mock
-from urllib.error import HTTPError, URLError
-from urllib.parse import unquote, urlparse, urlsplit, urlunsplit
-from urllib.request import url2pathname, urlopen
+from urllib.parse import unquote, urlparse
+from urllib.request import url2pathname
 
 import mlflow
 import pandas as pd
@@ -22,6 +21,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
+from ablations.tracking import Role, Tag, redact, server_problem
 from reports.data import (
     FINAL_METRICS,
     HISTORY_METRICS,
@@ -34,19 +34,10 @@ from reports.data import (
 )
 from reports.errors import ReportError
 
-ROLES = ("parent", "trial", "tune")
+ROLES = tuple(Role)
 # Most runs of a deterministic LR policy share one trace; plateau traces differ by run.
 LR_TRACES_PER_SETTING = {"plateau": 3}
 LR_SETTINGS = ("lr_policy", "lr", "warmup", "warmup_lr", "iterations")
-
-
-def redact(uri: str) -> str:
-    """The URI without a password, for messages (database URIs often carry one)."""
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _check_sqlite_exists(uri: str) -> None:
@@ -60,22 +51,11 @@ def _check_sqlite_exists(uri: str) -> None:
 
 
 def probe_server(uri: str) -> None:
-    """Raise ReportError at once when an http(s) tracking URI has no server answering:
-    MLflow retries a dead server for minutes, one probe of /health turns a typo into a
-    clear error. `ablate run` calls it too, before it writes anything."""
-    if urlparse(uri).scheme not in ("http", "https"):
-        return
-    parts = urlsplit(uri)
-    # urllib cannot take credentials in the URL; the probe needs none.
-    probe = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
-    try:
-        with urlopen(f"{probe.rstrip('/')}/health", timeout=10):
-            pass
-    except HTTPError:
-        return  # it answered; MLflow's own calls will say what is wrong, if anything
-    except (URLError, OSError) as error:
-        reason = getattr(error, "reason", error)
-        raise ReportError(f"cannot reach MLflow server {redact(uri)}: {reason}") from error
+    """Raise ReportError at once when an http(s) tracking URI has no server answering
+    (ablations.tracking.server_problem)."""
+    problem = server_problem(uri)
+    if problem:
+        raise ReportError(problem)
 
 
 def connect(tracking_uri: str | None) -> MlflowClient:
@@ -107,20 +87,20 @@ def _read(experiment_name: str, tracking_uri: str | None):
         raise ReportError(
             f"cannot read MLflow store {uri}: {type(error).__name__}: {first_line(error)}"
         ) from error
-    ours = [r for r in runs if r.data.tags.get("ablate.role") in ROLES]
+    ours = [r for r in runs if r.data.tags.get(Tag.ROLE) in ROLES]
     if not ours:
         raise ReportError(
             f"experiment {experiment_name} in {uri} has no ablate runs (no ablate.role tags)"
         )
-    parents = [r for r in ours if r.data.tags["ablate.role"] == "parent"]
+    parents = [r for r in ours if r.data.tags[Tag.ROLE] == Role.PARENT]
     if not parents:
         raise ReportError(f"experiment {experiment_name} in {uri} has no parent run")
     parent = max(parents, key=lambda r: r.info.start_time or 0)
     info = _study_info(experiment_name, experiment.experiment_id, parent)
-    children = [r for r in ours if r.data.tags["ablate.role"] != "parent"]
+    children = [r for r in ours if r.data.tags[Tag.ROLE] != Role.PARENT]
     notes: list[str] = []
     frame = _runs_frame(children, info.settings, notes)
-    trials = [r for r in children if r.data.tags["ablate.role"] == "trial"]
+    trials = [r for r in children if r.data.tags[Tag.ROLE] == Role.TRIAL]
     return client, info, trials, frame, notes
 
 
@@ -145,8 +125,8 @@ def _search_all(client: MlflowClient, experiment_id: str) -> list[Run]:
 
 # Parent tags the report cannot do without (docs/tracking.md); a store that lacks one was
 # written before them and is refused rather than guessed at.
-REQUIRED_TAGS = ("ablate.settings", "ablate.model", "ablate.model_factors", "ablate.seeds",
-                 "ablate.expected_trials", "ablate.planned")  # fmt: skip
+REQUIRED_TAGS = (Tag.SETTINGS, Tag.MODEL, Tag.MODEL_FACTORS, Tag.SEEDS, Tag.EXPECTED_TRIALS,
+                 Tag.PLANNED)  # fmt: skip
 
 
 def _study_info(name: str, experiment_id: str, parent: Run) -> StudyInfo:
@@ -158,31 +138,31 @@ def _study_info(name: str, experiment_id: str, parent: Run) -> StudyInfo:
             f"{', '.join(missing)}: the store was written by an older ablate; run the study "
             "again with this one"
         )
-    target = tags.get("ablate.target_ci")
+    target = tags.get(Tag.TARGET_CI)
     return StudyInfo(
         name=name,
         experiment_id=experiment_id,
         parent_run_id=parent.info.run_id,
         parent_status=parent.info.status,
-        question=params.get("question") or tags.get("mlflow.note.content", ""),
+        question=params.get("question") or tags.get(Tag.NOTE, ""),
         dataset=params.get("dataset", ""),
         reference=parse_json(params.get("reference"), {}),
         factors=parse_json(params.get("factors"), []),
-        seeds=parse_json(tags["ablate.seeds"], []),
-        planned=parse_json(tags["ablate.planned"], {}),
+        seeds=parse_json(tags[Tag.SEEDS], []),
+        planned=parse_json(tags[Tag.PLANNED], {}),
         preset=params.get("preset", ""),
-        fingerprint=tags.get("ablate.fingerprint", ""),
-        expected_trials=_int_or_none(tags["ablate.expected_trials"]),
-        git_commit=tags.get("mlflow.source.git.commit", ""),
-        git_dirty=tags.get("ablate.git_dirty", ""),
-        settings={str(k): str(v) for k, v in parse_json(tags["ablate.settings"], {}).items()},
-        replication=tags.get("ablate.replication", ""),
+        fingerprint=tags.get(Tag.FINGERPRINT, ""),
+        expected_trials=_int_or_none(tags[Tag.EXPECTED_TRIALS]),
+        git_commit=tags.get(Tag.GIT_COMMIT, ""),
+        git_dirty=tags.get(Tag.GIT_DIRTY, ""),
+        settings={str(k): str(v) for k, v in parse_json(tags[Tag.SETTINGS], {}).items()},
+        replication=tags.get(Tag.REPLICATION, ""),
         full_dataset=params.get("full_dataset", ""),
         full_iterations=_int_or_none(params.get("full_iterations")),
-        model=tags["ablate.model"],
-        model_factors=parse_json(tags["ablate.model_factors"], []),
+        model=tags[Tag.MODEL],
+        model_factors=parse_json(tags[Tag.MODEL_FACTORS], []),
         target_ci=float(target) if target else None,
-        max_seeds=_int_or_none(tags.get("ablate.max_seeds")),
+        max_seeds=_int_or_none(tags.get(Tag.MAX_SEEDS)),
     )
 
 
@@ -192,13 +172,13 @@ def _runs_frame(runs: list[Run], types: dict[str, str], notes: list[str]) -> pd.
         tags = run.data.tags
         row: dict[str, Any] = {
             "run_id": run.info.run_id,
-            "role": tags.get("ablate.role"),
-            "arm": tags.get("ablate.arm", ""),
-            "trial_key": tags.get("ablate.trial_key", run.info.run_id),
-            "status": tags.get("ablate.status"),
+            "role": tags.get(Tag.ROLE),
+            "arm": tags.get(Tag.ARM, ""),
+            "trial_key": tags.get(Tag.TRIAL_KEY, run.info.run_id),
+            "status": tags.get(Tag.STATUS),
             "mlflow_status": run.info.status,
-            "diverged_at": _int_or_none(tags.get("ablate.diverged_at")),
-            "reason": tags.get("ablate.error", ""),
+            "diverged_at": _int_or_none(tags.get(Tag.DIVERGED_AT)),
+            "reason": tags.get(Tag.ERROR, ""),
             "start_time": run.info.start_time or 0,
             **{column: tags.get(tag, "") for column, tag in REPRO_TAGS.items()},
         }

@@ -208,10 +208,11 @@ class Study:
     effects: pd.DataFrame
 
 
-def load_study(name: str, tracking_uri: str | None = None) -> Study:
-    """Study `name` (the MLflow experiment, e.g. `depth@demo`) from the store at
-    `tracking_uri` (default: MLflow's). Raises ReportError as `ablate report` does."""
-    analysis = analyse(fetch_study(name, tracking_uri))
+def load_study(study: str, *, tracking_uri: str | None = None) -> Study:
+    """A study's results (`study`: its MLflow experiment, NAME or NAME@PRESET, which is
+    `plan.experiment`) from the store at `tracking_uri` (default: MLflow's). Raises
+    ReportError as `ablate report` does."""
+    analysis = analyse(fetch_study(study, tracking_uri))
     return Study(
         info=analysis.info,
         trials=trials_frame(analysis),

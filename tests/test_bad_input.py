@@ -594,14 +594,16 @@ def stored_study(workdir):
     state `ablate run` leaves before its first trial reports."""
     from conftest import plan_of
 
-    from ablations.store import Store, code_version
+    from ablations.environment import code_version
+    from ablations.ledger import record
+    from ablations.tracking import Store
 
     (workdir / "s.yaml").write_text(GOOD)
     db = workdir / "store" / "m.db"
     db.parent.mkdir()
     plan = plan_of("s.yaml")
     store = Store(f"sqlite:///{db}")
-    study = store.open_study(plan, code_version())
+    study = store.open_study(record(plan), code_version())
     for trial in plan.trials:
         store.create_trial(study, trial.key, trial.arm, plan.params(trial), code_version())
     assert len(store.trial_runs(study)) == 2

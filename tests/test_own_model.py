@@ -116,7 +116,7 @@ def test_a_users_builder_runs_as_a_study_and_reports_by_its_factors(tmp_path):
     page = (out / "index.html").read_text()
     assert "Table 6" not in page and "Degradation" not in page
 
-    study = load_study("gated", uri)
+    study = load_study("gated", tracking_uri=uri)
     assert sorted(study.arms["gate"]) == ["none", "se"]
     assert len(study.trials) == 4 and set(study.trials["width"]) == {12}
     merged = study.arms.merge(arms, on="gate", suffixes=("", "_csv"))

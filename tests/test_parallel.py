@@ -232,7 +232,7 @@ def two_nodes(tmp_path):
     from test_faults import alive, kill_pids, procs, tree
     from test_scaleout import BIN, clean_env
 
-    from ablations.execute import _token_available
+    from ablations.cluster import _token_available
 
     port = _free_port()
     temp = Path(tempfile.mkdtemp(prefix="rn", dir="/tmp"))

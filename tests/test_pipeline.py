@@ -115,7 +115,7 @@ def test_show_effect_plans_seeds_from_the_spread_measured_in_the_store(
     args = ["show", "tiny.yaml", "--effect", "0.3", "--json"]
     assert main([*args, "--tracking-uri", uri]) == 0
     view = json.loads(capsys.readouterr().out)
-    trials = load_study(plan.experiment, uri).trials  # the spread the report measures
+    trials = load_study(plan.experiment, tracking_uri=uri).trials  # the spread the report measures
     sd, dof = stats.seed_spread_of(trials)
     assert view["seed_plan"]["measured"] and view["seed_plan"]["sd"] == pytest.approx(sd)
     assert view["seed_plan"]["seeds_per_arm"] == stats.seeds_needed(0.3, sd)

@@ -1,0 +1,516 @@
+"""What ablate writes to and reads from MLflow, as docs/tracking.md defines it: the tag
+names, the trial statuses and roles, and the one writer of that layout (`Store`). It takes
+typed records (`StudyRecord`, ids, values), never a plan; the ledger, `ablate ui` and
+reports/ read the layout through the names defined here. Every call retries on a locked
+SQLite store (two studies sharing one file); only the driver writes, so concurrent trials
+never contend for the store."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+from urllib.error import HTTPError, URLError
+from urllib.parse import urlparse, urlsplit, urlunsplit
+from urllib.request import urlopen
+
+from ablations.errors import AblateError
+
+REASON_LIMIT = 5000  # MLflow keeps tag values up to 8000 characters
+
+
+class Tag(StrEnum):
+    """The tags ablate sets on MLflow runs (docs/tracking.md)."""
+
+    ROLE = "ablate.role"  # a Role
+    STUDY = "ablate.study"
+    STATUS = "ablate.status"  # a TrialStatus
+    TRIAL_KEY = "ablate.trial_key"
+    ARM = "ablate.arm"
+    # the parent run: the study's definition and design
+    FINGERPRINT = "ablate.fingerprint"
+    SETTINGS = "ablate.settings"  # {param: type name} of every param a trial records
+    MODEL = "ablate.model"
+    MODEL_FACTORS = "ablate.model_factors"
+    REPLICATION = "ablate.replication"
+    TARGET_CI = "ablate.target_ci"
+    MAX_SEEDS = "ablate.max_seeds"
+    SEEDS = "ablate.seeds"
+    PLANNED = "ablate.planned"
+    EXPECTED_TRIALS = "ablate.expected_trials"
+    # a trial's run
+    CHECKPOINT = "ablate.checkpoint"
+    CHECKPOINT_PREVIOUS = "ablate.checkpoint_previous"
+    ERROR = "ablate.error"
+    DIVERGED_AT = "ablate.diverged_at"
+    RESUMED_FROM = "ablate.resumed_from"
+    VAL_DIGEST = "ablate.val_digest"
+    TRAIN_SIZE = "ablate.train_size"
+    VERSIONS = "ablate.versions"
+    DEVICE = "ablate.device"
+    DATA_DIGEST = "ablate.data_digest"
+    # the code version, on every run
+    VERSION = "ablate.version"
+    GIT_DIRTY = "ablate.git_dirty"
+    MODEL_SOURCE = "ablate.model_source"
+    # MLflow's own
+    GIT_COMMIT = "mlflow.source.git.commit"
+    NOTE = "mlflow.note.content"
+    PARENT_RUN = "mlflow.parentRunId"
+
+
+class Role(StrEnum):
+    PARENT = "parent"  # the study
+    TRIAL = "trial"  # an arm at a seed
+    TUNE = "tune"  # a tuning trial of an arm
+
+
+class TrialStatus(StrEnum):
+    """How far a trial is: `Tag.STATUS` of its run."""
+
+    PENDING = "pending"  # made, never started
+    RUNNING = "running"
+    INTERRUPTED = "interrupted"  # stopped part-way: resumes from its newest checkpoint
+    FINISHED = "finished"
+    DIVERGED = "diverged"  # ended training with a non-finite loss: never run again
+    FAILED = "failed"  # a deterministic error: its reason is Tag.ERROR
+
+    @property
+    def done(self) -> bool:
+        """Ended training: never run again."""
+        return self in (TrialStatus.FINISHED, TrialStatus.DIVERGED)
+
+
+def redact(uri: str) -> str:
+    """The URI without a password, for messages (database URIs often carry one)."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def server_problem(uri: str) -> str | None:
+    """Why an http(s) tracking URI has no server answering (None: it answers, or is no
+    server): MLflow retries a dead server for minutes, one probe of /health turns a typo
+    into a clear message."""
+    if urlparse(uri).scheme not in ("http", "https"):
+        return None
+    parts = urlsplit(uri)
+    # urllib cannot take credentials in the URL; the probe needs none.
+    health = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    try:
+        with urlopen(f"{health.rstrip('/')}/health", timeout=10):
+            pass
+    except HTTPError:
+        return None  # it answered; MLflow's own calls will say what is wrong, if anything
+    except (URLError, OSError) as error:
+        return f"cannot reach MLflow server {redact(uri)}: {getattr(error, 'reason', error)}"
+    return None
+
+
+def resolve_uri(uri: str | None) -> str:
+    """`--tracking-uri`, else MLFLOW_TRACKING_URI, else `sqlite:///<cwd>/mlflow.db`, resolved
+    to an absolute path once, on the driver (reruns from elsewhere see the same store)."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        return f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return f"sqlite:///{_db(uri).resolve()}"
+    return uri
+
+
+def _db(uri: str) -> Path:
+    """The database file of a `sqlite:///` URI."""
+    return Path(uri.removeprefix("sqlite:///"))
+
+
+def probe(uri: str) -> None:
+    """Fail fast on a store that cannot work, before anything is written."""
+    if uri.startswith(("http://", "https://")):
+        problem = server_problem(uri)
+        if problem:
+            raise AblateError(f"{problem}; start it, or drop --tracking-uri to use ./mlflow.db")
+    elif uri.startswith("sqlite:///") and not _db(uri).parent.is_dir():
+        raise AblateError(
+            f"tracking store folder {_db(uri).parent} does not exist; create it or "
+            "choose another --tracking-uri"
+        )
+    elif not uri.startswith(("sqlite:///", "file:", "databricks", "postgresql", "mysql")):
+        raise AblateError(
+            f"tracking URI {uri!r}: use sqlite:///PATH, http(s)://HOST:PORT or file:PATH"
+        )
+
+
+def existing(uri: str) -> Store | None:
+    """The store at `uri`; None for a SQLite file not created yet (reading creates none)."""
+    if uri.startswith("sqlite:///") and not _db(uri).is_file():
+        return None
+    return Store(uri)
+
+
+class _Retrying:
+    """An MlflowClient whose every call is retried on SQLite's 'database is locked'
+    (another study writing)."""
+
+    def __init__(self, client, attempts: int = 8):
+        self._client, self._attempts = client, attempts
+
+    def __getattr__(self, name: str):
+        method = getattr(self._client, name)
+
+        def call(*args, **kwargs):
+            for i in range(self._attempts):
+                try:
+                    return method(*args, **kwargs)
+                except Exception as err:  # noqa: BLE001 - only lock errors are retried
+                    if "locked" not in str(err).lower() or i == self._attempts - 1:
+                        raise
+                    time.sleep(0.05 * 2**i + random.random() * 0.05)
+
+        return call
+
+
+@contextlib.contextmanager
+def creating_tables(uri: str):
+    """MLflow creates (and migrates) a new SQLite store's tables when a client opens it; two
+    studies starting at once would both migrate and one fails ("duplicate column name:
+    step"). A lock per database file, in the temp folder so that nothing lands beside the
+    store, makes the second wait until the first has opened it."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+    import hashlib
+    import tempfile
+
+    name = f"ablate-mlflow-{hashlib.sha256(str(_db(uri)).encode()).hexdigest()[:16]}.lock"
+    fd = os.open(Path(tempfile.gettempdir()) / name, os.O_RDONLY | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class CodeVersion:
+    """The code a run was made with (ablations.environment.code_version)."""
+
+    version: str
+    commit: str = ""  # "" outside a git checkout
+    dirty: bool = False
+    model_source: dict[str, Any] | None = None  # a model builder's module, digest, commit
+
+    def tags(self, source: str) -> dict[str, str]:
+        tags = {Tag.VERSION: self.version, "mlflow.source.name": source}
+        tags["mlflow.source.type"] = "LOCAL"
+        if self.commit:
+            tags[Tag.GIT_COMMIT] = self.commit
+            tags[Tag.GIT_DIRTY] = "true" if self.dirty else "false"
+        if self.model_source:
+            tags[Tag.MODEL_SOURCE] = json.dumps(self.model_source, sort_keys=True)
+        return tags
+
+
+@dataclass(frozen=True)
+class StudyRecord:
+    """A study as the store records it on its parent run: what makes it (`definition`,
+    whose digest is the `fingerprint`), what its trials record, and how its seeds are
+    chosen."""
+
+    name: str  # the MLflow experiment: NAME or NAME@PRESET
+    question: str
+    definition: dict[str, Any]  # each arm's science settings, the nuisance phase
+    fingerprint: str
+    settings: dict[str, str]  # {param: type name}
+    model: str
+    model_factors: tuple[str, ...]
+    params: dict[str, Any]  # the parent run's params
+    replication: str = "fixed seeds"  # the design that chooses the seeds, in words
+    target_ci: float | None = None
+    max_seeds: int | None = None
+    planned: dict[str, list[int]] = field(default_factory=dict)  # seeds by arm
+
+
+def describe_changes(old: dict, new: dict) -> str:
+    """What differs between two study definitions (StudyRecord.definition), in a few words."""
+    old_arms, new_arms = old.get("arms", {}), new["arms"]
+    diffs = [f"arm {arm} removed" for arm in sorted(set(old_arms) - set(new_arms))]
+    diffs += [f"arm {arm} added" for arm in sorted(set(new_arms) - set(old_arms))]
+    for arm in sorted(set(old_arms) & set(new_arms)):
+        for key in sorted(set(old_arms[arm]) | set(new_arms[arm])):
+            a, b = old_arms[arm].get(key), new_arms[arm].get(key)
+            if a != b:
+                diffs.append(f"{key}: {a} -> {b}")
+    if old.get("nuisance") != new.get("nuisance"):
+        diffs.append("nuisance phase changed")
+    unique = list(dict.fromkeys(diffs))
+    more = f", and {len(unique) - 4} more" if len(unique) > 4 else ""
+    return "changed: " + ", ".join(unique[:4]) + more if unique else "changed"
+
+
+@dataclass(frozen=True)
+class StudyIds:
+    """A study in the store: its MLflow experiment (named after the study) and parent run."""
+
+    name: str
+    experiment_id: str
+    parent_id: str
+
+
+class Store:
+    """One MLflow tracking store; `open_study` starts writing, after the plan is valid."""
+
+    def __init__(self, uri: str):
+        from mlflow.tracking import MlflowClient
+
+        self.uri = uri
+        with creating_tables(uri):
+            self.client = _Retrying(MlflowClient(tracking_uri=uri))
+
+    # -- the study: experiment and parent run ---------------------------------------------
+    def _study(self, name: str) -> tuple:
+        """The study's experiment and parent run (None where absent)."""
+        exp = self.client.get_experiment_by_name(name)
+        if exp is None:
+            return None, None
+        runs = self.client.search_runs(
+            [exp.experiment_id], f"tags.`{Tag.ROLE}` = '{Role.PARENT}'", max_results=1
+        )
+        return exp, (runs[0] if runs else None)
+
+    def find_study(self, name: str) -> StudyIds | None:
+        exp, parent = self._study(name)
+        return StudyIds(name, exp.experiment_id, parent.info.run_id) if parent else None
+
+    def studies(self) -> dict[str, str]:
+        """Every ablate study in the store: name -> experiment id."""
+        experiments = [e.experiment_id for e in self.client.search_experiments()]
+        runs = self.client.search_runs(
+            experiments or ["0"], f"tags.`{Tag.ROLE}` = '{Role.PARENT}'", max_results=1000
+        )
+        return {r.data.tags[Tag.STUDY]: r.info.experiment_id for r in runs}
+
+    def check_study(self, record: StudyRecord) -> None:
+        """Refuse a study whose stored namesake has another definition, naming what changed."""
+        _, parent = self._study(record.name)
+        if parent is None or parent.data.tags.get(Tag.FINGERPRINT) == record.fingerprint:
+            return
+        changed = self._changes(parent.info.run_id, record.definition)
+        raise AblateError(
+            f"the store {self.uri} holds study {record.name} with another definition "
+            f"({changed}); use another --tracking-uri, or rename the study"
+        )
+
+    def _changes(self, parent_id: str, new: dict) -> str:
+        import tempfile
+
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = self.client.download_artifacts(parent_id, "study.json", tmp)
+                old = json.loads(Path(path).read_text())
+        except Exception:  # noqa: BLE001 - an older store without study.json
+            return "its stored definition cannot be read to compare"
+        return describe_changes(old, new)
+
+    def open_study(self, record: StudyRecord, code: CodeVersion) -> StudyIds:
+        """Get or create the study's experiment and parent run (the first write of a run)."""
+        self.check_study(record)
+        exp, parent = self._study(record.name)
+        if exp is None:
+            location = None
+            if self.uri.startswith("sqlite:///"):
+                # Beside the database, not relative to whichever process's cwd writes first.
+                location = (_db(self.uri).parent / "mlartifacts" / record.name).as_uri()
+            exp_id = self.client.create_experiment(record.name, artifact_location=location)
+        else:
+            exp_id = exp.experiment_id
+        self.client.set_experiment_tag(exp_id, "mlflow.experimentKind", "custom_model_development")
+        self.client.set_experiment_tag(exp_id, Tag.NOTE, record.question)
+        parent_id = parent.info.run_id if parent else self._create_parent(exp_id, record, code)
+        tags = {Tag.REPLICATION: record.replication}
+        if record.target_ci is not None:
+            tags |= {Tag.TARGET_CI: str(record.target_ci), Tag.MAX_SEEDS: str(record.max_seeds)}
+        self.set_tags(parent_id, {**tags, **code.tags(f"ablate run {record.name}")})
+        return StudyIds(record.name, exp_id, parent_id)
+
+    def _create_parent(self, exp_id: str, record: StudyRecord, code: CodeVersion) -> str:
+        tags = {
+            Tag.ROLE: Role.PARENT,
+            Tag.STUDY: record.name,
+            Tag.FINGERPRINT: record.fingerprint,
+            Tag.SETTINGS: json.dumps(record.settings),
+            Tag.MODEL: record.model,
+            Tag.MODEL_FACTORS: json.dumps(list(record.model_factors)),
+            Tag.NOTE: record.question,
+        }
+        run = self.client.create_run(exp_id, run_name=record.name, tags=tags)
+        self._log_params(run.info.run_id, record.params)
+        self.client.log_dict(run.info.run_id, record.definition, "study.json")
+        return run.info.run_id
+
+    def set_plan_size(self, study: StudyIds, planned: dict[str, list[int]]) -> None:
+        """The planned seeds (by arm) and trials as they stand (they grow when seeds are
+        added)."""
+        seeds = sorted({s for arm_seeds in planned.values() for s in arm_seeds})
+        tags = {Tag.SEEDS: json.dumps(seeds), Tag.PLANNED: json.dumps(planned)}
+        tags[Tag.EXPECTED_TRIALS] = str(sum(len(v) for v in planned.values()))
+        self.set_tags(study.parent_id, tags)
+
+    # -- child runs -----------------------------------------------------------------------
+    def trial_runs(self, study: StudyIds) -> list:
+        """Every child run of the study (trials and tuning trials), in one search."""
+        return self.client.search_runs(
+            [study.experiment_id], f"tags.`{Tag.ROLE}` != '{Role.PARENT}'", max_results=50_000
+        )
+
+    def create_trial(
+        self,
+        study: StudyIds,
+        key: str,
+        arm: str,
+        params: dict,
+        code: CodeVersion,
+        role: Role = Role.TRIAL,
+    ) -> str:
+        """A child run, pending until its trial starts (MLflow status SCHEDULED)."""
+        tags = {
+            Tag.PARENT_RUN: study.parent_id,
+            Tag.ROLE: role,
+            Tag.STUDY: study.name,
+            Tag.TRIAL_KEY: key,
+            Tag.ARM: arm,
+            Tag.STATUS: TrialStatus.PENDING,
+            **code.tags(f"ablate run {study.name}"),
+        }
+        run_id = self.client.create_run(study.experiment_id, run_name=key, tags=tags).info.run_id
+        self.client.update_run(run_id, status="SCHEDULED")
+        self._log_params(run_id, params)
+        self.client.log_dict(run_id, params, "trial_config.json")
+        return run_id
+
+    def start(self, run_id: str) -> None:
+        """A trial starts, or resumes: RUNNING."""
+        self.client.update_run(run_id, status="RUNNING")
+        self.set_tags(run_id, {Tag.STATUS: TrialStatus.RUNNING})
+
+    def log_start(self, run_id: str, split: dict[str, Any], environment: dict[str, Any]) -> None:
+        """Where the trial resumed from and its split (`resumed_from`, `val_digest`,
+        `train_size`), and its process's manifest (ablations.environment.environment)."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        env = environment
+        tags = {Tag.RESUMED_FROM: split["resumed_from"], Tag.VAL_DIGEST: split["val_digest"]}
+        tags[Tag.TRAIN_SIZE] = split["train_size"]
+        tags[Tag.VERSIONS] = json.dumps(env["versions"], sort_keys=True)
+        tags |= {Tag.DEVICE: env["device"], Tag.DATA_DIGEST: env["data_digest"]}
+        self.set_tags(run_id, tags)
+        dataset = Dataset(
+            name=env["dataset"],
+            digest=env["data_digest"],
+            source_type="local",
+            source=env["data_source"],
+        )
+        context = InputTag("mlflow.data.context", "training")
+        self.client.log_inputs(run_id, [DatasetInput(dataset, [context])])
+
+    def logged_upto(self, run_id: str) -> int:
+        """The last iteration whose evaluation is in the store (-1: none)."""
+        history = self.client.get_metric_history(run_id, "train/error")
+        return max((m.step for m in history), default=-1)
+
+    def log_evaluation(self, run_id: str, evaluation: dict) -> None:
+        step = int(evaluation["iteration"])
+        self._metrics(run_id, [(k, v, step) for k, v in evaluation.items() if k != "iteration"])
+
+    def log_checkpoint(self, run_id: str, path: str, previous: str | None) -> None:
+        """Where the newest checkpoints are, for a person (resuming reads the storage)."""
+        tags = {Tag.CHECKPOINT: path}
+        if previous:
+            tags[Tag.CHECKPOINT_PREVIOUS] = previous
+        self.set_tags(run_id, tags)
+
+    def finish(
+        self,
+        run_id: str,
+        status: TrialStatus,
+        summary: dict[str, Any],
+        lr_trace: dict[str, list],
+        layer_responses: dict[str, list] | None,
+    ) -> None:
+        """A trial that ended training (finished or diverged) with its results."""
+        step = int(summary["iterations"])
+        self._metrics(run_id, [("wall_time_s", summary["wall_time_s"], step)])
+        self.client.log_dict(run_id, lr_trace, "lr_trace.json")
+        if layer_responses:
+            self.client.log_dict(run_id, layer_responses, "layer_responses.json")
+        tags = {Tag.STATUS: status}
+        if summary.get("diverged_at") is not None:
+            tags[Tag.DIVERGED_AT] = str(summary["diverged_at"])
+        self.set_tags(run_id, tags)
+        self.client.set_terminated(run_id, "FINISHED")
+
+    def fail(self, run_id: str, reason: str) -> None:
+        line = " ".join(reason.split())[:REASON_LIMIT]
+        self.set_tags(run_id, {Tag.ERROR: line, Tag.STATUS: TrialStatus.FAILED})
+        self.client.set_terminated(run_id, "FAILED")
+
+    def interrupt(self, run_id: str) -> None:
+        """Stopped part-way: KILLED, resumable (the next run sets it RUNNING again)."""
+        self.set_tags(run_id, {Tag.STATUS: TrialStatus.INTERRUPTED})
+        self.client.set_terminated(run_id, "KILLED")
+
+    # -- the end of a study ---------------------------------------------------------------
+    def summarize(self, study: StudyIds, errors: dict[str, dict[str, list[float]]]) -> None:
+        """Per-arm means on the parent run, so the MLflow UI's chart view of the study is
+        not empty (step = finished seeds); `errors`: {split: {arm: final errors, points}}.
+        Metric keys take no `=`: arms say `depth:20`."""
+        means = [
+            (f"mean_{split}_error/{arm.replace('=', ':')}", sum(v) / len(v) / 100, len(v))
+            for split, by_arm in errors.items()
+            for arm, v in by_arm.items()
+            if v
+        ]
+        self._metrics(study.parent_id, means)
+
+    def delete_study(self, study: StudyIds) -> None:
+        """Delete the study's experiment. MLflow keeps a deleted experiment (and its name)
+        until `mlflow gc`; it is renamed first, so the name is free for a new study."""
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        self.client.rename_experiment(study.experiment_id, f"{study.name} (removed {stamp})")
+        self.client.delete_experiment(study.experiment_id)
+
+    def end(self, study: StudyIds, outcome: str) -> None:
+        self.client.set_terminated(study.parent_id, outcome)
+
+    def running(self, study: StudyIds) -> None:
+        self.client.update_run(study.parent_id, status="RUNNING")
+
+    # -- helpers --------------------------------------------------------------------------
+    def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(run_id, tags=[RunTag(str(k), str(v)) for k, v in tags.items()])
+
+    def _metrics(self, run_id: str, values: list[tuple[str, float, int]]) -> None:
+        """(key, value, step) metrics, in batches of 500 (MLflow takes 1000 at most)."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, float(v), now, step) for k, v, step in values]
+        for i in range(0, len(metrics), 500):
+            self.client.log_batch(run_id, metrics=metrics[i : i + 500])
+
+    def _log_params(self, run_id: str, params: dict) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(run_id, params=items[i : i + 100])
