@@ -116,27 +116,14 @@ def _study_flags(p: argparse.ArgumentParser, study_help: str, optional: bool = F
 
 
 def cmd_model(args: argparse.Namespace) -> int:
-    from resnet.complexity import complexity, layout  # torch
+    from resnet.complexity import complexity, layout, render  # torch
 
     classes = args.num_classes or (1000 if args.stem == "imagenet" else None)
     extra = {"num_classes": classes} if classes else {}
     spec = _settings_from(ModelSpec, args, settings_of(ModelSpec), **extra)
     counts = complexity(spec)
-    if args.json:
-        print(json.dumps({**counts, "spec": spec.to_dict(), "layout": layout(spec)}))
-        return 0
-    print(
-        f"{spec.label()}  ({spec.stem} stem, skip length {spec.skip_length}"
-        f"{', bottleneck' if spec.bottleneck else ''}"
-        f"{', pre-activation' if spec.preactivation else ''})"
-    )
-    print(f"{'stage':<8} {'units':>5}  {'unit':<32} {'width':>6} {'map':>5}")
-    for row in layout(spec):
-        print(
-            f"{row['stage']:<8} {row['units']:>5}  {row['unit']:<32} {row['width']:>6} "
-            f"{row['size']:>4}²"
-        )
-    print(f"params {counts['params']:,}   MACs {counts['macs'] / 1e6:,.2f}M per image")
+    info = {**counts, "spec": spec.to_dict(), "layout": layout(spec)}
+    print(json.dumps(info) if args.json else render(spec, counts))
     return 0
 
 
@@ -261,7 +248,13 @@ def build_parser(model: str | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="the built-in studies, their presets and trial counts")
     p.add_argument("--json", action="store_true", help="one JSON list")
     p.set_defaults(func=cmd_list)
+    _study_commands(sub)
+    _model_commands(sub, model or BUILTIN)
+    return parser
 
+
+def _study_commands(sub) -> None:
+    """show, run, report, ui and rm: the commands of a study."""
     p = sub.add_parser("show", help="a study's resolved plan, placement and time, unrun")
     _request_flags(p)
     p.add_argument(
@@ -296,8 +289,11 @@ def build_parser(model: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p.set_defaults(func=cmd_rm)
 
+
+def _model_commands(sub, model: str) -> None:
+    """train and model: one network, no study."""
     p = sub.add_parser("train", help="train one model with the paper's recipe (no Ray, no MLflow)")
-    _setting_flags(p, _train_settings(model or BUILTIN))
+    _setting_flags(p, _train_settings(model))
     p.add_argument("--checkpoint-dir", default=None, help="resume from / save to here")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout at the end")
     p.set_defaults(func=cmd_train)
@@ -306,7 +302,6 @@ def build_parser(model: str | None = None) -> argparse.ArgumentParser:
     _setting_flags(p, settings_of(ModelSpec))
     p.add_argument("--json", action="store_true", help="one JSON object")
     p.set_defaults(func=cmd_model)
-    return parser
 
 
 def _is_user_error(err: BaseException) -> bool:

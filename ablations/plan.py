@@ -35,17 +35,18 @@ class Trial:
 
 @dataclass(frozen=True)
 class Replication:
-    """Seeds added a round at a time to arms whose 95% CI of the mean test error is wider
-    than +-target_ci points, up to max_seeds per arm (docs/tracking.md)."""
+    """Stein's two-stage design (reports/replication.py, docs/tracking.md): the plan's
+    `first` seeds per arm, then, from their spread alone, each arm's total for a 95% CI
+    half-width of at most target_ci points, at most max_seeds, added in one round."""
 
     target_ci: float
     max_seeds: int
+    first: int = 3  # seeds per arm in the first stage: the plan's seeds
 
     def describe(self) -> str:
-        return (
-            f"adaptive: 95% CI half-width <= {self.target_ci:g} points, at most "
-            f"{self.max_seeds} seeds per arm"
-        )
+        from reports.replication import TwoStage
+
+        return TwoStage(self.first, self.target_ci, self.max_seeds).describe()
 
 
 def option(default: Any, help: str, type: Any = str) -> Any:
@@ -272,32 +273,65 @@ def _check_space(nuisance: Nuisance, trials: list[Trial], source: str) -> dict:
     return space
 
 
-def make_plan(request: Request, resources: places.Resources) -> Plan:
-    """Every trial with its settings, checked whole; errors name the file, the arm and the
-    field. `resources`: what the trials can run on (ablations.cluster.resources)."""
-    study, source = load(request.study)
-    chosen = with_preset(study, source, request.preset)
-    seeds = list(chosen.seeds)
-    if request.seeds is not None:
-        if request.seeds < 1:
-            raise AblateError(f"--seeds: must be at least 1, got {request.seeds}")
-        seeds = list(range(request.seeds))
+def _seeds(request: Request, chosen: StudyFile) -> list[int]:
+    if request.seeds is None:
+        return list(chosen.seeds)
+    if request.seeds < 1:
+        raise AblateError(f"--seeds: must be at least 1, got {request.seeds}")
+    return list(range(request.seeds))
+
+
+def _config(settings: dict, where: str) -> TrainConfig:
+    try:
+        return TrainConfig(**settings)
+    except ResnetError as err:
+        raise AblateError(f"{where}: {err}") from None
+
+
+def _arm_config(settings: dict, replicas: int | None, where: str) -> TrainConfig:
+    """An arm's config. `--replicas` says how it runs, never what it trains: BatchNorm's
+    batch left open resolves as the study runs without the flag, and replicas whose batch
+    cannot hold that many images are refused, naming the fix."""
+    config = _config(settings, where)
+    if replicas is None or replicas == config.replicas:
+        return config
+    share, rest = divmod(config.batch_size, replicas)
+    if replicas > 0 and not rest and share % config.bn_batch:
+        raise AblateError(
+            f"{where}: --replicas {replicas} gives each replica {share} of the batch's "
+            f"{config.batch_size} images, but the study normalizes BatchNorm over "
+            f"{config.bn_batch} (bn_batch); set bn_batch in the study to a divisor of {share} "
+            "(that changes the science and its fingerprint), or run without --replicas"
+        )
+    return _config({**settings, "bn_batch": config.bn_batch, "replicas": replicas}, where)
+
+
+def _arms(request: Request, chosen: StudyFile, source: str, data: dict, seed: int) -> list:
+    """(arm, factors, resolved config) of every combination of the scientific factors."""
     dataset = _absolute_dataset(request.dataset or chosen.dataset)
     data_dir = str(Path(request.data_dir or "./data").expanduser().resolve())
-    data = _data_info(dataset, data_dir)
     factors = list(chosen.scientific)
     arms = []
     for levels in itertools.product(*(chosen.scientific[f] for f in factors)):
         arm_factors = dict(zip(factors, levels, strict=True))
         arm = " ".join(f"{k}={v}" for k, v in arm_factors.items())
         settings = _settings(chosen, arm_factors, dataset, data_dir)
-        if request.replicas is not None:
-            settings["replicas"] = request.replicas
-        try:
-            config = TrainConfig(**{**settings, "model": study.model, "seed": seeds[0]})
-        except ResnetError as err:
-            raise AblateError(f"{source}: arm {arm}: {err}") from None
-        arms.append((arm, arm_factors, _resolved(config, data, f"{source}: arm {arm}")))
+        where = f"{source}: arm {arm}"
+        settings = {**settings, "model": chosen.model, "seed": seed}
+        config = _arm_config(settings, request.replicas, where)
+        arms.append((arm, arm_factors, _resolved(config, data, where)))
+    return arms
+
+
+def make_plan(request: Request, resources: places.Resources) -> Plan:
+    """Every trial with its settings, checked whole; errors name the file, the arm and the
+    field. `resources`: what the trials can run on (ablations.cluster.resources)."""
+    study, source = load(request.study)
+    chosen = with_preset(study, source, request.preset)
+    seeds = _seeds(request, chosen)
+    dataset = _absolute_dataset(request.dataset or chosen.dataset)
+    data = _data_info(dataset, str(Path(request.data_dir or "./data").expanduser().resolve()))
+    arms = _arms(request, chosen, source, data, seeds[0])
     replication = _replication(request, seeds)
     placement = places.place(
         max(_complexity(config, data)["macs"] for _, _, config in arms),
@@ -308,10 +342,9 @@ def make_plan(request: Request, resources: places.Resources) -> Plan:
         request.max_concurrent,
         replicas=max(config.replicas for _, _, config in arms),
     )
-    device = placement.device
     trials = [
-        Trial(f"{arm} seed={s}", arm, arm_factors, s, replace(config, seed=s, device=device))
-        for arm, arm_factors, config in arms
+        Trial(f"{arm} seed={s}", arm, factors, s, replace(c, seed=s, device=placement.device))
+        for arm, factors, c in arms
         for s in seeds
     ]
     space = _check_space(chosen.nuisance, trials, source) if chosen.nuisance else None
@@ -328,7 +361,7 @@ def make_plan(request: Request, resources: places.Resources) -> Plan:
         experiment=experiment_name(study.name, request.preset),
         question=study.question,
         dataset=dataset,
-        factors=factors,
+        factors=list(chosen.scientific),
         reference=dict(chosen.reference),
         seeds=seeds,
         trials=trials,
@@ -359,4 +392,4 @@ def _replication(request: Request, seeds: list[int]) -> Replication | None:
         raise AblateError(
             f"--max-seeds {max_seeds}: below the {len(seeds)} seeds the study already plans"
         )
-    return Replication(request.target_ci, max_seeds)
+    return Replication(request.target_ci, max_seeds, len(seeds))

@@ -104,3 +104,17 @@ def layout(spec: ModelSpec) -> list[dict]:
     rows.append(("head", 1, f"global avg pool, fc {spec.num_classes}", spec.num_classes, 1))
     keys = ("stage", "units", "unit", "width", "size")
     return [dict(zip(keys, row, strict=True)) for row in rows]
+
+
+def render(spec: ModelSpec, counts: dict[str, int]) -> str:
+    """`ablate model`'s text: the net, its stages and its counts."""
+    extras = ", bottleneck" * spec.bottleneck + ", pre-activation" * spec.preactivation
+    lines = [f"{spec.label()}  ({spec.stem} stem, skip length {spec.skip_length}{extras})"]
+    lines.append(f"{'stage':<8} {'units':>5}  {'unit':<32} {'width':>6} {'map':>5}")
+    for row in layout(spec):
+        lines.append(
+            f"{row['stage']:<8} {row['units']:>5}  {row['unit']:<32} {row['width']:>6} "
+            f"{row['size']:>4}²"
+        )
+    lines.append(f"params {counts['params']:,}   MACs {counts['macs'] / 1e6:,.2f}M per image")
+    return "\n".join(lines)

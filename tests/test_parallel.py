@@ -300,3 +300,36 @@ def test_the_replicas_of_one_trial_span_two_nodes(two_nodes, tmp_path):
             kill_pids(tree(proc.pid))
     assert code == 0, (tmp_path / "run.log").read_text()[-3000:]
     assert set(hosts.values()) == set(raylets), (hosts, raylets)  # one replica per node
+
+
+def test_replicas_never_change_what_a_study_trains(tmp_path, capsys):
+    """`--replicas` says how a trial runs: the plan keeps the study's BN batch and its
+    fingerprint, and one store takes the study at 1 and then 2 replicas without calling it
+    changed; a study whose BN batch a replica's batch cannot hold is refused, naming
+    bn_batch and the fix."""
+    from conftest import plan_of
+
+    from ablations.cli import main
+    from ablations.environment import code_version
+    from ablations.ledger import record, stored
+    from ablations.tracking import Store
+
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        REPLICAS.format(name="pairs", iterations=40).replace("replicas: 2", "replicas: 1")
+    )
+    one, two = plan_of(str(path)), plan_of(str(path), replicas=2)
+    assert [t.config.replicas for t in two.trials] == [2]
+    assert one.trials[0].config.bn_batch == two.trials[0].config.bn_batch == 8
+    assert one.fingerprint() == two.fingerprint()
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    Store(uri).open_study(record(one), code_version())
+    stored(two, uri, str(tmp_path / "res"))  # raises when the store calls it changed
+
+    # bn_batch left open: the study normalizes over its whole batch of 32
+    path.write_text(path.read_text().replace(" bn_batch: 8,", ""))
+    capsys.readouterr()
+    code = main(["show", str(path), "--replicas", "2", "--tracking-uri", uri])
+    err = capsys.readouterr().err
+    assert code == 2 and "bn_batch" in err and "--replicas 2" in err, err
+    assert len(err.strip().splitlines()) == 1, err
