@@ -18,7 +18,7 @@ def show(plan: Plan, ledger: Ledger, effect: float | None = None) -> dict:
     view = describe(plan, ledger)
     view["estimate"] = estimate(plan, view, ledger)
     if effect is not None:
-        view["seed_plan"] = seed_plan(ledger, effect)
+        view["seed_plan"] = seed_plan(ledger, effect, plan)
     if plan.replication:
         view["target_plan"] = target_plan(plan, ledger, plan.replication.target_ci)
     return view
@@ -113,9 +113,9 @@ def _measure(plan: Plan, view: dict) -> dict | None:
     device = torch.device(placement.device)
     smallest = min(view["trials"], key=lambda r: r["macs"])
     trial = next(t for t in plan.trials if t.key == smallest["trial"])
-    classes, channels = plan.data["num_classes"], plan.data["in_channels"]
+    classes, channels = plan.data.num_classes, plan.data.in_channels
     batch = min(trial.config.batch_size, 32)
-    size = plan.data["image_size"]
+    size = plan.data.image_size
     h, w = (size, size) if isinstance(size, int) else size
     threads = torch.get_num_threads()
     torch.set_num_threads(placement.threads)
@@ -205,37 +205,65 @@ def _spread(ledger: Ledger) -> tuple[float, str, bool]:
     return sd, f"prior seed-to-seed SD {sd:.2f} points ({stats.PRIOR_SEED_SD_SOURCE})", False
 
 
-def seed_plan(ledger: Ledger, effect: float) -> dict:
-    """Seeds per arm to detect a difference of `effect` points (two-sided alpha 0.05,
-    power 0.8), at the spread measured in the store, else a stated prior."""
+def comparisons(plan: Plan) -> int:
+    """How many arms the report tests against a reference arm: those whose reference
+    factors differ from the reference's (Holm's correction runs over them)."""
+    ref = {k: str(v) for k, v in plan.reference.items()}
+    factors = {t.arm: t.factors for t in plan.trials}
+    if not ref:
+        return 1
+    tested = [a for a, f in factors.items() if any(str(f.get(k)) != v for k, v in ref.items())]
+    return max(1, len(tested))
+
+
+def seed_plan(ledger: Ledger, effect: float, plan: Plan | None = None) -> dict:
+    """Seeds per arm for the verdicts' test (Welch's, two-sided, alpha 0.05 with Holm over
+    the plan's comparisons, bounded by Bonferroni) to detect a difference of `effect`
+    points with power 0.8, at the spread measured in the store, else a stated prior."""
     from reports import stats
 
     sd, basis, measured = _spread(ledger)
-    seeds = stats.seeds_needed(effect, sd)
+    tests = comparisons(plan) if plan is not None else 1
+    seeds = stats.seeds_needed(effect, sd, tests=tests)
+    level = "alpha 0.05" if tests == 1 else f"alpha 0.05 Holm-corrected over {tests} comparisons"
     return {
         "effect": effect,
         "sd": sd,
         "measured": measured,
+        "comparisons": tests,
         "seeds_per_arm": seeds,
         "text": f"seeds: {seeds} per arm detect a {effect:g}-point difference "
-        f"(two-sided alpha 0.05, power 0.8; {basis})",
+        f"(Welch's test, two-sided {level}, power 0.8; {basis})",
     }
 
 
 def target_plan(plan: Plan, ledger: Ledger, target: float) -> dict:
-    """Seeds each arm needs for a 95% CI half-width of at most `target` points: from the
-    arm's own spread when it has 2 finished seeds, else the pooled (or prior) one."""
-    from reports import stats
+    """Seeds each arm runs under the two-stage design for a 95% CI half-width of at most
+    `target` points: its total when its first stage (the plan's seeds) has 2 finished
+    seeds, else the total it reaches with probability 0.9 at the pooled (or prior) spread.
+    Uncapped: more than max_seeds means the cap will hold the interval wider."""
+    from reports import replication
 
     sd, basis, measured = _spread(ledger)
-    errors = ledger.errors()
+    first = max(2, len(plan.seeds))
     per_arm, lines = {}, []
     for arm in plan.arms:
-        own = stats.summarize(errors.get(arm, []))
-        arm_sd = own.std if own.n >= 2 and own.std > 0 else sd
-        per_arm[arm] = stats.seeds_for_ci(arm_sd, target)
-        source = f"its {own.n} seeds" if arm_sd is own.std else "the study's spread"
-        lines.append(f"  {arm}: {per_arm[arm]} seeds (SD {arm_sd:.2f} from {source})")
-    text = f"seeds for a 95% CI of +-{target:g} points per arm ({basis}):"
+        stage = [
+            value
+            for state in ledger.trials.values()
+            if state.arm == arm and state.seed in plan.seeds
+            if (value := state.error_pct()) is not None
+        ]
+        if len(stage) >= 2:
+            per_arm[arm] = replication.needed_seeds(stage, target)
+            source = f"from its {len(stage)} first-stage seeds"
+        else:
+            per_arm[arm] = replication.planned_seeds(sd, first, target)
+            source = "at most, 9 times in 10, at the study's spread"
+        lines.append(f"  {arm}: {per_arm[arm]} seeds ({source})")
+    text = (
+        f"seeds for a 95% CI of +-{target:g} points per arm (two-stage design: {first} "
+        f"seeds first, their spread sets the total; {basis}):"
+    )
     return {"target": target, "measured": measured, "seeds_per_arm": per_arm,
-            "text": "\n".join([text, *lines])}  # fmt: skip
+            "first_stage": first, "text": "\n".join([text, *lines])}  # fmt: skip

@@ -9,6 +9,7 @@ import subprocess
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from ablations.events import Environment
 from ablations.tracking import CodeVersion
 from resnet.builders import git, load_builder
 
@@ -33,7 +34,7 @@ def code_version(model: str | None = None) -> CodeVersion:
     return CodeVersion(package_version("ablate"), commit, dirty, source)
 
 
-def environment(config, data, threads: int) -> dict:
+def environment(config, data, threads: int) -> Environment:
     """The training process's side of the manifest (docs/tracking.md): versions, device,
     and the data it trains on."""
     import platform
@@ -54,17 +55,12 @@ def environment(config, data, threads: int) -> dict:
         source = config.dataset.removeprefix("imagefolder:")
     elif config.dataset == "digits":
         source = "scikit-learn load_digits"
-    return {
-        "versions": {
-            "ablate": package_version("ablate"),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "cuda": torch.version.cuda or "none",
-            "ray": package_version("ray"),
-            "mlflow": package_version("mlflow"),
-        },
-        "device": name,
-        "data_digest": data.digest(),
-        "dataset": config.dataset,
-        "data_source": source,
+    versions = {
+        "ablate": package_version("ablate"),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda or "none",
+        "ray": package_version("ray"),
+        "mlflow": package_version("mlflow"),
     }
+    return Environment(versions, name, data.digest(), config.dataset, source)

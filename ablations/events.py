@@ -20,13 +20,28 @@ METRIC = "val_error"
 
 
 @dataclass(frozen=True)
+class Environment:
+    """A training process's side of the manifest (docs/tracking.md)."""
+
+    versions: dict[str, str]  # ablate, python, torch, cuda, ray, mlflow
+    device: str  # "cpu (1 thread)", a GPU's name, "2 replicas x ..."
+    data_digest: str
+    dataset: str
+    data_source: str  # where the data set was read from
+
+
+@dataclass(frozen=True)
 class Start:
     resumed_from: int
     val_digest: str
     train_size: int
-    environment: dict[str, Any]  # ablations.environment.environment()
+    environment: Environment
     history: list[dict] = field(default_factory=list)  # evaluations the checkpoint holds
     iterations: int = 0  # the trial's total
+
+    def __post_init__(self) -> None:
+        if isinstance(self.environment, dict):  # decoded from JSON
+            object.__setattr__(self, "environment", Environment(**self.environment))
 
 
 @dataclass(frozen=True)

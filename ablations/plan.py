@@ -18,7 +18,7 @@ from ablations import placement as places
 from ablations.errors import AblateError
 from ablations.study import Nuisance, StudyFile, experiment_name, load, settings_for, with_preset
 from resnet.builders import BUILTIN, load_builder
-from resnet.config import TrainConfig
+from resnet.config import DatasetInfo, TrainConfig
 from resnet.errors import ResnetError
 from resnet.settings import SCIENCE, type_table
 
@@ -105,7 +105,7 @@ class Plan:
     trials: list[Trial]
     nuisance: Nuisance | None
     space: dict | None  # the nuisance search space, validated
-    data: dict  # resnet.data.dataset_info of the data set
+    data: DatasetInfo
     placement: places.Placement
     full: dict[str, Any]  # dataset and iterations of the study without its preset
     replication: Replication | None = None
@@ -130,7 +130,7 @@ class Plan:
     def params(self, trial: Trial) -> dict[str, Any]:
         """What a trial records as MLflow params (docs/tracking.md)."""
         extra = {"tuned_from": trial.tuned_from} if trial.tuned_from else {}
-        data = {"num_classes": self.data["num_classes"], "in_channels": self.data["in_channels"]}
+        data = {"num_classes": self.data.num_classes, "in_channels": self.data.in_channels}
         counts = {**data, **_complexity(trial.config, self.data), **extra}
         return {**trial.config.science(), "replicas": trial.config.replicas, **counts}
 
@@ -205,7 +205,7 @@ def _settings(chosen: StudyFile, arm_factors: dict, dataset: str, data_dir: str)
     return settings
 
 
-def _data_info(dataset: str, data_dir: str) -> dict:
+def _data_info(dataset: str, data_dir: str) -> DatasetInfo:
     from resnet.data import dataset_info
 
     try:
@@ -214,21 +214,21 @@ def _data_info(dataset: str, data_dir: str) -> dict:
         raise AblateError(str(err)) from None
 
 
-def _complexity(config: TrainConfig, data: dict) -> dict[str, int]:
+def _complexity(config: TrainConfig, data: DatasetInfo) -> dict[str, int]:
     """Parameters and multiply-accumulates per image of a trial's model, on its data."""
     from resnet.complexity import of_config
 
-    return of_config(config, data["num_classes"], data["in_channels"], data["image_size"])
+    return of_config(config, data.num_classes, data.in_channels, data.image_size)
 
 
-def _resolved(config: TrainConfig, data: dict, where: str) -> TrainConfig:
+def _resolved(config: TrainConfig, data: DatasetInfo, where: str) -> TrainConfig:
     """The config with what the data decides (validation split, one evaluation per pass),
     checked: the model builds for the data, the splits and a batch fit."""
     try:
         _complexity(config, data)
     except ResnetError as err:
         raise AblateError(f"{where}: {err}") from None
-    n = data["train_images"]
+    n = data.train_images
     val = config.val_size
     if val is None:
         from resnet.data import default_val_size
@@ -306,7 +306,7 @@ def _arm_config(settings: dict, replicas: int | None, where: str) -> TrainConfig
     return _config({**settings, "bn_batch": config.bn_batch, "replicas": replicas}, where)
 
 
-def _arms(request: Request, chosen: StudyFile, source: str, data: dict, seed: int) -> list:
+def _arms(request: Request, chosen: StudyFile, source: str, data: DatasetInfo, seed: int) -> list:
     """(arm, factors, resolved config) of every combination of the scientific factors."""
     dataset = _absolute_dataset(request.dataset or chosen.dataset)
     data_dir = str(Path(request.data_dir or "./data").expanduser().resolve())
@@ -349,9 +349,9 @@ def make_plan(request: Request, resources: places.Resources) -> Plan:
     ]
     space = _check_space(chosen.nuisance, trials, source) if chosen.nuisance else None
     notes = []
-    if not data["present"]:
+    if not data.present:
         notes.append(
-            f"{dataset} is not in {data['location']} yet; `ablate run` downloads it once "
+            f"{dataset} is not in {data.location} yet; `ablate run` downloads it once "
             "before any trial starts"
         )
     return Plan(

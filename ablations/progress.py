@@ -48,8 +48,8 @@ class TrainProgress(Callback):
 
     def on_eval(self, evaluation: dict) -> None:
         val = evaluation.get("val/error")
-        text = f"train err {evaluation['train/error']:.3f}"
-        text += f"  val err {val:.3f}" if val is not None else ""
+        text = f"train err {100 * evaluation['train/error']:.1f}%"
+        text += f"  val err {100 * val:.1f}%" if val is not None else ""
         text += f"  {evaluation['images_per_s']:.0f} img/s"
         self.progress.update(self.task, metrics=text)
 
@@ -116,10 +116,12 @@ class StudyView:
         elif isinstance(event, Final):
             row["status"] = event.status
             test = event.summary.get("test_error")
-            detail = f", test error {test:.4f}" if test is not None else ""
+            detail = f", test error {100 * test:.2f}%" if test is not None else ""
+            at = event.summary.get("iterations")
+            where = f" at iteration {at}" if at is not None else ""
             if event.error:
                 detail = f": {event.error}"
-            self._say(f"  {key}: {event.status} at {event.summary.get('iterations', '-')}{detail}")
+            self._say(f"  {key}: {event.status}{where}{detail}")
         self._refresh()
 
     def _refresh(self) -> None:
@@ -158,15 +160,15 @@ class StudyView:
         )
         for col in self.COLUMNS:
             table.add_column(col, justify="left" if col in ("trial", "status", "note") else "right")
-        fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
+        pct = lambda v: "-" if v is None else f"{100 * v:.1f}%"  # noqa: E731
         for key, r in self.rows.items():
             table.add_row(
                 key,
                 r["status"],
                 f"{r['it']}/{r['total']}",
-                fmt(r["train"], ".3f"),
-                fmt(r["val"], ".3f"),
-                fmt(r["ips"], ".0f"),
+                pct(r["train"]),
+                pct(r["val"]),
+                "-" if r["ips"] is None else f"{r['ips']:.0f}",
                 duration(self._left(r)),
                 r["note"],
             )

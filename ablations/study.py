@@ -109,6 +109,9 @@ class Preset(Strict):
 
 
 class StudyFile(Strict):
+    # The published schema (study.schema.json) names what a study file is: a Study.
+    model_config = ConfigDict(extra="forbid", strict=False, title="Study")
+
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     question: str = Field(min_length=10, description="the question the study answers")
     dataset: str = Field(description="cifar10 | cifar100 | digits | imagefolder:<path>")

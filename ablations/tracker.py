@@ -5,6 +5,7 @@ resumed trial replays from its checkpoint never repeats (docs/tracking.md)."""
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 
 from ablations.events import Evaluation, Event, Final, Saved, Start
 from ablations.tracking import CodeVersion, Role, Store, StudyIds, TrialStatus
@@ -36,7 +37,7 @@ class Tracker:
         run_id = self.runs[key]
         if isinstance(event, Start):
             split = {k: getattr(event, k) for k in ("resumed_from", "val_digest", "train_size")}
-            self.store.log_start(run_id, split, event.environment)
+            self.store.log_start(run_id, split, asdict(event.environment))
             for evaluation in event.history:
                 self._log(key, evaluation)
         elif isinstance(event, Evaluation):

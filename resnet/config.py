@@ -19,6 +19,18 @@ PRECISIONS = ("fp32", "bf16")
 STEPS = ("eager", "graph")
 
 
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a data set is, known without decoding it (resnet.data.dataset_info)."""
+
+    num_classes: int
+    in_channels: int  # 3 throughout: every image is converted to RGB, as ImageFolder does
+    image_size: int | tuple[int, int]  # as the network sees it (square: one number)
+    train_images: int  # before the validation split
+    present: bool  # False only for a CIFAR set not yet downloaded
+    location: str
+
+
 @dataclass(frozen=True, init=False)
 class TrainConfig:
     """Built from flat settings, `TrainConfig(depth=56, lr=0.1)`: names that are not recipe

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from resnet.config import DatasetInfo
 from resnet.errors import DataError
 from resnet.folder import cached_decode, image_size, is_small, scan_folder
 from resnet.streaming import Reader, StreamingSplits
@@ -61,10 +62,9 @@ def _cifar_missing(name: str, data_dir: Path, reason: str = "") -> DataError:
     )
 
 
-def dataset_info(name: str, data_dir: str | Path = "./data") -> dict:
-    """What the data set is, without decoding it: `num_classes`, `in_channels`, `image_size`,
-    `train_images` (before the validation split), `present` (False only for a CIFAR set
-    not yet downloaded) and `location`. DataError for an unknown name or a bad folder."""
+def dataset_info(name: str, data_dir: str | Path = "./data") -> DatasetInfo:
+    """What the data set is, without decoding it. DataError for an unknown name or a bad
+    folder."""
     data_dir = Path(data_dir).expanduser().resolve()
     # in_channels is 3 throughout: every image is converted to RGB, as ImageFolder does.
     if name in _CIFAR_FILES:
@@ -84,15 +84,16 @@ def dataset_info(name: str, data_dir: str | Path = "./data") -> dict:
         info = (len(classes), 3, size, len(samples), True, str(root))
     else:
         raise _unknown(name)
-    keys = ("num_classes", "in_channels", "image_size", "train_images", "present", "location")
-    return dict(zip(keys, info, strict=True))
+    return DatasetInfo(*info)
 
 
-def ensure_available(name: str, data_dir: str | Path = "./data", download: bool = True) -> dict:
+def ensure_available(
+    name: str, data_dir: str | Path = "./data", download: bool = True
+) -> DatasetInfo:
     """The data set's info once it is on disk: a missing CIFAR set is downloaded here (with
     torchvision's progress bar) when `download`, else, or when that fails, a DataError."""
     info = dataset_info(name, data_dir)
-    if info["present"]:
+    if info.present:
         return info
     data_dir = Path(data_dir).expanduser().resolve()
     if not download:

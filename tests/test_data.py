@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import pickle
@@ -152,7 +153,7 @@ def test_cifar_reads_official_format(tmp_path, monkeypatch, cls):
     assert s.num_classes == (10 if cls is CIFAR10 else 100)
     split = load_dataset(name, tmp_path, val_size=3)
     assert len(split.val_y) == 3 and len(split.train_y) == len(train) - 3
-    assert dataset_info(name)["num_classes"] == s.num_classes
+    assert dataset_info(name).num_classes == s.num_classes
 
 
 def test_cifar_file_lists_are_torchvisions():
@@ -180,7 +181,7 @@ def test_cifar_missing_and_offline(tmp_path, monkeypatch):
     for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
         monkeypatch.setenv(var, "http://127.0.0.1:9")
     empty = tmp_path / "data"
-    assert dataset_info("cifar10", empty)["present"] is False
+    assert dataset_info("cifar10", empty).present is False
     with pytest.raises(DataError) as e:
         ensure_available("cifar10", empty)  # tries the download, which fails here
     msg = one_line(e)
@@ -254,7 +255,7 @@ def test_imagefolder_jpeg_val_folder_and_cache_env(tmp_path, monkeypatch):
     assert len(list((tmp_path / "cache").glob("*.pt"))) == 1
     assert not (tmp_path / "data").exists()
     info = dataset_info(f"imagefolder:{root}")
-    assert info == {
+    assert dataclasses.asdict(info) == {
         "num_classes": 3,
         "image_size": 16,
         "in_channels": 3,
@@ -311,4 +312,4 @@ def test_large_images_stream(tmp_path):
     # a center crop of a symmetric two-color image: mean and std follow from the colors
     assert s.mean == pytest.approx((0.5, 0.5, 128 / 255), abs=0.01)
     assert s.std == pytest.approx((0.5, 0.5, 1 / 255), abs=0.03)  # 1/255: the std floor
-    assert dataset_info(f"imagefolder:{root}")["image_size"] == 224
+    assert dataset_info(f"imagefolder:{root}").image_size == 224
