@@ -133,12 +133,15 @@ def _spread(arms: pd.DataFrame) -> str:
 
 def _columns(a: Analysis, links: dict[str, Any], sources: list[str]) -> list[Column]:
     def paper(row: pd.Series) -> str:
-        if pd.isna(row["paper_test_error_pct"]):
+        if not row["paper_source"]:
             return "–"
         # Sources as numbered notes under the table: inline they would double its width.
         if row["paper_source"] not in sources:
             sources.append(row["paper_source"])
         mark = sources.index(row["paper_source"]) + 1
+        if pd.isna(row["paper_test_error_pct"]):  # the paper's net, trained otherwise
+            differs = esc(f"not comparable: {row['paper_differences']}")
+            return f'<span class="muted paper-differs">{differs}</span><sup>{mark}</sup>'
         return f"{num(row['paper_test_error_pct'])}<sup>{mark}</sup>"
 
     def verdict(row: pd.Series) -> str:
@@ -162,24 +165,35 @@ def _columns(a: Analysis, links: dict[str, Any], sources: list[str]) -> list[Col
         Column("n", "finished seeds with a final test error.",
                lambda r: str(r["test_error_pct_n"])),
         Column("95% CI", "t confidence interval of the arm's mean test error, clipped to "
-               "[0, 100].", _ci),
+               "[0, 100]; under the two-stage design, mean ± t(n0 − 1) s0 / √n from its "
+               "first-stage spread s0 (Study details: Replication rule).", _ci),
         Column("vs reference", "Welch's t-test against the reference arm with the same other "
-               "factors: the difference ± its standard error, in points.", verdict, False),
+               "factors (under the two-stage design, the Behrens-Fisher test on the first-"
+               "stage spreads): the difference ± its standard error, in points.", verdict,
+               False),
         Column("p (Holm)", "that test's p-value, Holm-corrected across the arms compared.",
                lambda r: num(r["p_holm"], 3)),
         Column("MDE", "minimum detectable difference: the smallest true difference this "
-               "comparison finds with 80% power at α = 0.05 (two-sided two-sample t-test) at "
-               f"its seeds, given {_spread(arms)}. A smaller real difference would likely go "
-               "unseen.", lambda r: num(r["mde_pct"])),
+               "comparison finds with at least 80% power by the test above (Welch's, "
+               "two-sided, α = 0.05 Holm-corrected over the arms compared: computed at "
+               "α / arms compared, below which Holm's power never falls) at its seeds, given "
+               f"{_spread(arms)}. A smaller real difference would likely go unseen.",
+               lambda r: num(r["mde_pct"])),
     ]  # fmt: skip
+    if (arms["paper_source"] != "").any():
+        columns.append(
+            Column("paper %", "the papers' published test error for the same net trained with "
+                   "the same recipe (schedule, learning rates, momentum, weight decay, batch, "
+                   "BatchNorm batch, iterations, training images; sources below). Where this "
+                   "arm trained otherwise, each difference instead of the number: the two do "
+                   "not compare.", paper, False)
+        )  # fmt: skip
     if arms["paper_test_error_pct"].notna().any():
-        columns += [
-            Column("paper %", "the papers' published test error for the same net (sources "
-                   "below).", paper),
+        columns.append(
             Column("vs paper (σ)", "our mean minus the paper's number, in our standard "
-                   "deviations.", lambda r: "–" if pd.isna(r["paper_gap_sd"])
-                   else f"{r['paper_gap_sd']:+.1f}"),
-        ]  # fmt: skip
+                   "deviations; only beside an arm trained as the paper did.",
+                   lambda r: "–" if pd.isna(r["paper_gap_sd"]) else f"{r['paper_gap_sd']:+.1f}")
+        )  # fmt: skip
     if target:
         columns.append(
             Column(f"target ±{target:g}", f"the 95% CI half-width against the study's target of "

@@ -19,7 +19,7 @@ import pandas as pd
 
 from reports import stats
 from reports.data import NOT_ENDED, STATUSES, StudyInfo, factor_names, select_trials, setting_names
-from reports.paper import CIFAR_ITERATIONS, PaperResult, normalize_dataset, paper_result
+from reports.paper import PaperComparison, paper_comparison
 
 SHORTCUT_ORDER = {"none": 0, "A": 1, "B": 2, "C": 3}
 
@@ -179,7 +179,7 @@ def _arm_row(
     train = stats.summarize(_pct(done, "train/error"))
     settings = group.iloc[0].to_dict()
     planned = len(info.planned.get(arm, []))
-    found = paper_result(settings) if info.resnet else None
+    found = paper_comparison(settings) if info.resnet else None
     return {
         "arm": arm,
         **{name: settings[name] for name in [*factors, *fixed]},
@@ -207,23 +207,25 @@ def _arm_row(
         "wall_time_s": _mean(done, "wall_time_s"),
         "run_ids": list(group["run_id"]),
         "seeds": list(group["seed"]),
-        **_paper_columns(found, settings, test),
+        **_paper_columns(found, test),
     }
 
 
-def _paper_columns(found: PaperResult | None, settings: dict, test: stats.Summary) -> dict:
+def _paper_columns(found: PaperComparison | None, test: stats.Summary) -> dict:
+    """The paper's number and our gap to it only where the arm trained as the paper did
+    (reports/paper.py); where only the net matches, the differences instead, no number."""
+    out = {"paper_test_error_pct": math.nan, "paper_source": "", "paper_gap_sd": math.nan}
+    out["paper_differences"] = ""
     if found is None:
-        return {"paper_test_error_pct": math.nan, "paper_source": "", "paper_gap_sd": math.nan}
-    gap = (test.mean - found.test_error_pct) / test.std if test.std > 0 else math.nan
-    source = found.source + (f" ({found.note})" if found.note else "")
-    iterations = settings.get("iterations")
-    if normalize_dataset(settings.get("dataset")) == "cifar10" and iterations != CIFAR_ITERATIONS:
-        source += f"; paper trained {CIFAR_ITERATIONS} iterations, this arm {iterations}"
-    return {
-        "paper_test_error_pct": found.test_error_pct,
-        "paper_source": source,
-        "paper_gap_sd": gap,
-    }
+        return out
+    out["paper_source"] = found.result.source + (
+        f" ({found.result.note})" if found.result.note else ""
+    )
+    if not found.comparable:
+        return {**out, "paper_differences": "; ".join(found.differences)}
+    paper = found.result.test_error_pct
+    gap = (test.mean - paper) / test.std if test.std > 0 else math.nan
+    return {**out, "paper_test_error_pct": paper, "paper_gap_sd": gap}
 
 
 def _add_targets(table: pd.DataFrame, info: StudyInfo) -> pd.DataFrame:

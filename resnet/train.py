@@ -22,13 +22,12 @@ from resnet.config import TrainConfig
 from resnet.data import ImageSplits, StreamingSplits, load_dataset
 from resnet.errors import CheckpointMismatch, DataError, DeviceError
 from resnet.measure import Clock, compile_mode, evaluate, layer_responses, resolve_device
-from resnet.parallel import average_statistics, earliest, ghost_batches, world
+from resnet.parallel import all_sum, average_statistics, earliest, ghost_batches, world
 from resnet.schedule import LRSchedule
 from resnet.step import Step, make_optimizer
 from resnet.streaming import StreamingBatches, streaming_eval
 
 RESPONSE_IMAGES = 500  # test images in the fixed batch for layer responses
-WARMUP_CHECK_EVERY = 50  # iterations between reads of the training error in paper warm-up
 EVAL_BATCH = 1000
 
 
@@ -313,6 +312,20 @@ def _evaluation(setup: _Setup, step: Step, precision: str, it: int, lr: float, i
     return evaluation
 
 
+def _window_counts(step: Step) -> torch.Tensor:
+    """(errors, images) of the step's training window so far, on the device, not read."""
+    return torch.stack([step.acc["err"], step.acc["n"]])
+
+
+def _iteration_error(step: Step, before: torch.Tensor) -> float:
+    """The training error of the iteration just trained, over every replica: the window's
+    counts now minus `before` (the paper's warm-up rule, resnet/schedule.py)."""
+    counts = _window_counts(step) - before
+    all_sum(counts)
+    errors, images = counts.tolist()
+    return errors / max(images, 1.0)
+
+
 def _loop(
     config: TrainConfig,
     setup: _Setup,
@@ -332,13 +345,14 @@ def _loop(
     while it < config.iterations:
         lr = schedule.lr(it)
         x, y = setup.batches.next()
+        before = _window_counts(step) if schedule.needs_train_error() else None
         step(x, y, lr, it)
+        if before is not None:  # the paper's warm-up: one host read per iteration it lasts
+            schedule.observe_iteration_error(_iteration_error(step, before))
         it += 1
         window_images += config.batch_size
         cb.on_step(it)
 
-        if schedule.needs_train_error() and it % WARMUP_CHECK_EVERY == 0:
-            schedule.observe_train_error(step.train_error())
         stop = cb.should_stop()
         at_eval = it % setup.eval_every == 0 or it == config.iterations
         saving = checkpoints is not None and (

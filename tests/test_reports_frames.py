@@ -200,18 +200,16 @@ def test_tuning_runs_stay_out_of_the_comparison():
 
 def test_paper_numbers_only_on_matching_cifar_arms():
     arms = arms_of(rf.partial_study())
-    assert arms.loc["depth=20 shortcut=A", "paper_test_error_pct"] == 8.75
-    assert arms.loc["depth=56 shortcut=A", "paper_test_error_pct"] == 6.97
-    assert (
-        arms.loc[["depth=20 shortcut=B", "depth=20 shortcut=none"], "paper_test_error_pct"]
-        .isna()
-        .all()
-    )
-    row = arms.loc["depth=20 shortcut=A"]
-    assert row["paper_gap_sd"] == pytest.approx(
-        (row["test_error_pct_mean"] - 8.75) / row["test_error_pct_std"]
-    )
-    assert "64000 iterations" in row["paper_source"]
+    # The paper's nets, trained for 4,000 of its 64,000 iterations on a 45k split: the
+    # paper's number does not compare, so its differences stand instead, and no gap.
+    for arm in ("depth=20 shortcut=A", "depth=56 shortcut=A"):
+        row = arms.loc[arm]
+        assert pd.isna(row["paper_test_error_pct"]) and pd.isna(row["paper_gap_sd"])
+        assert row["paper_source"] == "He et al. 2015, Table 6"
+        assert "4,000 iterations, paper 64,000" in row["paper_differences"]
+        assert "trained on 45k images, paper 50k" in row["paper_differences"]
+    others = arms.loc[["depth=20 shortcut=B", "depth=20 shortcut=none"]]
+    assert (others["paper_source"] == "").all() and others["paper_test_error_pct"].isna().all()
     assert arms_of(rf.complete_study())["paper_test_error_pct"].isna().all()
 
 

@@ -10,7 +10,7 @@ from scipy import stats as sps
 
 from reports import stats
 from reports.data import decode
-from reports.paper import paper_result, table6_points
+from reports.paper import paper_net, table6_points
 
 SEED_ERRORS = [7.1, 6.8, 7.4, 7.0, 6.6]
 OTHER_ERRORS = [6.5, 6.2, 6.9, 6.4]
@@ -138,13 +138,14 @@ IMAGENET_NET = {**CIFAR_NET, "dataset": "imagenet", "stem": "imagenet", "width":
             {**IMAGENET_NET, "depth": 50, "shortcut": "B", "bottleneck": True, "skip_length": 3},
             22.85,
         ),
-        # Settings the entry does not list (the recipe) do not matter.
+        # The net only: whether the arm's recipe compares is paper_comparison's question
+        # (tests/test_paper_column.py).
         ({**CIFAR_NET, "depth": 20, "lr": 0.05, "bn_batch": 64}, 8.75),
     ],
 )
-def test_paper_numbers_match_their_settings(settings, expected):
-    found = paper_result(settings)
-    assert found is not None and found.test_error_pct == expected
+def test_paper_nets_match_their_settings(settings, expected):
+    found = paper_net(settings)
+    assert found is not None and found.result.test_error_pct == expected
 
 
 @pytest.mark.parametrize(
@@ -167,8 +168,8 @@ def test_paper_numbers_match_their_settings(settings, expected):
         {**CIFAR_NET, "depth": "20"},
     ],
 )
-def test_paper_numbers_need_every_setting_to_match(settings):
-    assert paper_result(settings) is None
+def test_paper_nets_need_every_setting_to_match(settings):
+    assert paper_net(settings) is None
 
 
 def test_table6_points_are_the_papers():
