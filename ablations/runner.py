@@ -38,11 +38,13 @@ class RunOptions:
 
 @dataclass(frozen=True)
 class Target:
-    """An arm's precision when the study replicates to a target (docs/tracking.md)."""
+    """An arm's precision when the study replicates to a target by the two-stage design
+    (docs/tracking.md): its interval is mean +- t_{n0-1} s0 / sqrt(n), s0 the spread of its
+    first-stage seeds."""
 
-    half_width: float  # 95% CI half-width of its mean test error, points
-    seeds: int
-    needed: int | None  # seeds it would need at its spread (None: no spread yet)
+    half_width: float  # 95% CI half-width of its mean test error, points (inf: unsized)
+    seeds: int  # finished seeds
+    needed: int | None  # its two-stage total without the cap (None: first stage unfinished)
 
     def met(self, target: float) -> bool:
         return self.half_width <= target
@@ -204,31 +206,52 @@ def _jobs(
 
 
 def next_round(plan: Plan, ledger: ledgers.Ledger) -> dict[str, list[int]]:
-    """The next seed for every arm whose 95% CI half-width of the mean test error is above
-    the target and that has fewer than the maximum seeds (docs/tracking.md). Stopping on
-    precision, not on significance, keeps the tests that follow honest."""
-    rule = plan.replication
+    """The second stage of the two-stage design (reports/replication.py): once every
+    first-stage seed of an arm (the plan's seeds) has ended, the seeds that take it to its
+    total, max(n0, ceil((t s0 / target)^2)) capped at the maximum, all at once. The total
+    depends on the first stage only, so a later call adds nothing: two rounds, never more,
+    and the intervals and tests that follow keep their stated error rates."""
+    from reports import replication
+
+    rule, first = plan.replication, set(plan.seeds)
     more = {}
-    for arm, target in targets(plan, ledger).items():
-        seeds = sorted(t.seed for t in plan.trials if t.arm == arm)
-        if not target.met(rule.target_ci) and len(seeds) < rule.max_seeds:
-            more[arm] = [seeds[-1] + 1]
+    for arm in plan.arms:
+        trials = [t for t in plan.trials if t.arm == arm]
+        states = [ledger.trials.get(t.key) for t in trials if t.seed in first]
+        if not all(state is not None and state.done for state in states):
+            continue  # the first stage has not ended
+        stage, _ = _stages(plan, ledger, arm)
+        if len(stage) < 2:
+            continue  # no spread to size the arm with: it stays at its first stage
+        total = replication.total_seeds(stage, rule.target_ci, rule.max_seeds)
+        seeds = sorted(t.seed for t in trials)
+        if total > len(seeds):
+            more[arm] = list(range(seeds[-1] + 1, seeds[-1] + 1 + total - len(seeds)))
     return more
 
 
-def targets(plan: Plan, ledger: ledgers.Ledger) -> dict[str, Target]:
-    """Each arm's precision now, and the seeds it would need to meet the target."""
-    from reports import stats
+def _stages(plan: Plan, ledger: ledgers.Ledger, arm: str) -> tuple[list[float], list[float]]:
+    """An arm's finished test errors (points): of its first-stage seeds, and of the rest."""
+    first, rest = [], []
+    for state in ledger.trials.values():
+        if state.arm == arm and (value := state.error_pct()) is not None:
+            (first if state.seed in plan.seeds else rest).append(value)
+    return first, rest
 
-    errors = ledger.errors()
+
+def targets(plan: Plan, ledger: ledgers.Ledger) -> dict[str, Target]:
+    """Each arm's two-stage interval now, and the total its first stage asks for."""
+    from reports import replication
+
     out = {}
     for arm in plan.arms:
-        s = stats.summarize(errors.get(arm, []))
-        half = (s.ci_high - s.ci_low) / 2 if s.n >= 2 else math.inf
+        stage, rest = _stages(plan, ledger, arm)
+        found = replication.interval(stage, rest)
+        half = found.half_width if math.isfinite(found.half_width) else math.inf
         needed = None
-        if s.n >= 2 and s.std > 0:
-            needed = stats.seeds_for_ci(s.std, plan.replication.target_ci)
-        out[arm] = Target(half, s.n, needed)
+        if len(stage) >= 2:
+            needed = replication.needed_seeds(stage, plan.replication.target_ci)
+        out[arm] = Target(half, found.n, needed)
     return out
 
 

@@ -141,8 +141,38 @@ def _effects(trials: pd.DataFrame, factors: list[str]) -> Effects:
         la, lb = design.levels[a], design.levels[b]
         contrast = f"({a}={la[-1]} − {a}={la[0]}) at {b}={lb[-1]} − at {b}={lb[0]}"
         words = partial(interaction_sentence, (a, b), (la, lb))
-        out.rows.append(effect((a, b), full, contrast, words))
+        e = effect((a, b), full, contrast, words)
+        cell = _cell_interaction(design, e) if len(design.factors) == 2 else None
+        out.rows.append(replace(cell, sentence=words(cell)) if cell else e)
     _add_caveats(out)
+    return out
+
+
+def _cell_interaction(design: _Design, e: Effect) -> Effect | None:
+    """With two factors the model holds every cell's mean, and the interaction is the
+    contrast of the four extreme cells' means. Its interval (and, for two levels each, its
+    test) then takes each cell's own variance, with Welch-Satterthwaite's degrees of
+    freedom: the pooled residual variance of the model covered 93% instead of 95% when
+    cells spread unequally (0.5 and 1.0 points, 3 seeds a cell; tests/test_calibration.py).
+    None when a cell has fewer than two seeds."""
+    a, b = (design.codes[f] for f in e.factors)
+    la, lb = (f"L{len(design.levels[f]) - 1:02d}" for f in e.factors)
+    cells = design.data.groupby([a, b])["y"]
+    means, variances, counts = cells.mean(), cells.var(ddof=1), cells.size()
+    signs = {(la, lb): 1, (la, "L00"): -1, ("L00", lb): -1, ("L00", "L00"): 1}
+    if any(counts.get(cell, 0) < 2 for cell in signs):
+        return None
+    estimate = sum(sign * means[cell] for cell, sign in signs.items())
+    parts = [variances[cell] / counts[cell] for cell in signs]
+    se = math.sqrt(sum(parts))
+    if se == 0:
+        return None
+    df = se**4 / sum(v * v / (counts[cell] - 1) for v, cell in zip(parts, signs, strict=True))
+    half = float(sps.t.ppf(0.5 + CONFIDENCE / 2, df)) * se
+    out = replace(e, estimate=float(estimate), ci_low=estimate - half, ci_high=estimate + half)
+    if all(len(design.levels[f]) == 2 for f in e.factors):
+        t = estimate / se
+        out = replace(out, p=float(2 * sps.t.sf(abs(t), df)), f=float(t * t), df_den=int(df))
     return out
 
 

@@ -17,6 +17,7 @@ from reports import stats
 from reports.data import StudyInfo, parse_json, setting_names
 from reports.effects import Effect, ci_text, signed
 from reports.html import duration, esc, experiment_url, link, section
+from reports.replication import design_text
 from reports.stats import ALPHA
 from reports.study import Analysis, max_iterations
 from reports.tables import Counts, is_plain, level_key, per_arm, plural
@@ -640,7 +641,7 @@ def details(a: Analysis, when: str, links: dict[str, Any]) -> str:
         facts.append(("Varying, not a factor", esc(varying + " (tuned, or changed mid-study)")))
     facts += [
         ("Seeds", esc(seeds)),
-        ("Replication rule", esc(info.replication or "not recorded")),
+        ("Replication rule", esc(design_text(info.replication, a.runs))),
         ("Trials", _counts_text(a.counts)),
         ("Tuning runs", esc(f"{a.counts.tune_runs} (not part of the comparison)")),
         ("Total compute", _compute_time(a.runs)),

@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import optimize, stats
 
 ALPHA = 0.05
 POWER = 0.8
@@ -87,17 +87,39 @@ def welch(a: Iterable[float], b: Iterable[float]) -> Welch:
     return Welch(diff, se, float(result.statistic), float(result.df), float(result.pvalue))
 
 
-def holm(pvalues: Sequence[float]) -> np.ndarray:
-    """Holm's step-down adjusted p-values (statsmodels' multipletests), in the input order;
-    NaN stays NaN and does not count towards the number of tests."""
-    from statsmodels.stats.multitest import multipletests  # slow to import: only when used
+def welch_rows(x: np.ndarray, y: np.ndarray) -> Welch:
+    """welch() of each row of `x` against the same row of `y` (2-D arrays of finite values,
+    at least 2 columns each), as arrays: for simulations that check the test's level."""
+    n_x, n_y = x.shape[-1], y.shape[-1]
+    vx, vy = x.var(axis=-1, ddof=1) / n_x, y.var(axis=-1, ddof=1) / n_y
+    diff, se = x.mean(axis=-1) - y.mean(axis=-1), np.sqrt(vx + vy)
+    df = (vx + vy) ** 2 / (vx * vx / (n_x - 1) + vy * vy / (n_y - 1))
+    t = diff / se
+    return Welch(diff, se, t, df, 2 * stats.t.sf(np.abs(t), df))
 
+
+def holm(pvalues: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjusted p-values, in the input order; NaN stays NaN and does not
+    count towards the number of tests. The i-th smallest of m p-values becomes the largest
+    of min(1, (m - j + 1) p_(j)) over j <= i, as statsmodels' multipletests computes it
+    (which calls the garbage collector every time: too slow for the calibration suite)."""
     p = np.asarray(pvalues, dtype=float)
     adjusted = np.full(p.shape, math.nan)
     tested = np.isfinite(p)
     if tested.any():
-        adjusted[tested] = multipletests(p[tested], method="holm")[1]
+        adjusted[tested] = holm_rows(p[tested][None, :])[0]
     return adjusted
+
+
+def holm_rows(p: np.ndarray) -> np.ndarray:
+    """holm() of each row of a 2-D array of finite p-values."""
+    m = p.shape[-1]
+    order = np.argsort(p, axis=-1, kind="stable")
+    ranked = np.take_along_axis(p, order, axis=-1) * (m - np.arange(m))
+    ranked = np.minimum(1.0, np.maximum.accumulate(ranked, axis=-1))
+    out = np.empty_like(ranked)
+    np.put_along_axis(out, order, ranked, axis=-1)
+    return out
 
 
 def format_p(p: float) -> str:
@@ -137,12 +159,35 @@ def verdict(
     return f"no significant difference with {seeds} ({size})"
 
 
-def _power_model():
-    # statsmodels takes about 2 s to import, which every `ablate` command that imports
-    # reports/ would otherwise pay.
-    from statsmodels.stats.power import TTestIndPower
+_GRID = 96  # quantile nodes per variance estimate in welch_power's integral
 
-    return TTestIndPower()
+
+@functools.lru_cache(maxsize=64)
+def _variance_nodes(df: int) -> np.ndarray:
+    """Midpoint quantiles of chi2(df) / df: a variance estimate over the true variance."""
+    u = (np.arange(_GRID) + 0.5) / _GRID
+    return stats.chi2.ppf(u, df) / df
+
+
+def welch_power(
+    diff: float, sd_a: float, sd_b: float, n_a: int, n_b: int, alpha: float = ALPHA,
+    df_a: int | None = None, df_b: int | None = None,
+) -> float:  # fmt: skip
+    """The probability that Welch's two-sided test at level `alpha` (the verdicts' test)
+    rejects when the means of `n_a` and `n_b` seeds differ by `diff` and seeds spread with
+    `sd_a` and `sd_b` under normal noise. Exact up to quadrature: the means are normal and
+    independent of the variance estimates (on `df_a`, `df_b` degrees of freedom, by default
+    n - 1), over which it integrates; Welch-Satterthwaite's degrees of freedom and the
+    critical value vary with them, as in the test."""
+    k_a, k_b = df_a or n_a - 1, df_b or n_b - 1
+    va = sd_a * sd_a / n_a * _variance_nodes(k_a)[:, None]
+    vb = sd_b * sd_b / n_b * _variance_nodes(k_b)[None, :]
+    se = np.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va * va / k_a + vb * vb / k_b)
+    crit = stats.t.ppf(1 - alpha / 2, df) * se
+    spread = math.sqrt(sd_a * sd_a / n_a + sd_b * sd_b / n_b)
+    reject = stats.norm.sf((crit - diff) / spread) + stats.norm.cdf((-crit - diff) / spread)
+    return float(reject.mean())
 
 
 def _check_levels(alpha: float, power: float) -> None:
@@ -150,43 +195,57 @@ def _check_levels(alpha: float, power: float) -> None:
         raise ValueError(f"alpha and power must lie between 0 and 1, not {alpha} and {power}")
 
 
-def mde(n_a: int, n_b: int, sd_points: float, alpha: float = ALPHA, power: float = POWER) -> float:
+def mde(
+    n_a: int, n_b: int, sd_points: float, alpha: float = ALPHA, power: float = POWER,
+    tests: int = 1,
+) -> float:  # fmt: skip
     """Minimum detectable difference, in points: the smallest true difference between arms
-    of `n_a` and `n_b` seeds that a two-sided two-sample t-test at `alpha` detects with
-    probability `power` at seed spread `sd_points`. NaN below 2 seeds a side (no test)."""
+    of `n_a` and `n_b` seeds that the verdicts' test, Welch's, detects with probability
+    `power` at seed spread `sd_points`, when Holm's correction runs over `tests`
+    comparisons. Holm rejects whatever Bonferroni does, so the difference is computed at
+    level alpha / tests: at it the power is at least `power` (equal to it when the other
+    comparisons find nothing). NaN below 2 seeds a side (no test)."""
     if n_a < 2 or n_b < 2 or not math.isfinite(sd_points) or sd_points <= 0:
         return math.nan
     _check_levels(alpha, power)
-    return _detectable(min(n_a, n_b), max(n_a, n_b), alpha, power) * sd_points
+    return _detectable(min(n_a, n_b), max(n_a, n_b), alpha / max(1, tests), power) * sd_points
 
 
 @functools.lru_cache(maxsize=1024)
 def _detectable(n_a: int, n_b: int, alpha: float, power: float) -> float:
-    """The standardized difference (effect / sd) detected with probability `power`; cached:
-    the arms of a study mostly share their seed counts."""
-    return float(_power_model().solve_power(nobs1=n_a, ratio=n_b / n_a, alpha=alpha, power=power))
+    """The standardized difference (effect / sd) Welch's test detects with probability
+    `power`; cached: the arms of a study mostly share their seed counts."""
+
+    def short(d: float) -> float:
+        return welch_power(d, 1.0, 1.0, n_a, n_b, alpha) - power
+
+    high = 1.0
+    while short(high) < 0:
+        high *= 2
+    return float(optimize.brentq(short, 0.0, high, xtol=1e-6))
 
 
 def seeds_needed(
-    effect_points: float, sd_points: float, alpha: float = ALPHA, power: float = POWER
-) -> int:
-    """Seeds per arm for a two-sided two-sample t-test at level `alpha` to detect a true
-    difference of `effect_points` with probability `power`, when seeds spread with
-    standard deviation `sd_points` (at least 2: one seed has no spread to test with)."""
+    effect_points: float, sd_points: float, alpha: float = ALPHA, power: float = POWER,
+    tests: int = 1,
+) -> int:  # fmt: skip
+    """Seeds per arm for the verdicts' test (Welch's, two-sided, at level alpha / tests:
+    Holm over `tests` comparisons, bounded by Bonferroni) to detect a true difference of
+    `effect_points` with probability at least `power`, when seeds spread with standard
+    deviation `sd_points` (at least 2: one seed has no spread to test with)."""
     if not (math.isfinite(effect_points) and effect_points > 0):
         raise ValueError(f"the effect must be a positive number of points, not {effect_points}")
     if not (math.isfinite(sd_points) and sd_points > 0):
         raise ValueError(f"the seed spread must be a positive number of points, not {sd_points}")
     _check_levels(alpha, power)
-    model, d = _power_model(), effect_points / sd_points
+    level = alpha / max(1, tests)
 
     def enough(n: int) -> bool:
-        return model.power(d, nobs1=n, alpha=alpha, ratio=1.0) >= power
+        return welch_power(effect_points, sd_points, sd_points, n, n, level) >= power
 
-    if enough(2):  # the solver finds no root below 2 seeds
-        return 2
-    n = math.ceil(model.solve_power(effect_size=d, alpha=alpha, power=power, ratio=1.0))
-    # The solver's root is a float: settle the integer on either side of it.
+    # The normal approximation is a lower bound: start there, settle the integer.
+    z = stats.norm.ppf(1 - level / 2) + stats.norm.ppf(power)
+    n = max(2, math.ceil(2 * (z * sd_points / effect_points) ** 2))
     while not enough(n):
         n += 1
     while n > 2 and enough(n - 1):
@@ -206,20 +265,38 @@ def pooled_sd(groups: Mapping[str, Sequence[float]]) -> tuple[float, int] | None
     return (math.sqrt(squares / df), df) if df else None
 
 
-def seeds_for_ci(sd: float, half_width: float, confidence: float = 0.95) -> int:
-    """The smallest n >= 2 whose t interval of a mean, t_{(1+c)/2, n-1} * sd / sqrt(n), is
-    no wider than +-`half_width`, for values that spread with standard deviation `sd`."""
+def seeds_for_ci(
+    sd: float, half_width: float, confidence: float = 0.95, probability: float = 0.9
+) -> int:
+    """The smallest n >= 2 whose t interval of a mean, t_{(1+c)/2, n-1} * s / sqrt(n), is
+    no wider than +-`half_width` with probability at least `probability` when values
+    spread with standard deviation `sd`: s is estimated, s^2 ~ sd^2 chi2(n-1) / (n-1), so
+    planning on s = sd (probability 0.5, near enough) misses the target about half the
+    time."""
     if not (math.isfinite(sd) and sd >= 0):
         raise ValueError(f"the standard deviation must be a finite number >= 0, not {sd}")
     if not (math.isfinite(half_width) and half_width > 0):
         raise ValueError(f"the half-width must be a positive number, not {half_width}")
-    if not 0 < confidence < 1:
-        raise ValueError(f"the confidence must lie between 0 and 1, not {confidence}")
+    if not 0 < confidence < 1 or not 0 < probability < 1:
+        raise ValueError(
+            f"the confidence and probability must lie between 0 and 1, not {confidence} "
+            f"and {probability}"
+        )
     q = 0.5 + confidence / 2
+    if sd == 0:
+        return 2
+
+    def reached(n: int) -> float:
+        # P(t s / sqrt(n) <= h) = P(chi2(n-1) <= (n-1) (h sqrt(n) / (t sd))^2)
+        limit = half_width * math.sqrt(n) / (stats.t.ppf(q, n - 1) * sd)
+        return float(stats.chi2.cdf((n - 1) * limit * limit, n - 1))
+
     # The normal quantile is below every t quantile: start there and step up.
     n = max(2, math.ceil((stats.norm.ppf(q) * sd / half_width) ** 2))
-    while stats.t.ppf(q, n - 1) * sd / math.sqrt(n) > half_width:
+    while reached(n) < probability:
         n += 1
+    while n > 2 and reached(n - 1) >= probability:
+        n -= 1
     return n
 
 

@@ -166,9 +166,10 @@ def test_show_plans_each_arm_from_the_prior_when_nothing_is_stored(tmp_path, mon
     plan = plan_of(str(tmp_path / "s.yaml"))
     assert main(["show", "s.yaml", "--target-ci", "0.25", "--json"]) == 0
     view = json.loads(capsys.readouterr().out)
-    from reports import stats
+    from reports import replication, stats
 
-    prior = stats.seeds_for_ci(stats.PRIOR_SEED_SD, 0.25)
+    # The two-stage design from the study's 2 seeds: the total it runs 9 times in 10.
+    prior = replication.planned_seeds(stats.PRIOR_SEED_SD, 2, 0.25)
     assert view["target_plan"]["seeds_per_arm"] == {arm: prior for arm in plan.arms}
     assert not view["target_plan"]["measured"]
     assert not list(tmp_path.glob("*.db"))

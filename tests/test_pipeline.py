@@ -214,9 +214,10 @@ def _half_width(errors: list[float]) -> float:
 
 @pytest.mark.slow
 def test_target_ci_adds_seeds_only_where_needed_and_stops_at_max_seeds(ray_local, tmp_path):
-    """Round by round, an arm gets its next seed exactly when the 95% CI half-width of its
-    seeds so far exceeds the target and it has fewer than --max-seeds; a rerun adds
-    nothing. The target is chosen from the two-seed results so that the arms differ."""
+    """Two-stage replication: once the first stage (seeds 0 and 1) has ended, each arm gets
+    in one round the seeds its first-stage spread asks for, max(2, ceil((t s0 / target)^2))
+    capped at --max-seeds; a rerun adds nothing. The target is chosen from the two-seed
+    results so that the arms differ."""
     from ablations.runner import RunOptions, run_study
 
     (tmp_path / "s.yaml").write_text(REPLICATE)
@@ -241,20 +242,20 @@ def test_target_ci_adds_seeds_only_where_needed_and_stops_at_max_seeds(ray_local
     plan = plan_of(str(tmp_path / "s.yaml"), target_ci=target, max_seeds=max_seeds)
     summary = run_study(plan, options)
     after = errors()
+    from reports import replication
+
     for arm, seeds in after.items():
-        by_seed = [after[arm][s] for s in sorted(seeds)]
-        # Replay the rule: seeds 0..k-1 existed; seed k was added iff they were too wide.
-        for k in range(2, len(by_seed)):
-            assert _half_width(by_seed[:k]) > target, (arm, k)
-        if len(by_seed) < max_seeds:
-            assert _half_width(by_seed) <= target, arm
+        stage = [first[arm][s] for s in (0, 1)]
+        total = min(max_seeds, replication.needed_seeds(stage, target))
+        assert sorted(seeds) == list(range(total)), arm  # the first stage sets the total
     narrow = min(first, key=lambda a: _half_width(list(first[a].values())))
     assert sorted(after[narrow]) == [0, 1]  # nothing added where the CI was narrow already
     wide = next(a for a in after if a != narrow)
     assert 2 < len(after[wide]) <= max_seeds
-    assert summary.added == {wide: sorted(after[wide])[2:]}
+    assert summary.added == {wide: sorted(after[wide])[2:]}  # in one round
     parent = client.search_runs([exp.experiment_id], "tags.`ablate.role` = 'parent'")[0]
-    assert parent.data.tags["ablate.replication"].startswith("adaptive: 95% CI half-width <=")
+    rule = parent.data.tags["ablate.replication"]
+    assert rule.startswith("two-stage (Stein 1945): 2 seeds per arm first")
     assert json.loads(parent.data.tags["ablate.seeds"]) == sorted(
         {s for seeds in after.values() for s in seeds}
     )

@@ -287,7 +287,9 @@ def test_the_model_builder_and_its_settings_are_stated():
 def test_adaptive_replication_rule_is_stated():
     rule = "adaptive: 95% CI half-width <= 0.3 points, at most 10 seeds per arm"
     page = visible(render(replace(rf.complete_study(), replication=rule)).html)
-    assert f"<dt>Replication rule</dt><dd>{rule}</dd>" in page
+    # The rule of earlier versions, with what it does to the intervals and tests.
+    assert f"<dt>Replication rule</dt><dd>{rule}: the sequential rule" in page
+    assert "cover less than stated" in page
 
 
 def test_trials_csv_keeps_reproducibility_for_pending_trials_empty():
