@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from reports import stats
+from reports import replication, stats
 from reports.data import NOT_ENDED, STATUSES, StudyInfo, factor_names, select_trials, setting_names
 from reports.paper import PaperComparison, paper_comparison
 
@@ -167,8 +167,44 @@ def arm_table(trials: pd.DataFrame, info: StudyInfo, evidence: bool = True) -> p
     fixed = arm_settings(trials, info, factors)
     rows = [_arm_row(arm, group, fixed, factors, info) for arm, group in trials.groupby("arm")]
     rows.sort(key=lambda r: [level_key(r[f]) for f in factors])
-    table = _add_tests(pd.DataFrame(rows), trials, info, factors, evidence)
-    return _add_targets(table, info)
+    stages = _stages(trials, info)
+    table = _two_stage_intervals(pd.DataFrame(rows), stages)
+    table = _add_tests(table, trials, info, factors, evidence, stages)
+    return _add_targets(table, info, stages)
+
+
+Stages = dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+def _stages(trials: pd.DataFrame, info: StudyInfo) -> Stages | None:
+    """For a study whose seeds the two-stage design chose (`ablate.replication`), each
+    arm's finished test errors (points) of its first-stage seeds (its first n0 planned
+    seeds) and of the rest; None for any other design."""
+    design = replication.parse(info.replication)
+    if design is None:
+        return None
+    done = trials[trials["status"] == "finished"]
+    out = {}
+    for arm, group in trials.groupby("arm"):
+        planned = info.planned.get(arm) or list(group["seed"])
+        first = {str(s) for s in sorted(planned, key=level_key)[: design.first]}
+        rows = done[done["arm"] == arm]
+        in_first = rows["seed"].astype(str).isin(first)
+        out[arm] = (_pct(rows[in_first], "test/error"), _pct(rows[~in_first], "test/error"))
+    return out
+
+
+def _two_stage_intervals(table: pd.DataFrame, stages: Stages | None) -> pd.DataFrame:
+    """Under the two-stage design each arm's interval is mean +- t_{n0-1} s0 / sqrt(n)
+    (reports/replication.py), not the t interval of all its seeds."""
+    if stages is None or table.empty:
+        return table
+    for i, arm in enumerate(table["arm"]):
+        found = replication.interval(*stages.get(arm, ([], [])))
+        table.loc[i, "test_error_pct_ci_low"] = max(0.0, found.ci_low)
+        table.loc[i, "test_error_pct_ci_high"] = min(100.0, found.ci_high)
+        table.loc[i, "ci_half_width_pct"] = found.half_width
+    return table
 
 
 def _arm_row(
@@ -228,9 +264,13 @@ def _paper_columns(found: PaperComparison | None, test: stats.Summary) -> dict:
     return {**out, "paper_test_error_pct": paper, "paper_gap_sd": gap}
 
 
-def _add_targets(table: pd.DataFrame, info: StudyInfo) -> pd.DataFrame:
+def _add_targets(
+    table: pd.DataFrame, info: StudyInfo, stages: Stages | None = None
+) -> pd.DataFrame:
     """Whether each arm's 95% CI half-width is within the study's `ablate.target_ci`, and
-    if not, the seeds it needs at its own seed spread (the pooled one below 2 seeds)."""
+    if not, the seeds it needs: under the two-stage design the total its first stage asks
+    for without the cap; else the seeds that meet the target 9 times in 10 at its own seed
+    spread (the pooled one below 2 seeds)."""
     target = info.target_ci
     table["target_status"], table["seeds_for_target"] = "", math.nan
     if not target:
@@ -240,18 +280,33 @@ def _add_targets(table: pd.DataFrame, info: StudyInfo) -> pd.DataFrame:
     sds = own.fillna(table["mde_sd_pct"])
     table["target_status"] = met.map({True: "met", False: "not met"})
     needs = [
-        math.nan if ok else stats.seeds_for_ci(sd, target) for ok, sd in zip(met, sds, strict=True)
+        math.nan if ok else _seeds_for_target(arm, sd, target, stages)
+        for arm, ok, sd in zip(table["arm"], met, sds, strict=True)
     ]
     table["seeds_for_target"] = np.array(needs, dtype=float)
     return table
 
 
+def _seeds_for_target(arm: str, sd: float, target: float, stages: Stages | None) -> float:
+    first = stages.get(arm, ([], []))[0] if stages is not None else []
+    if stages is not None and len(first) >= 2:
+        return replication.needed_seeds(first, target)
+    return stats.seeds_for_ci(sd, target)
+
+
 def _add_tests(
-    table: pd.DataFrame, trials: pd.DataFrame, info: StudyInfo, factors: list[str], evidence: bool
+    table: pd.DataFrame,
+    trials: pd.DataFrame,
+    info: StudyInfo,
+    factors: list[str],
+    evidence: bool,
+    stages: Stages | None = None,
 ) -> pd.DataFrame:
-    """Each arm against the reference arm with its other factor values: Welch's test, Holm's
-    correction across the arms tested, and the difference the test could detect (mde_pct)
-    at the study's pooled seed spread, or the prior when no arm has two finished seeds."""
+    """Each arm against the reference arm with its other factor values: Welch's test (under
+    the two-stage design, the Behrens-Fisher test on the first stages' variances,
+    reports/replication.py), Holm's correction across the arms tested, and the difference
+    the test could detect with 80% power at Holm's level (mde_pct, stats.mde) at the
+    study's pooled seed spread, or the prior when no arm has two finished seeds."""
     reference = {k: v for k, v in info.reference.items() if k in factors}
     finished = trials[trials["status"] == "finished"]
     errors = {arm: _pct(g, "test/error") for arm, g in finished.groupby("arm")}
@@ -266,7 +321,7 @@ def _add_tests(
         a, b = errors.get(row["arm"], np.array([])), errors.get(ref, np.array([]))
         tested = ref not in (None, row["arm"])
         refs.append(ref or "")
-        welch.append(stats.welch(a, b) if tested else stats.welch([], []))
+        welch.append(_test(row["arm"], ref, a, b, stages) if tested else stats.welch([], []))
         sizes.append((a.size, b.size) if tested else None)
         if not reference:
             verdicts.append("the study names no reference arm")
@@ -287,10 +342,18 @@ def _add_tests(
     table["p_value"] = [w.p for w in welch]
     table["p_holm"] = holm
     table["verdict"] = verdicts
-    table["mde_pct"] = [stats.mde(*size, sd) if size else math.nan for size in sizes]
+    tests = sum(size is not None for size in sizes)
+    table["mde_pct"] = [stats.mde(*size, sd, tests=tests) if size else math.nan for size in sizes]
     table["mde_sd_pct"] = sd
     table["mde_sd_measured"] = spread is not None
     return table
+
+
+def _test(arm: str, ref: str, a: np.ndarray, b: np.ndarray, stages: Stages | None) -> stats.Welch:
+    if stages is None:
+        return stats.welch(a, b)
+    none = (np.array([]), np.array([]))
+    return replication.test(*stages.get(arm, none), *stages.get(ref, none))
 
 
 def problem_table(runs: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
