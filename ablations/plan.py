@@ -19,7 +19,7 @@ from ablations.errors import AblateError
 from ablations.study import Nuisance, StudyFile, experiment_name, load, settings_for, with_preset
 from resnet.builders import BUILTIN, load_builder
 from resnet.config import DatasetInfo, TrainConfig
-from resnet.errors import ResnetError
+from resnet.errors import ModelError, ResnetError
 from resnet.settings import SCIENCE, type_table
 
 
@@ -226,6 +226,8 @@ def _resolved(config: TrainConfig, data: DatasetInfo, where: str) -> TrainConfig
     checked: the model builds for the data, the splits and a batch fit."""
     try:
         _complexity(config, data)
+    except ModelError as err:
+        raise AblateError(f"{where}: {config.model} on {config.dataset}: {err}") from None
     except ResnetError as err:
         raise AblateError(f"{where}: {err}") from None
     n = data.train_images

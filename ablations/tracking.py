@@ -1,9 +1,9 @@
-"""What ablate writes to and reads from MLflow, as docs/tracking.md defines it: the tag
-names, the trial statuses and roles, and the one writer of that layout (`Store`). It takes
-typed records (`StudyRecord`, ids, values), never a plan; the ledger, `ablate ui` and
-reports/ read the layout through the names defined here. Every call retries on a locked
-SQLite store (two studies sharing one file); only the driver writes, so concurrent trials
-never contend for the store."""
+"""The one writer of what ablate keeps in MLflow (`Store`), in the layout of
+reports/layout.py (docs/tracking.md): tag names, roles and trial statuses are defined there,
+where the reports read them too. It takes typed records (`StudyRecord`, ids, values), never
+a plan; the ledger and `ablate ui` read the store through it. Every call retries on a
+locked SQLite store (two studies sharing one file); only the driver writes, so concurrent
+trials never contend for the store."""
 
 from __future__ import annotations
 
@@ -13,106 +13,13 @@ import os
 import random
 import time
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
-from urllib.error import HTTPError, URLError
-from urllib.parse import urlparse, urlsplit, urlunsplit
-from urllib.request import urlopen
 
 from ablations.errors import AblateError
+from reports.layout import Role, Tag, TrialStatus, server_problem
 
 REASON_LIMIT = 5000  # MLflow keeps tag values up to 8000 characters
-
-
-class Tag(StrEnum):
-    """The tags ablate sets on MLflow runs (docs/tracking.md)."""
-
-    ROLE = "ablate.role"  # a Role
-    STUDY = "ablate.study"
-    STATUS = "ablate.status"  # a TrialStatus
-    TRIAL_KEY = "ablate.trial_key"
-    ARM = "ablate.arm"
-    # the parent run: the study's definition and design
-    FINGERPRINT = "ablate.fingerprint"
-    SETTINGS = "ablate.settings"  # {param: type name} of every param a trial records
-    MODEL = "ablate.model"
-    MODEL_FACTORS = "ablate.model_factors"
-    REPLICATION = "ablate.replication"
-    TARGET_CI = "ablate.target_ci"
-    MAX_SEEDS = "ablate.max_seeds"
-    SEEDS = "ablate.seeds"
-    PLANNED = "ablate.planned"
-    EXPECTED_TRIALS = "ablate.expected_trials"
-    # a trial's run
-    CHECKPOINT = "ablate.checkpoint"
-    CHECKPOINT_PREVIOUS = "ablate.checkpoint_previous"
-    ERROR = "ablate.error"
-    DIVERGED_AT = "ablate.diverged_at"
-    RESUMED_FROM = "ablate.resumed_from"
-    VAL_DIGEST = "ablate.val_digest"
-    TRAIN_SIZE = "ablate.train_size"
-    VERSIONS = "ablate.versions"
-    DEVICE = "ablate.device"
-    DATA_DIGEST = "ablate.data_digest"
-    # the code version, on every run
-    VERSION = "ablate.version"
-    GIT_DIRTY = "ablate.git_dirty"
-    MODEL_SOURCE = "ablate.model_source"
-    # MLflow's own
-    GIT_COMMIT = "mlflow.source.git.commit"
-    NOTE = "mlflow.note.content"
-    PARENT_RUN = "mlflow.parentRunId"
-
-
-class Role(StrEnum):
-    PARENT = "parent"  # the study
-    TRIAL = "trial"  # an arm at a seed
-    TUNE = "tune"  # a tuning trial of an arm
-
-
-class TrialStatus(StrEnum):
-    """How far a trial is: `Tag.STATUS` of its run."""
-
-    PENDING = "pending"  # made, never started
-    RUNNING = "running"
-    INTERRUPTED = "interrupted"  # stopped part-way: resumes from its newest checkpoint
-    FINISHED = "finished"
-    DIVERGED = "diverged"  # ended training with a non-finite loss: never run again
-    FAILED = "failed"  # a deterministic error: its reason is Tag.ERROR
-
-    @property
-    def done(self) -> bool:
-        """Ended training: never run again."""
-        return self in (TrialStatus.FINISHED, TrialStatus.DIVERGED)
-
-
-def redact(uri: str) -> str:
-    """The URI without a password, for messages (database URIs often carry one)."""
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-def server_problem(uri: str) -> str | None:
-    """Why an http(s) tracking URI has no server answering (None: it answers, or is no
-    server): MLflow retries a dead server for minutes, one probe of /health turns a typo
-    into a clear message."""
-    if urlparse(uri).scheme not in ("http", "https"):
-        return None
-    parts = urlsplit(uri)
-    # urllib cannot take credentials in the URL; the probe needs none.
-    health = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
-    try:
-        with urlopen(f"{health.rstrip('/')}/health", timeout=10):
-            pass
-    except HTTPError:
-        return None  # it answered; MLflow's own calls will say what is wrong, if anything
-    except (URLError, OSError) as error:
-        return f"cannot reach MLflow server {redact(uri)}: {getattr(error, 'reason', error)}"
-    return None
 
 
 def resolve_uri(uri: str | None) -> str:

@@ -13,23 +13,27 @@ spreads into seeds and detectable differences, and `stats.PRIOR_SEED_SD` stands 
 nothing is measured.
 """
 
-from reports.build import build_report, default_out_dir, write_report
-from reports.data import StudyData, StudyInfo
-from reports.errors import ReportError
-from reports.fetch import fetch_study
-from reports.page import Report, render_report
-from reports.study import Study, load_study
+import importlib
 
-__all__ = [
-    "Report",
-    "ReportError",
-    "StudyData",
-    "Study",
-    "StudyInfo",
-    "build_report",
-    "default_out_dir",
-    "fetch_study",
-    "load_study",
-    "render_report",
-    "write_report",
-]
+# Names load on first use, as resnet's do: reports.layout (the store's names, standard
+# library only) is imported by every `ablate` command, the rest needs mlflow and plotly.
+_HOME = {
+    "build_report": "reports.build",
+    "default_out_dir": "reports.build",
+    "write_report": "reports.build",
+    "StudyData": "reports.data",
+    "StudyInfo": "reports.data",
+    "ReportError": "reports.errors",
+    "fetch_study": "reports.fetch",
+    "Report": "reports.page",
+    "render_report": "reports.page",
+    "Study": "reports.study",
+    "load_study": "reports.study",
+}
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str):
+    if name in _HOME:
+        return getattr(importlib.import_module(_HOME[name]), name)
+    raise AttributeError(f"module 'reports' has no attribute {name!r}")

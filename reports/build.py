@@ -9,9 +9,9 @@ from pathlib import Path
 import mlflow
 from mlflow.exceptions import MlflowException
 
-from ablations.tracking import redact
 from reports.errors import ReportError
 from reports.fetch import connect, fetch_study, first_line
+from reports.layout import redact
 from reports.page import Report, render_report
 
 DEFAULT_ROOT = Path("ablate-reports")

@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from ablations.tracking import Tag, TrialStatus
+from reports.layout import Tag, TrialStatus
 
 # Final values taken from each run's latest metrics (MLflow keeps the value at the
 # highest step, which is the end of training).

@@ -21,7 +21,6 @@ from mlflow import MlflowClient
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
-from ablations.tracking import Role, Tag, redact, server_problem
 from reports.data import (
     FINAL_METRICS,
     HISTORY_METRICS,
@@ -33,6 +32,7 @@ from reports.data import (
     parse_json,
 )
 from reports.errors import ReportError
+from reports.layout import Role, Tag, redact, server_problem
 
 ROLES = tuple(Role)
 # Most runs of a deterministic LR policy share one trace; plateau traces differ by run.

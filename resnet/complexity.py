@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import copy
 import functools
+import traceback
+from pathlib import Path
 
 import torch
 from torch import nn
 
+from resnet.errors import ModelError, ResnetError
 from resnet.model import build
 from resnet.spec import ModelSpec
 
@@ -72,11 +75,77 @@ def of_config(config, num_classes: int, in_channels: int, size) -> dict[str, int
 
 @functools.lru_cache(maxsize=256)
 def _counted(model: str, factors: tuple, num_classes: int, in_channels: int, size) -> tuple:
+    """The counts of a trial's model, after one training step on a batch of two images of
+    the data set's shape proved that it trains (ModelError otherwise, in one line)."""
     from resnet.builders import load_builder
 
-    with torch.random.fork_rng(devices=[]):
-        net = load_builder(model).build(num_classes, in_channels, dict(factors))
-    return (("params", count_params(net)), ("macs", count_macs(net, size, in_channels)))
+    h, w = (size, size) if isinstance(size, int) else size
+    shape = f"a batch of 2 x {in_channels} x {h} x {w} images, {num_classes} classes"
+    with torch.random.fork_rng(devices=[]):  # the trials' random streams stay untouched
+        try:
+            net = load_builder(model).build(num_classes, in_channels, dict(factors))
+            _one_step(net, num_classes, torch.randn(2, in_channels, h, w))
+            return (("params", count_params(net)), ("macs", count_macs(net, size, in_channels)))
+        except ModelError as err:
+            raise ModelError(f"the model does not train on {shape}: {err}") from None
+        except ResnetError:
+            raise
+        except Exception as err:  # noqa: BLE001 - a user's model may fail any way: one line
+            text = " ".join(str(err).split())[:300]
+            raise ModelError(
+                f"the model does not train on {shape}: {type(err).__name__}: {text}{_where(err)}"
+            ) from None
+
+
+def _one_step(net: nn.Module, num_classes: int, x: torch.Tensor) -> None:
+    """Forward and backward in training mode, as a trial's first step runs them."""
+    if not isinstance(net, nn.Module):
+        raise ModelError(f"the builder returned a {type(net).__name__}, not a torch nn.Module")
+    if not any(p.requires_grad for p in net.parameters()):
+        raise ModelError("it has no trainable parameters")
+    net.train()
+    entered: list[str] = []  # the layers whose forward started, innermost last
+    hooks = [
+        m.register_forward_pre_hook(lambda mod, args, name=name: entered.append(name))
+        for name, m in net.named_modules()
+        if name
+    ]
+    try:
+        out = net(x)
+    except Exception as err:
+        err.add_note(_layer(net, entered))
+        raise
+    finally:
+        for hook in hooks:
+            hook.remove()
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (len(x), num_classes):
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ModelError(f"it returns {got}, not ({len(x)}, {num_classes}) class scores")
+    out.float().sum().backward()
+
+
+def _layer(net: nn.Module, entered: list[str]) -> str:
+    """` (in layer NAME: TYPE)`: the layer whose forward started last."""
+    if not entered:
+        return ""
+    return f" (in layer {entered[-1]}: {type(net.get_submodule(entered[-1])).__name__})"
+
+
+def _where(err: BaseException) -> str:
+    """Where the model failed: ` (at FILE:LINE)`, the last frame of the traceback outside
+    torch (the user's own code), and the layer that was running."""
+    layer = "".join(getattr(err, "__notes__", []))
+    inside = (
+        Path(torch.__file__).parent,
+        Path(__file__).parent.parent / "resnet" / "complexity.py",
+    )
+    frames = [
+        f
+        for f in traceback.extract_tb(err.__traceback__)
+        if not Path(f.filename).is_relative_to(inside[0]) and Path(f.filename) != inside[1]
+    ]
+    at = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
+    return at + layer
 
 
 @functools.lru_cache(maxsize=256)

@@ -24,3 +24,7 @@ class DeviceError(ResnetError):
 
 class CheckpointMismatch(ResnetError):
     """A checkpoint that belongs to other settings than the run resuming from it."""
+
+
+class ModelError(ResnetError):
+    """A model builder whose model cannot train on the data set's inputs."""

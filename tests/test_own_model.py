@@ -150,3 +150,75 @@ def test_a_builder_beside_the_study_file_is_found_without_pythonpath(tmp_path, m
     plan = plan_of(str(tmp_path / "s.yaml"))
     assert plan.model_factors == ("gate", "width") and plan.arms == ["gate=none", "gate=se"]
     assert plan.params(plan.trials[0])["params"] > 0
+
+
+WRONG = '''\
+from torch import nn
+
+
+def mlp(num_classes: int, in_channels: int, hidden: int = 16) -> nn.Module:
+    """Written for 8x8 images."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * 8 * 8, hidden), nn.ReLU(),
+                         nn.Linear(hidden, num_classes))
+
+
+def pools(num_classes: int, in_channels: int, hidden: int = 16) -> nn.Module:
+    """Pools a 32x32 image below 1x1."""
+    layers = [nn.Conv2d(in_channels, hidden, 3, padding=1)]
+    for _ in range(6):
+        layers += [nn.ReLU(), nn.MaxPool2d(2)]
+    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(hidden, num_classes))
+
+
+class Mean(nn.Module):
+    def forward(self, x):
+        return x.mean((2, 3))
+
+
+def empty(num_classes: int, in_channels: int, hidden: int = 16) -> nn.Module:
+    """Nothing to train."""
+    return Mean()
+'''
+
+
+@pytest.mark.parametrize(
+    ("builder", "why"),
+    [
+        ("mlp", r"mat1 and mat2 shapes cannot be multiplied .* \(in layer 1: Linear\)$"),
+        ("pools", r"Output size is too small \(in layer 12: MaxPool2d\)$"),
+        ("empty", r"it has no trainable parameters"),
+    ],
+)
+def test_a_model_that_cannot_train_on_the_data_is_one_line_naming_the_arm(
+    builder, why, tmp_path, monkeypatch, capsys
+):
+    """Built and stepped once on a batch of the data set's shape before anything is
+    written: a builder for another input size, one that pools below 1x1 and one with
+    nothing to train each end in one line (exit 2) naming the arm, the input it was given
+    and where in the user's file it failed."""
+    import re
+    import time
+
+    from ablations.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "wrong.py").write_text(WRONG)
+    study = f"""\
+name: wrong_{builder}
+question: Does a model written for other inputs fail clearly?
+dataset: digits
+model: wrong:{builder}
+scientific: {{hidden: [16, 32]}}
+fixed: {{iterations: 4}}
+seeds: [0]
+"""
+    (tmp_path / "s.yaml").write_text(study)
+    start = time.monotonic()
+    code = main(["run", "s.yaml", "--quiet", "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith("ablate: error: s.yaml: arm hidden=16: wrong:" + builder), err
+    assert "a batch of 2 x 3 x 32 x 32 images, 10 classes" in err, err
+    assert re.search(why, err), err
+    assert not (tmp_path / "m.db").exists() and not (tmp_path / "ablate-results").exists()
+    assert time.monotonic() - start < 30
