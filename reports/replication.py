@@ -29,12 +29,14 @@ Pure functions of the errors: the runner sizes arms with them, the report judges
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Iterable
 from typing import NamedTuple
 
 import numpy as np
+from scipy import optimize
 from scipy import stats as sps
 
 from reports import stats
@@ -185,6 +187,66 @@ def compare(diff, s_a, n_a, k_a, s_b, n_b, k_b) -> stats.Welch:
     t = diff / se
     p = behrens_fisher_sf(t, np.sqrt(va) / se, np.asarray(k_a) - 1, np.asarray(k_b) - 1)
     return stats.Welch(diff, se, t, df, p)
+
+
+@functools.lru_cache(maxsize=256)
+def _critical(alpha: float, k_a: int, k_b: int) -> tuple[np.ndarray, np.ndarray]:
+    """The Behrens-Fisher critical values on a grid of the angle arctan(w_b / w_a)."""
+    angles = np.linspace(0.0, math.pi / 2, 33)
+    values = []
+    for angle in angles:
+        w_a = math.cos(angle)
+
+        def excess(c: float, w_a: float = w_a) -> float:
+            return float(behrens_fisher_sf(c, w_a, k_a - 1, k_b - 1)) - alpha
+
+        high = 4.0
+        while excess(high) > 0:
+            high *= 2
+        values.append(optimize.brentq(excess, 0.1, high, xtol=1e-6))
+    return angles, np.array(values)
+
+
+def power(
+    diff: float, sd_a: float, sd_b: float, n_a: int, n_b: int, k_a: int, k_b: int,
+    alpha: float = stats.ALPHA,
+) -> float:  # fmt: skip
+    """The probability that the two-stage test (test()) rejects at level `alpha` when arms
+    of n_a and n_b seeds, first stages of k_a and k_b, differ by `diff` and seeds spread
+    with sd_a and sd_b under normal noise; n held at the totals the arms reached.
+    Integrated over the first stages' variance estimates, as stats.welch_power is."""
+    va = sd_a * sd_a / n_a * stats.variance_nodes(k_a - 1)[:, None]
+    vb = sd_b * sd_b / n_b * stats.variance_nodes(k_b - 1)[None, :]
+    se = np.sqrt(va + vb)
+    angles, values = _critical(alpha, k_a, k_b)
+    crit = np.interp(np.arctan2(np.sqrt(vb), np.sqrt(va)), angles, values) * se
+    spread = math.sqrt(sd_a * sd_a / n_a + sd_b * sd_b / n_b)
+    reject = sps.norm.sf((crit - diff) / spread) + sps.norm.cdf((-crit - diff) / spread)
+    return float(reject.mean())
+
+
+def mde(
+    n_a: int, n_b: int, k_a: int, k_b: int, sd: float, alpha: float = stats.ALPHA,
+    target_power: float = stats.POWER, tests: int = 1,
+) -> float:  # fmt: skip
+    """stats.mde() for two-stage arms: the true difference the two-stage test detects with
+    probability `target_power` at level alpha / tests (Holm over `tests` comparisons,
+    bounded by Bonferroni), arms of n seeds with first stages of k. NaN below 2 first-stage
+    seeds a side."""
+    if min(k_a, k_b) < 2 or not math.isfinite(sd) or sd <= 0:
+        return math.nan
+    return _mde(n_a, n_b, k_a, k_b, alpha / max(1, tests), target_power) * sd
+
+
+@functools.lru_cache(maxsize=1024)
+def _mde(n_a: int, n_b: int, k_a: int, k_b: int, alpha: float, target: float) -> float:
+    def short(d: float) -> float:
+        return power(d, 1.0, 1.0, n_a, n_b, k_a, k_b, alpha) - target
+
+    high = 1.0
+    while short(high) < 0:
+        high *= 2
+    return float(optimize.brentq(short, 0.0, high, xtol=1e-6))
 
 
 def planned_seeds(

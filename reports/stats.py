@@ -163,7 +163,7 @@ _GRID = 96  # quantile nodes per variance estimate in welch_power's integral
 
 
 @functools.lru_cache(maxsize=64)
-def _variance_nodes(df: int) -> np.ndarray:
+def variance_nodes(df: int) -> np.ndarray:
     """Midpoint quantiles of chi2(df) / df: a variance estimate over the true variance."""
     u = (np.arange(_GRID) + 0.5) / _GRID
     return stats.chi2.ppf(u, df) / df
@@ -180,8 +180,8 @@ def welch_power(
     n - 1), over which it integrates; Welch-Satterthwaite's degrees of freedom and the
     critical value vary with them, as in the test."""
     k_a, k_b = df_a or n_a - 1, df_b or n_b - 1
-    va = sd_a * sd_a / n_a * _variance_nodes(k_a)[:, None]
-    vb = sd_b * sd_b / n_b * _variance_nodes(k_b)[None, :]
+    va = sd_a * sd_a / n_a * variance_nodes(k_a)[:, None]
+    vb = sd_b * sd_b / n_b * variance_nodes(k_b)[None, :]
     se = np.sqrt(va + vb)
     df = (va + vb) ** 2 / (va * va / k_a + vb * vb / k_b)
     crit = stats.t.ppf(1 - alpha / 2, df) * se

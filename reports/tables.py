@@ -343,10 +343,24 @@ def _add_tests(
     table["p_holm"] = holm
     table["verdict"] = verdicts
     tests = sum(size is not None for size in sizes)
-    table["mde_pct"] = [stats.mde(*size, sd, tests=tests) if size else math.nan for size in sizes]
+    table["mde_pct"] = [
+        _mde(arm, ref, size, sd, tests, stages) if size else math.nan
+        for arm, ref, size in zip(table["arm"], refs, sizes, strict=True)
+    ]
     table["mde_sd_pct"] = sd
     table["mde_sd_measured"] = spread is not None
     return table
+
+
+def _mde(
+    arm: str, ref: str, size: tuple[int, int], sd: float, tests: int, stages: Stages | None
+) -> float:
+    """The MDE of the arm's own test: Welch's, or the two-stage test from the arms' first
+    stages (reports/replication.py)."""
+    if stages is None:
+        return stats.mde(*size, sd, tests=tests)
+    firsts = [len(stages.get(name, ([], []))[0]) for name in (arm, ref)]
+    return replication.mde(*size, *firsts, sd, tests=tests)
 
 
 def _test(arm: str, ref: str, a: np.ndarray, b: np.ndarray, stages: Stages | None) -> stats.Welch:

@@ -167,6 +167,29 @@ def test_power_at_the_printed_mde_is_the_stated_power(arms, seeds):
     assert abs(found - stats.POWER) <= slack(stats.POWER, repeats), (mde, found)
 
 
+@pytest.mark.parametrize(("arms", "first", "seeds"), [(2, 3, 10), (4, 5, 8)])
+def test_power_at_the_printed_two_stage_mde_is_the_stated_power(arms, first, seeds):
+    # Arms at their totals (here the cap), first stages of `first` seeds: the two-stage
+    # test's power at the MDE the report prints for it.
+    repeats, tests = 3000, arms - 1
+    rng = np.random.default_rng(450 + arms)
+    mde = replication.mde(seeds, seeds, first, first, SD, tests=tests)
+    errors = 7.0 + SD * rng.standard_normal((repeats, arms, seeds))
+    errors[:, 1] -= mde
+    s0, means = errors[:, :, :first].std(axis=2, ddof=1), errors.mean(axis=2)
+    p = np.stack(
+        [
+            replication.compare(
+                means[:, i] - means[:, 0], s0[:, i], seeds, first, s0[:, 0], seeds, first
+            ).p
+            for i in range(1, arms)
+        ],
+        axis=1,
+    )
+    found = float(np.mean(stats.holm_rows(p)[:, 0] < ALPHA))
+    assert abs(found - stats.POWER) <= slack(stats.POWER, repeats), (mde, found)
+
+
 # The seed planners: planned seeds meet the target with the stated probability.
 
 

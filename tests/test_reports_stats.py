@@ -468,5 +468,9 @@ def test_the_arm_table_judges_two_stage_arms_by_the_design():
         if row["reference_arm"] not in ("", arm):
             test = replication.test(*stages(arm), *stages(row["reference_arm"]))
             assert row["p_value"] == pytest.approx(test.p), arm
+            n_a, n_b = (sum(map(len, stages(a))) for a in (arm, row["reference_arm"]))
+            tests = int(arms["p_value"].notna().sum())
+            mde = replication.mde(n_a, n_b, 2, 2, row["mde_sd_pct"], tests=tests)
+            assert row["mde_pct"] == pytest.approx(mde), arm
         needs = row["seeds_for_target"]
         assert math.isnan(needs) or needs == replication.needed_seeds(stages(arm)[0], 0.3)
