@@ -1,4 +1,8 @@
-"""Shared fixtures: one local Ray for the in-process runner tests, tiny study files."""
+"""Shared fixtures: one local Ray for the in-process runner tests, tiny study files; and the
+two tiers. The fast tier (`pytest -m "not slow"`, minutes) is every test that needs none of
+the slow tier's parts; the slow tier (`pytest -m slow`) is every test that runs a study
+through Ray, starts a cluster, a tracking server or a browser, kills processes, or is
+marked slow itself. CI runs both."""
 
 from __future__ import annotations
 
@@ -10,6 +14,19 @@ import pytest
 # Keep Ray's and MLflow's chatter out of test logs; no usage stats from test machines.
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+
+# Fixtures that bring up a slow tier's part: any test using one is in the slow tier.
+SLOW_FIXTURES = {"ray_local", "smoke_store", "ray_cluster", "mlflow_server", "s3_bucket"}
+# Modules whose every test kills, interrupts or restarts real processes.
+SLOW_MODULES = {"test_faults", "test_signals", "test_main_job"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.module.__name__ if item.module else ""
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or module in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
