@@ -291,3 +291,49 @@ def test_the_sequential_rule_keeps_its_level_and_coverage(target):
     cover, alpha = _sequential(np.random.default_rng(600), "normal", target, repeats)
     assert alpha <= ALPHA + slack(ALPHA, repeats), alpha
     assert cover >= 0.95 - slack(0.95, repeats), cover
+
+
+# The runner's rounds are the design's: two rounds, never more.
+
+
+def test_the_runner_adds_the_second_stage_once_and_reports_its_intervals(tmp_path):
+    from conftest import plan_of
+
+    from ablations.ledger import Ledger, TrialState
+    from ablations.runner import next_round, targets
+    from reports.layout import Role, TrialStatus
+
+    study = tmp_path / "s.yaml"
+    study.write_text(
+        "name: two_stage\nquestion: Does the first stage set the total?\ndataset: digits\n"
+        "scientific:\n  shortcut: [none, A]\n"
+        "fixed: {depth: 8, iterations: 30, eval_every: 15, batch_size: 32}\nseeds: [0, 1, 2]\n"
+    )
+    plan = plan_of(str(study), target_ci=0.4, max_seeds=10)
+    errors = {"shortcut=none": [7.0, 7.5, 6.5, 7.1, 6.9, 7.2, 6.8, 7.0, 7.3, 6.7],
+              "shortcut=A": [6.0, 6.01, 6.02]}  # fmt: skip
+
+    def ledger_of(plan, ended: int) -> Ledger:
+        states = {}
+        for trial in plan.trials:
+            value = errors[trial.arm][trial.seed] if trial.seed < len(errors[trial.arm]) else 7
+            done = trial.seed < ended or trial.seed >= 3
+            states[trial.key] = TrialState(
+                trial.key, trial.arm, Role.TRIAL, f"r{trial.key}",
+                TrialStatus.FINISHED if done else TrialStatus.RUNNING,
+                {"seed": str(trial.seed)}, {"test/error": value / 100},
+            )  # fmt: skip
+        return Ledger(trials=states)
+
+    assert next_round(plan, ledger_of(plan, 2)) == {}  # the first stage has not ended
+    more = next_round(plan, ledger_of(plan, 3))
+    # s0 = 0.5 over 3 seeds: (4.303 * 0.5 / 0.4)^2 = 28.9, capped at 10; the other arm's
+    # spread of 0.01 needs no second stage.
+    assert more == {"shortcut=none": list(range(3, 10))}
+    grown = plan.with_seeds(more)
+    assert next_round(grown, ledger_of(grown, 3)) == {}  # never a third round
+    found = targets(grown, ledger_of(grown, 3))
+    wide = replication.interval(errors["shortcut=none"][:3], errors["shortcut=none"][3:])
+    assert found["shortcut=none"].half_width == pytest.approx(wide.half_width)
+    assert (found["shortcut=none"].seeds, found["shortcut=none"].needed) == (10, 29)
+    assert not found["shortcut=none"].met(0.4) and found["shortcut=A"].met(0.4)
