@@ -1,7 +1,9 @@
 """Seed statistics: mean and spread, t confidence intervals, Welch's test, Holm's
-correction, the power of a comparison (minimum detectable difference, seeds needed) and
-the seeds an arm needs for a confidence interval of a given width. The runner and
-`ablate show` size studies with these same functions.
+correction, the power of the verdicts' test (Welch's at Holm's first level: minimum
+detectable difference, seeds needed) and the seeds an arm needs for a confidence interval
+of a given width with a stated probability. The runner and `ablate show` size studies with
+these same functions; two-stage replication's own statistics are in reports/replication.py,
+and tests/test_calibration.py checks what each promises by simulation.
 
 Seed noise (about 0.5 points on CIFAR-10, docs/paper.md §6) is as large as some of the
 effects ablations look for, so every comparison is a test over seeds, never one run.
