@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from ablations.checkpoints import TrialCheckpoints, has_study, remove_study, storage_uri, study_uri
 from ablations.errors import AblateError
@@ -23,6 +25,7 @@ from ablations.tracking import (
     probe,
     resolve_uri,
 )
+from reports.layout import REPORTS_ROOT, redact, report_store
 
 
 @dataclass(frozen=True)
@@ -173,9 +176,11 @@ def stored(plan: Plan, tracking_uri: str | None, storage: str | None) -> Ledger:
 
 @dataclass(frozen=True)
 class Removal:
-    """What `ablate rm` removes: the study's MLflow experiment and its folder in Ray's
-    storage (checkpoints, Ray's own files). Nothing of another study is touched: each study
-    owns its experiment and its storage folder (ablations/checkpoints.py)."""
+    """What `ablate rm` removes: the study's MLflow experiment, its folder in Ray's storage
+    (checkpoints, Ray's own files) and its report in ./ablate-reports when that report was
+    written from this store. Nothing of another study (or another store's report) is
+    touched: each study owns its experiment and its storage folder
+    (ablations/checkpoints.py)."""
 
     name: str
     uri: str
@@ -183,6 +188,7 @@ class Removal:
     study: StudyIds | None  # None: not in the store
     runs: int
     folder: bool  # the storage holds a folder of the study
+    report: Path | None = None  # its report folder, written from this store
 
     def describe(self) -> str:
         parts = []
@@ -190,6 +196,8 @@ class Removal:
             parts.append(f"the MLflow experiment {self.name} in {self.uri} ({self.runs} runs)")
         if self.folder:
             parts.append(f"{study_uri(self.storage, self.name)} (checkpoints, Ray's files)")
+        if self.report is not None:
+            parts.append(f"its report {self.report}")
         return f"ablate rm {self.name} will remove " + " and ".join(parts)
 
     def run(self) -> str:
@@ -197,6 +205,8 @@ class Removal:
             Store(self.uri).delete_study(self.study)
         if self.folder:
             remove_study(self.storage, self.name)
+        if self.report is not None:
+            shutil.rmtree(self.report, ignore_errors=True)
         return (
             f"removed {self.name}; MLflow keeps deleted runs until `mlflow gc "
             f"--backend-store-uri {self.uri}`"
@@ -220,4 +230,6 @@ def plan_removal(
     folder = has_study(where, name)
     if found is None and not folder:
         raise AblateError(f"no study {name} in the store {uri} nor in the storage {where}")
-    return Removal(name, uri, where, found, runs, folder)
+    report = REPORTS_ROOT.resolve() / name
+    mine = report_store(report) == redact(uri)
+    return Removal(name, uri, where, found, runs, folder, report if mine else None)

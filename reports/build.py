@@ -11,15 +11,27 @@ from mlflow.exceptions import MlflowException
 
 from reports.errors import ReportError
 from reports.fetch import connect, fetch_study, first_line
-from reports.layout import redact
+from reports.layout import REPORTS_ROOT, STORE_MARK, redact, report_store
 from reports.page import Report, render_report
 
-DEFAULT_ROOT = Path("ablate-reports")
 ARTIFACT_PATH = "report"
 
 
 def default_out_dir(experiment_name: str) -> Path:
-    return DEFAULT_ROOT / experiment_name
+    return REPORTS_ROOT / experiment_name
+
+
+def _claim(target: Path, name: str, uri: str) -> None:
+    """Mark `target` as the report of this store's study; a folder holding the report of
+    another store's namesake is refused, never overwritten."""
+    held = report_store(target)
+    if held is not None and held != uri:
+        raise ReportError(
+            f"{target} holds the report of {name} from the store {held}; write this store's "
+            "report elsewhere with --out DIR, or remove that folder"
+        )
+    target.mkdir(parents=True, exist_ok=True)
+    (target / STORE_MARK).write_text(uri + "\n", encoding="utf-8")
 
 
 def write_report(report: Report, out_dir: Path) -> Path:
@@ -50,7 +62,9 @@ def build_report(
     data = fetch_study(experiment_name, tracking_uri)
     report = render_report(data, mlflow_ui_url, generated_at)
     target = Path(out_dir) if out_dir is not None else default_out_dir(experiment_name)
+    uri = redact(tracking_uri or mlflow.get_tracking_uri())
     try:
+        _claim(target, experiment_name, uri)
         index = write_report(report, target)
     except OSError as error:
         raise ReportError(
@@ -60,7 +74,6 @@ def build_report(
         try:
             connect(tracking_uri).log_artifacts(data.info.parent_run_id, str(target), ARTIFACT_PATH)
         except (MlflowException, OSError) as error:
-            uri = redact(tracking_uri or mlflow.get_tracking_uri())
             raise ReportError(
                 f"wrote {index} but could not log it to the parent run in {uri}: "
                 f"{first_line(error)}"

@@ -6,6 +6,7 @@ library only: the command line imports it before anything heavy."""
 from __future__ import annotations
 
 from enum import StrEnum
+from pathlib import Path
 from urllib.error import HTTPError, URLError
 from urllib.parse import urlparse, urlsplit, urlunsplit
 from urllib.request import urlopen
@@ -45,6 +46,12 @@ class Tag(StrEnum):
     VERSION = "ablate.version"
     GIT_DIRTY = "ablate.git_dirty"
     MODEL_SOURCE = "ablate.model_source"
+    # a driver's claim on a study (ablations/lease.py): a run without a role
+    LEASE = "ablate.lease"  # "claim"
+    LEASE_HELD = "ablate.lease_held"  # "true" once the claim won
+    LEASE_HOST = "ablate.lease_host"
+    LEASE_PID = "ablate.lease_pid"
+    LEASE_HEARTBEAT = "ablate.lease_heartbeat"  # epoch milliseconds, the holder's clock
     # MLflow's own
     GIT_COMMIT = "mlflow.source.git.commit"
     NOTE = "mlflow.note.content"
@@ -99,3 +106,16 @@ def server_problem(uri: str) -> str | None:
     except (URLError, OSError) as error:
         return f"cannot reach MLflow server {redact(uri)}: {getattr(error, 'reason', error)}"
     return None
+
+
+# Reports on disk: ./ablate-reports/NAME by default, each folder marked with the store it
+# was read from (redacted), so that two stores' reports of one study never overwrite each
+# other and `ablate rm` knows which folder is the study's.
+REPORTS_ROOT = Path("ablate-reports")
+STORE_MARK = "store.txt"
+
+
+def report_store(folder: Path) -> str | None:
+    """The store a report folder was written from (None: no marked report there)."""
+    mark = Path(folder) / STORE_MARK
+    return mark.read_text(encoding="utf-8").strip() if mark.is_file() else None

@@ -173,3 +173,16 @@ def test_show_plans_each_arm_from_the_prior_when_nothing_is_stored(tmp_path, mon
     assert view["target_plan"]["seeds_per_arm"] == {arm: prior for arm in plan.arms}
     assert not view["target_plan"]["measured"]
     assert not list(tmp_path.glob("*.db"))
+
+
+@pytest.mark.parametrize("argv", [["list"], ["--help"], ["--version"]])
+def test_list_and_help_import_no_torch_ray_or_mlflow(argv):
+    """`ablate list` and `--help` answer at once: nothing they do needs torch, Ray or MLflow
+    (each costs a second or more to import), as -X importtime shows."""
+    code = "import sys; from ablations.cli import main; sys.exit(main())"
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", code, *argv], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines()}
+    assert imported and not imported & {"torch", "ray", "mlflow", "pandas"}, sorted(imported)

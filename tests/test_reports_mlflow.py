@@ -24,7 +24,7 @@ import pytest
 import report_fixtures as rf
 from report_browser import CHROMIUM, chromium, layout_problems, open_report
 
-from reports import ReportError, build_report, fetch, fetch_study, load_study
+from reports import ReportError, build_report, default_out_dir, fetch, fetch_study, load_study
 from reports.data import select_trials
 from reports.fetch import probe_server
 
@@ -571,3 +571,29 @@ def test_the_layout_check_sees_what_a_reader_would_miss(tmp_path):
     assert len(found) == 3, found
     assert found[0].startswith("the answer spans") and "px wide in a 1400 px window" in found[1]
     assert found[2].startswith('label "a very long label')
+
+
+def test_two_stores_reports_of_one_study_never_overwrite_each_other(tmp_path, monkeypatch):
+    """The default folder is the study's; a report of its namesake from another store is
+    refused (naming --out), not written over it; `ablate rm` takes the report it wrote
+    away with the study and leaves the other store's alone."""
+    from ablations.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    spec = rf.complete_study()
+    uris = [f"sqlite:///{(tmp_path / f'{s}.db').resolve()}" for s in ("a", "b")]
+    for uri in uris:
+        rf.write_study(uri, spec, artifact_root=tmp_path / "artifacts" / uri[-4])
+    assert main(["report", spec.name, "--tracking-uri", uris[0]]) == 0
+    page = tmp_path / "ablate-reports" / spec.name / "index.html"
+    first = page.read_bytes()
+    with pytest.raises(ReportError, match=r"holds the report of .* from the store .*a\.db.*--out"):
+        build_report(spec.name, uris[1], default_out_dir(spec.name))
+    assert page.read_bytes() == first
+    assert main(["report", spec.name, "--tracking-uri", uris[1], "--out", "b-report"]) == 0
+    assert (tmp_path / "b-report" / "index.html").is_file()
+
+    assert main(["rm", spec.name, "--tracking-uri", uris[1], "--yes"]) == 0
+    assert page.is_file()  # store a's report stays: not b's to remove
+    assert main(["rm", spec.name, "--tracking-uri", uris[0], "--yes"]) == 0
+    assert not page.parent.exists()
