@@ -74,7 +74,10 @@ def _settings_from(owner: type, args: argparse.Namespace, settings: list, **over
 
 
 def _train_settings(model: str) -> list:
-    """The flags of `ablate train`: the model builder's factors, then the recipe."""
+    """The flags of `ablate train`: the model builder's factors, then the recipe. A builder's
+    module is found in the working folder too, as `ablate run` finds one beside its study."""
+    if model != BUILTIN and os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
     return [*load_builder(model).factors, *settings_of(TrainConfig)]
 
 
@@ -177,8 +180,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ablations import api  # torch, ray, mlflow
 
     request = _request(args)
+    api.refuse_if_running(request, wait=args.wait)
     plan = api.make(request)
-    where = {"tracking_uri": request.tracking_uri, "storage": request.storage}
+    where = {"tracking_uri": request.tracking_uri, "storage": request.storage, "wait": args.wait}
     summary = api.run(plan, **where, address=request.address, progress=not args.quiet)
     print("\n".join(summary.lines()))
     if summary.interrupted:
@@ -270,6 +274,7 @@ def _study_commands(sub) -> None:
     _request_flags(p)
     p.add_argument("--quiet", action="store_true", help="no live progress view")
     p.add_argument("--report", action="store_true", help="write the report when done")
+    p.add_argument("--wait", action="store_true", help="another driver runs it: wait, then resume")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("report", help="write a study's HTML report from MLflow")

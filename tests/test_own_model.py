@@ -222,3 +222,21 @@ seeds: [0]
     assert re.search(why, err), err
     assert not (tmp_path / "m.db").exists() and not (tmp_path / "ablate-results").exists()
     assert time.monotonic() - start < 30
+
+
+def test_ablate_train_finds_a_builder_in_the_working_folder(tmp_path):
+    """`ablate train --model mod:fn` in the module's own folder, as `ablate run` finds one
+    beside its study file: no PYTHONPATH needed."""
+    import os
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "gated.py").write_text(BUILDER)
+    ablate = Path(sys.executable).parent / "ablate"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run(
+        [str(ablate), "train", "--model", "gated:build", "--help"],
+        cwd=tmp_path, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "--gate" in out.stdout and "a factor of gated:build" in out.stdout
