@@ -68,6 +68,12 @@ def count_macs(model: nn.Module, size: int | tuple[int, int], in_channels: int =
 
 def of_config(config, num_classes: int, in_channels: int, size) -> dict[str, int]:
     """`{"params": ..., "macs": ...}` of a trial's model at the data set's image size."""
+    counts = measure(config, num_classes, in_channels, size)
+    return {k: counts[k] for k in ("params", "macs")}
+
+
+def measure(config, num_classes: int, in_channels: int, size) -> dict[str, int]:
+    """of_config's counts and the model's BatchNorm layers (`batchnorm_layers`)."""
     factors = tuple(sorted(config.factors.items()))
     size = size if isinstance(size, int) else tuple(size)
     return dict(_counted(config.model, factors, num_classes, in_channels, size))
@@ -85,7 +91,9 @@ def _counted(model: str, factors: tuple, num_classes: int, in_channels: int, siz
         try:
             net = load_builder(model).build(num_classes, in_channels, dict(factors))
             _one_step(net, num_classes, torch.randn(2, in_channels, h, w))
-            return (("params", count_params(net)), ("macs", count_macs(net, size, in_channels)))
+            norms = sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
+            macs = count_macs(net, size, in_channels)
+            return (("params", count_params(net)), ("macs", macs), ("batchnorm_layers", norms))
         except ModelError as err:
             raise ModelError(f"the model does not train on {shape}: {err}") from None
         except ResnetError:
