@@ -9,6 +9,7 @@ import os
 from ablations.errors import AblateError
 from ablations.placement import Resources
 from ablations.signals import stop_on_sigterm
+from resnet.errors import one_line
 
 _shipped: tuple[str, ...] | None = None  # what our Ray job ships; None: not started here
 
@@ -48,10 +49,7 @@ def init_ray(address: str | None = None, ship: tuple[str, ...] = ()) -> None:
         _shipped = tuple(ship)
     except (ConnectionError, RuntimeError) as err:
         cause = err.__cause__ or err
-        reason = " ".join(str(cause).split())[:300]
-        raise AblateError(
-            f"cannot reach the Ray cluster at {address}: {type(cause).__name__}: {reason}"
-        ) from None
+        raise AblateError(f"cannot reach the Ray cluster at {address}: {one_line(cause)}") from None
     # ray.init installs a SIGTERM handler that aborts the process: SIGTERM (a scheduler,
     # `kill`) stops like Ctrl-C instead (ablations/__init__.py).
     stop_on_sigterm()

@@ -17,6 +17,7 @@ from pathlib import Path
 from ablations.checkpoints import TrialCheckpoints, study_uri, trial_folder
 from ablations.environment import environment
 from ablations.events import Evaluation, Final, Progress, Saved, Start, TrialJob, encode
+from resnet.errors import ResnetError, one_line
 
 PROGRESS_EVERY = 5.0  # seconds between progress reports of a one-replica trial
 GROUP_RESTARTS = 2  # restarts of a replica group after one of its replicas died
@@ -154,11 +155,9 @@ def _reason(err: BaseException) -> str:
     """The error in one line: its type and message, and where it came from when the
     message alone does not say (an unexpected error)."""
     from resnet.checkpoint import CheckpointLost
-    from resnet.errors import ResnetError
 
-    text = " ".join(str(err).split())
     if isinstance(err, ResnetError | OSError | CheckpointLost):
-        return f"{type(err).__name__}: {text}"
+        return one_line(err, None)
     frame = traceback.extract_tb(err.__traceback__)[-1] if err.__traceback__ else None
     where = f" (at {Path(frame.filename).name}:{frame.lineno})" if frame else ""
-    return f"{type(err).__name__}: {text}{where}"
+    return f"{one_line(err, None)}{where}"

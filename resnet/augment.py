@@ -65,16 +65,21 @@ def crop_flip(x: Tensor, top: Tensor, left: Tensor, flips: Tensor, pad: int) -> 
     return out.view(b, c, h, w) * inside[:, None].to(x.dtype)
 
 
+def share(n: int, rank: int, replicas: int) -> slice:
+    """The contiguous part [rank*n/R, (rank+1)*n/R) of n items that one of R data-parallel
+    replicas takes: its slice of a global batch, or of a split it evaluates (shares of an
+    uneven split differ by one item)."""
+    return slice(rank * n // replicas, (rank + 1) * n // replicas)
+
+
 def shard(batch_size: int, rank: int, replicas: int) -> slice:
-    """The contiguous part [rank*b/R, (rank+1)*b/R) of a global batch of b that one of R
-    data-parallel replicas trains on."""
+    """A replica's share of a global batch, which must split evenly."""
     if replicas < 1 or not 0 <= rank < replicas or batch_size % replicas:
         raise DataError(
             f"batch_size={batch_size} must split evenly over replicas={replicas}, and rank="
             f"{rank} be in [0, {replicas})"
         )
-    part = batch_size // replicas
-    return slice(rank * part, (rank + 1) * part)
+    return share(batch_size, rank, replicas)
 
 
 class ResidentBatches:

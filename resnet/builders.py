@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from resnet.errors import ResnetError, SpecError
+from resnet.errors import ResnetError, SpecError, one_line
 from resnet.settings import Setting, check, settings_of, typed
 
 BUILTIN = "resnet.spec:resnet"
@@ -62,9 +62,8 @@ class Builder:
         except ResnetError:
             raise
         except Exception as err:  # noqa: BLE001 - the user's code: any error, in one line
-            text = " ".join(str(err).split())
             raise ModelError(
-                f"model {self.ref} failed to build with {factors}: {type(err).__name__}: {text}"
+                f"model {self.ref} failed to build with {factors}: {one_line(err)}"
             ) from None
         if not isinstance(model, nn.Module):
             raise ModelError(f"model {self.ref} returned {type(model).__name__}, not an nn.Module")
@@ -111,10 +110,7 @@ def load_builder(ref: str) -> Builder:
     try:
         module = importlib.import_module(module_name)
     except Exception as err:  # noqa: BLE001 - ImportError, or the module's own error
-        text = " ".join(str(err).split())
-        raise ModelError(
-            f"model {ref}: cannot import {module_name} ({type(err).__name__}: {text})"
-        ) from None
+        raise ModelError(f"model {ref}: cannot import {module_name} ({one_line(err)})") from None
     fn = getattr(module, name, None)
     if not callable(fn):
         raise ModelError(f"model {ref}: {module_name} has no function {name}")

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from resnet.errors import ModelError, ResnetError
+from resnet.errors import ModelError, ResnetError, one_line
 from resnet.model import build
 from resnet.spec import ModelSpec
 
@@ -99,9 +99,8 @@ def _counted(model: str, factors: tuple, num_classes: int, in_channels: int, siz
         except ResnetError:
             raise
         except Exception as err:  # noqa: BLE001 - a user's model may fail any way: one line
-            text = " ".join(str(err).split())[:300]
             raise ModelError(
-                f"the model does not train on {shape}: {type(err).__name__}: {text}{_where(err)}"
+                f"the model does not train on {shape}: {one_line(err)}{_where(err)}"
             ) from None
 
 

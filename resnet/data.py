@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from resnet.config import DatasetInfo
-from resnet.errors import DataError
+from resnet.errors import DataError, one_line
 from resnet.folder import cached_decode, image_size, is_small, scan_folder
 from resnet.streaming import Reader, StreamingSplits
 
@@ -106,7 +106,7 @@ def ensure_available(
             cls(root=tmp, train=True, download=True)
             cls(root=tmp, train=False, download=True)
         except Exception as e:  # any network or archive failure ends the same way
-            reason = f"offline? {type(e).__name__}: {e}".splitlines()[0][:160]
+            reason = f"offline? {one_line(e, 140)}"
             raise _cifar_missing(name, data_dir, reason) from None
         data_dir.mkdir(parents=True, exist_ok=True)
         folder = cls.base_folder

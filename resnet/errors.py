@@ -28,3 +28,10 @@ class CheckpointMismatch(ResnetError):
 
 class ModelError(ResnetError):
     """A model builder whose model cannot train on the data set's inputs."""
+
+
+def one_line(err: BaseException, limit: int | None = 300) -> str:
+    """`Type: message` of an error on one line, at most `limit` characters of message (None:
+    all of it): how an error that is not ours (a user's model, a library) is shown."""
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text[:limit]}"

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from resnet.augment import _as_channel_tensor, normalize, shard
+from resnet.augment import _as_channel_tensor, normalize, shard, share
 from resnet.errors import DataError
 from resnet.folder import _as_tensor, _decode_one, _decoders
 
@@ -193,7 +193,7 @@ def streaming_eval(
     if split not in ("train", "val", "test"):
         raise DataError(f"split {split!r}; allowed: train, val, test")
     samples = getattr(splits, f"{split}_samples")
-    samples = samples[rank * len(samples) // replicas : (rank + 1) * len(samples) // replicas]
+    samples = samples[share(len(samples), rank, replicas)]
     if limit is not None:
         samples, batch_size = samples[:limit], limit
     reader = Reader(splits.root, device, threads, (splits.mean, splits.std))

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from resnet.augment import ResidentBatches, eval_batches, normalize
+from resnet.augment import ResidentBatches, eval_batches, normalize, share
 from resnet.checkpoint import Checkpoints, FolderCheckpoints
 from resnet.complexity import count_macs, count_params
 from resnet.config import TrainConfig
@@ -241,12 +241,12 @@ def _data_on_device(
             **part,
         )
 
-        def share(x: torch.Tensor) -> torch.Tensor:
+        def mine(x: torch.Tensor) -> torch.Tensor:
             # Each replica evaluates its contiguous share; evaluate() sums the shares.
-            return x[rank * len(x) // replicas : (rank + 1) * len(x) // replicas].to(device)
+            return x[share(len(x), rank, replicas)].to(device)
 
-        val = share(data.val_x), share(data.val_y)
-        test = share(data.test_x), share(data.test_y)
+        val = mine(data.val_x), mine(data.val_y)
+        test = mine(data.test_x), mine(data.test_y)
 
         def eval_sets():
             return [eval_batches(*s, EVAL_BATCH, data.mean, data.std) for s in (val, test)]
