@@ -284,7 +284,17 @@ def cost_plot(trials: pd.DataFrame, cost: str, factors: Sequence[str]) -> go.Fig
     done = done[np.isfinite(done["x"]) & np.isfinite(done["y"])]
     if done.empty:
         return None
-    order = _ordered_arms(done, factors)
+    fig = go.Figure(data=_cost_traces(done, _ordered_arms(done, factors)))
+    axis = COST_AXES.get(cost, cost)
+    log = done["x"].min() > 0 and done["x"].max() / done["x"].min() > 8
+    fig.update_xaxes(title_text=axis, type="log" if log else "linear")
+    fig.update_yaxes(title_text="final test error (%)")
+    return _layout(fig, 440, f"Final test error against {axis} (dots: seeds; ◆: arm means)")
+
+
+def _cost_traces(done: pd.DataFrame, order: list[str]) -> list[go.Scatter]:
+    """The seeds' dots and the arms' diamonds of cost_plot: a pair of traces per arm (its
+    legend entry), or two in all past MAX_LEGEND_ARMS arms."""
     colors = {arm: _color(i) for i, arm in enumerate(order)}
     means = done.groupby("arm")[["x", "y"]].mean().loc[order]
     counts = done.groupby("arm").size().loc[order]
@@ -319,23 +329,11 @@ def cost_plot(trials: pd.DataFrame, cost: str, factors: Sequence[str]) -> go.Fig
             hovertemplate=mean_hover,
         )
 
-    if legend:
-        traces = [
-            trace
-            for arm in order
-            for trace in (
-                seeds(done[done["arm"] == arm], colors[arm], arm),
-                mean([arm], colors[arm], arm),
-            )
-        ]
-    else:
-        traces = [
+    if not legend:
+        return [
             seeds(done, done["arm"].map(colors).tolist(), None),
             mean(order, [colors[a] for a in order], "arm mean"),
         ]
-    fig = go.Figure(data=traces)
-    axis = COST_AXES.get(cost, cost)
-    log = done["x"].min() > 0 and done["x"].max() / done["x"].min() > 8
-    fig.update_xaxes(title_text=axis, type="log" if log else "linear")
-    fig.update_yaxes(title_text="final test error (%)")
-    return _layout(fig, 440, f"Final test error against {axis} (dots: seeds; ◆: arm means)")
+    pairs = [(seeds(done[done["arm"] == arm], colors[arm], arm), mean([arm], colors[arm], arm))
+             for arm in order]  # fmt: skip
+    return [trace for pair in pairs for trace in pair]
