@@ -19,11 +19,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ablations import cluster
+from ablations import cluster, lease
 from ablations.plan import Plan, Request, make_plan
 from ablations.runner import RunOptions, RunSummary, run_study
 from ablations.study import experiment_name
-from ablations.tracking import probe, resolve_uri
+from ablations.tracking import existing, probe, resolve_uri
 from reports import build_report
 
 
@@ -31,6 +31,17 @@ def make(request: Request) -> Plan:
     """The checked plan of a request (what `ablate show` and `ablate run` make): placed on
     the Ray cluster it names (joined to count its resources), else on this machine."""
     return make_plan(request, cluster.resources(request.address))
+
+
+def refuse_if_running(request: Request, wait: bool = False) -> None:
+    """`ablate run` of a study another driver runs refuses in seconds, before its plan is
+    made (the lease is taken later, once the plan is checked); `wait`: it will wait."""
+    if wait:
+        return
+    uri = resolve_uri(request.tracking_uri)
+    probe(uri)
+    name = experiment_name(request.study, request.preset)
+    lease.refuse_if_running(existing(uri), name)
 
 
 def plan_study(
@@ -74,11 +85,13 @@ def run(
     storage: str | None = None,
     address: str | None = None,
     progress: bool = False,
+    wait: bool = False,
 ) -> RunSummary:
     """Run a plan (resumes what the store already holds of it) and return its summary.
     `storage`: Ray's storage for checkpoints (a folder or a bucket URI); `address`: a Ray
-    cluster (default RAY_ADDRESS, else a local Ray)."""
-    return run_study(plan, RunOptions(tracking_uri, storage, progress, address))
+    cluster (default RAY_ADDRESS, else a local Ray); `wait`: when another driver runs the
+    study, wait for it to end (then run what it left) instead of refusing."""
+    return run_study(plan, RunOptions(tracking_uri, storage, progress, address, wait))
 
 
 def report(

@@ -58,6 +58,7 @@ def describe(plan: Plan, ledger: Ledger) -> dict:
         "placement": plan.placement.describe(),
         "at_once": plan.placement.at_once,
         "total_training_macs": sum(r["training_macs"] for r in rows),
+        "running": ledger.running,  # "" unless another driver runs it now
     }
 
 
@@ -159,6 +160,8 @@ def render(view: dict) -> str:
         f"{view['seeds']} = {len(view['trials'])} trials",
     ]
     lines += [f"note: {note}" for note in view["notes"]]
+    if view["running"]:
+        lines.append(f"running now {view['running']}: `ablate run` refuses it (or --wait)")
     first = view["trials"][0]["settings"]
     lines.append(
         f"batch {first['batch_size']}, BatchNorm over {first['bn_batch']} images (bn_batch), "

@@ -10,6 +10,7 @@ import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from ablations import lease
 from ablations.checkpoints import TrialCheckpoints, has_study, remove_study, storage_uri, study_uri
 from ablations.errors import AblateError
 from ablations.plan import Plan
@@ -61,6 +62,7 @@ class TrialState:
 class Ledger:
     trials: dict[str, TrialState] = field(default_factory=dict)  # role trial, by key
     tuning: tuple[TrialState, ...] = ()  # role tune
+    running: str = ""  # where another driver runs the study now ("on HOST (process N) since T")
 
     def done(self, key: str) -> bool:
         state = self.trials.get(key)
@@ -171,7 +173,9 @@ def stored(plan: Plan, tracking_uri: str | None, storage: str | None) -> Ledger:
         return Ledger()
     store.check_study(record(plan))
     found = store.find_study(plan.experiment)
-    return read(store, found, storage_uri(storage)) if found else Ledger()
+    ledger = read(store, found, storage_uri(storage)) if found else Ledger()
+    running = lease.holder(store, plan.experiment)
+    return replace(ledger, running=running.where()) if running else ledger
 
 
 @dataclass(frozen=True)
@@ -193,7 +197,8 @@ class Removal:
     def describe(self) -> str:
         parts = []
         if self.study is not None:
-            parts.append(f"the MLflow experiment {self.name} in {self.uri} ({self.runs} runs)")
+            shown = redact(self.uri)
+            parts.append(f"the MLflow experiment {self.name} in {shown} ({self.runs} runs)")
         if self.folder:
             parts.append(f"{study_uri(self.storage, self.name)} (checkpoints, Ray's files)")
         if self.report is not None:
@@ -209,7 +214,7 @@ class Removal:
             shutil.rmtree(self.report, ignore_errors=True)
         return (
             f"removed {self.name}; MLflow keeps deleted runs until `mlflow gc "
-            f"--backend-store-uri {self.uri}`"
+            f"--backend-store-uri {redact(self.uri)}`"
         )
 
 
@@ -223,13 +228,19 @@ def plan_removal(
     where = storage_uri(storage)
     store = existing(uri)
     found = store.find_study(name) if store is not None else None
+    if found is not None and (running := lease.holder(store, name)) is not None:
+        raise AblateError(
+            f"study {name} is running {running.where()}: stop it first (kill {running.pid}); "
+            f"a driver that died leaves a lease that expires after {lease.timeout_s():g} s"
+        )
     runs = 0
     if found is not None:
         ledger = read(store, found)
         runs = 1 + len(ledger.trials) + len(ledger.tuning)  # the parent and its children
     folder = has_study(where, name)
     if found is None and not folder:
-        raise AblateError(f"no study {name} in the store {uri} nor in the storage {where}")
+        shown = redact(uri)
+        raise AblateError(f"no study {name} in the store {shown} nor in the storage {where}")
     report = REPORTS_ROOT.resolve() / name
     mine = report_store(report) == redact(uri)
     return Removal(name, uri, where, found, runs, folder, report if mine else None)

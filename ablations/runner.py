@@ -22,10 +22,12 @@ from ablations.checkpoints import storage_uri
 from ablations.environment import code_version
 from ablations.errors import AblateError
 from ablations.events import METRIC, TrialJob
+from ablations.lease import Lease
 from ablations.plan import Plan
 from ablations.progress import StudyView
 from ablations.tracker import Tracker, TuningTracker
 from ablations.tracking import Store, StudyIds, TrialStatus, probe, resolve_uri
+from reports.layout import redact
 
 
 @dataclass
@@ -34,6 +36,7 @@ class RunOptions:
     storage: str | None = None  # Ray's storage: a folder, or a bucket URI every node reaches
     progress: bool = True
     address: str | None = None  # a Ray cluster; None: RAY_ADDRESS, else a local Ray
+    wait: bool = False  # another driver runs the study: wait for it to end, not refuse
 
 
 @dataclass(frozen=True)
@@ -122,9 +125,15 @@ def run_study(plan: Plan, options: RunOptions) -> RunSummary:
     ensure_data(plan)
     store = Store(uri)
     store.check_study(ledgers.record(plan))
-    # Everything above only read; from here on the store is written.
+    with Lease(store, plan.experiment, wait=options.wait):
+        return _run_leased(plan, options, store, storage)
+
+
+def _run_leased(plan: Plan, options: RunOptions, store: Store, storage: str) -> RunSummary:
+    """The study, while this driver holds its lease (ablations/lease.py)."""
+    # Everything before the lease only read; from here on the study is written.
     study = store.open_study(ledgers.record(plan), code_version(plan.model))
-    summary = RunSummary(plan.experiment, uri)
+    summary = RunSummary(plan.experiment, redact(store.uri))
     ledger = ledgers.read(store, study)
     if plan.nuisance is not None:
         best = tune_arms(plan, store, study, ledger, storage, options)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ablations.errors import AblateError
-from reports.layout import Role, Tag, TrialStatus, server_problem
+from reports.layout import Role, Tag, TrialStatus, redact, server_problem
 
 REASON_LIMIT = 5000  # MLflow keeps tag values up to 8000 characters
 
@@ -44,6 +44,9 @@ def probe(uri: str) -> None:
         problem = server_problem(uri)
         if problem:
             raise AblateError(f"{problem}; start it, or drop --tracking-uri to use ./mlflow.db")
+        _probe_login(uri)
+    elif uri.startswith(("postgresql", "mysql")):
+        _probe_database(uri)
     elif uri.startswith("sqlite:///") and not _db(uri).parent.is_dir():
         raise AblateError(
             f"tracking store folder {_db(uri).parent} does not exist; create it or "
@@ -53,6 +56,67 @@ def probe(uri: str) -> None:
         raise AblateError(
             f"tracking URI {uri!r}: use sqlite:///PATH, http(s)://HOST:PORT or file:PATH"
         )
+
+
+def refusal(err: BaseException, uri: str) -> AblateError | None:
+    """A server's refusal of the login or of a permission, as one line (None: another
+    error). MLflow's basic-auth app takes the login from MLFLOW_TRACKING_USERNAME and
+    MLFLOW_TRACKING_PASSWORD; the password never appears here."""
+    code = getattr(err, "error_code", "")
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME", "")
+    if code == "UNAUTHENTICATED":
+        who = f"user {user!r} and the password given" if user else "no user name"
+        return AblateError(
+            f"MLflow server {redact(uri)} refused the login ({who}): set "
+            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to a login of that server"
+        )
+    if code == "PERMISSION_DENIED":
+        return AblateError(
+            f"MLflow server {redact(uri)}: user {user!r} has no permission for this "
+            f"({' '.join(str(err).split())[:160]}); ask its admin for EDIT (to run) or READ"
+        )
+    return None
+
+
+def _probe_login(uri: str) -> None:
+    """One authenticated read: a wrong password or a user without permission to read is
+    refused here, before anything is written."""
+    from mlflow.tracking import MlflowClient
+
+    try:
+        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+    except Exception as err:  # noqa: BLE001 - refusals in one line, the rest as they are
+        if (refused := refusal(err, uri)) is not None:
+            raise refused from None
+        raise AblateError(f"MLflow server {redact(uri)}: {_first_line(err)}") from None
+
+
+def _probe_database(uri: str) -> None:
+    """Connect once, with a short timeout: a database that is down, a wrong password or a
+    missing driver is one line here, before MLflow's retries and migrations."""
+    import sqlalchemy
+
+    args = {"connect_timeout": 10} if uri.startswith("postgresql") else {}
+    try:
+        engine = sqlalchemy.create_engine(uri, connect_args=args, poolclass=sqlalchemy.NullPool)
+    except ModuleNotFoundError as err:
+        raise AblateError(
+            f"tracking URI {redact(uri)} needs the database driver {err.name}: "
+            "pip install 'ablate[server]'"
+        ) from None
+    try:
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text("SELECT 1"))
+    except Exception as err:  # noqa: BLE001 - the driver's own types: all mean the same
+        raise AblateError(f"cannot use database {redact(uri)}: {_first_line(err)}") from None
+    finally:
+        engine.dispose()
+
+
+def _first_line(err: BaseException) -> str:
+    """An error's message, one line, no password of the URI in it."""
+    lines = [line.strip() for line in str(getattr(err, "orig", None) or err).splitlines()]
+    return next((line for line in lines if line), type(err).__name__)[:300]
 
 
 def existing(uri: str) -> Store | None:
@@ -66,8 +130,8 @@ class _Retrying:
     """An MlflowClient whose every call is retried on SQLite's 'database is locked'
     (another study writing)."""
 
-    def __init__(self, client, attempts: int = 8):
-        self._client, self._attempts = client, attempts
+    def __init__(self, client, attempts: int = 8, uri: str = ""):
+        self._client, self._attempts, self._uri = client, attempts, uri
 
     def __getattr__(self, name: str):
         method = getattr(self._client, name)
@@ -77,6 +141,8 @@ class _Retrying:
                 try:
                     return method(*args, **kwargs)
                 except Exception as err:  # noqa: BLE001 - only lock errors are retried
+                    if (refused := refusal(err, self._uri)) is not None:
+                        raise refused from None
                     if "locked" not in str(err).lower() or i == self._attempts - 1:
                         raise
                     time.sleep(0.05 * 2**i + random.random() * 0.05)
@@ -180,7 +246,7 @@ class Store:
 
         self.uri = uri
         with creating_tables(uri):
-            self.client = _Retrying(MlflowClient(tracking_uri=uri))
+            self.client = _Retrying(MlflowClient(tracking_uri=uri), uri=uri)
 
     # -- the study: experiment and parent run ---------------------------------------------
     def _study(self, name: str) -> tuple:
@@ -212,7 +278,7 @@ class Store:
             return
         changed = self._changes(parent.info.run_id, record.definition)
         raise AblateError(
-            f"the store {self.uri} holds study {record.name} with another definition "
+            f"the store {redact(self.uri)} holds study {record.name} with another definition "
             f"({changed}); use another --tracking-uri, or rename the study"
         )
 
@@ -230,16 +296,8 @@ class Store:
     def open_study(self, record: StudyRecord, code: CodeVersion) -> StudyIds:
         """Get or create the study's experiment and parent run (the first write of a run)."""
         self.check_study(record)
-        exp, parent = self._study(record.name)
-        if exp is None:
-            location = None
-            if self.uri.startswith("sqlite:///"):
-                # Beside the database, not relative to whichever process's cwd writes first.
-                location = (_db(self.uri).parent / "mlartifacts" / record.name).as_uri()
-            exp_id = self.client.create_experiment(record.name, artifact_location=location)
-        else:
-            exp_id = exp.experiment_id
-        self.client.set_experiment_tag(exp_id, "mlflow.experimentKind", "custom_model_development")
+        _, parent = self._study(record.name)
+        exp_id = self.experiment_id(record.name)
         self.client.set_experiment_tag(exp_id, Tag.NOTE, record.question)
         parent_id = parent.info.run_id if parent else self._create_parent(exp_id, record, code)
         tags = {Tag.REPLICATION: record.replication}
@@ -247,6 +305,27 @@ class Store:
             tags |= {Tag.TARGET_CI: str(record.target_ci), Tag.MAX_SEEDS: str(record.max_seeds)}
         self.set_tags(parent_id, {**tags, **code.tags(f"ablate run {record.name}")})
         return StudyIds(record.name, exp_id, parent_id)
+
+    def experiment_id(self, name: str) -> str:
+        """The study's experiment, created if absent (two drivers creating it at once: the
+        second finds the first's). Its kind is written either way: a writer without
+        permission learns so here, before anything else of the study is written."""
+        exp = self.client.get_experiment_by_name(name)
+        if exp is None:
+            location = None
+            if self.uri.startswith("sqlite:///"):
+                # Beside the database, not relative to whichever process's cwd writes first.
+                location = (_db(self.uri).parent / "mlartifacts" / name).as_uri()
+            try:
+                exp_id = self.client.create_experiment(name, artifact_location=location)
+            except Exception:
+                if (exp := self.client.get_experiment_by_name(name)) is None:
+                    raise
+                exp_id = exp.experiment_id
+        else:
+            exp_id = exp.experiment_id
+        self.client.set_experiment_tag(exp_id, "mlflow.experimentKind", "custom_model_development")
+        return exp_id
 
     def _create_parent(self, exp_id: str, record: StudyRecord, code: CodeVersion) -> str:
         tags = {

@@ -13,10 +13,12 @@ import subprocess
 import sys
 import time
 
+from ablations import lease
 from ablations.errors import AblateError
 from ablations.study import experiment_name
-from ablations.tracking import existing, resolve_uri
+from ablations.tracking import existing, probe, resolve_uri
 from reports.html import MODEL_TRAINING, experiment_url
+from reports.layout import redact
 
 HOST = "127.0.0.1"
 
@@ -27,6 +29,9 @@ def serve(study: str | None, preset: str | None, tracking_uri: str | None, port:
     there and a port that is taken."""
     experiment = experiment_name(study, preset) if study else None
     uri = resolve_uri(tracking_uri)
+    shown = redact(uri)
+    if not uri.startswith("sqlite:///"):
+        probe(uri)  # a server or database that does not answer, or refuses the login
     store = existing(uri)
     if store is None:
         raise AblateError(
@@ -36,7 +41,16 @@ def serve(study: str | None, preset: str | None, tracking_uri: str | None, port:
     studies = store.studies()
     if experiment is not None and experiment not in studies:
         there = ", ".join(studies) or "none"
-        raise AblateError(f"no study {experiment} in the store {uri}; studies there: {there}")
+        raise AblateError(f"no study {experiment} in the store {shown}; studies there: {there}")
+    running = lease.holder(store, experiment) if experiment is not None else None
+    if uri.startswith(("http://", "https://")):
+        # The lab's tracking server already serves the UI: open it, start nothing.
+        url = uri.rstrip("/")
+        where = f"{url}/#/experiments?{MODEL_TRAINING}"
+        if experiment is not None:
+            where = experiment_url(url, studies[experiment]) or where
+        print(f"MLflow UI of {shown}: {where}{_running(experiment, running)}", flush=True)
+        return 0
     if not 0 < port < 65536:
         raise AblateError(f"--port {port}: use a TCP port number, 1-65535")
     if not _port_free(port):
@@ -44,19 +58,27 @@ def serve(study: str | None, preset: str | None, tracking_uri: str | None, port:
             f"port {port} on {HOST} is in use (another `ablate ui` or server?); "
             "stop it or choose another with --port"
         )
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri]
-    cmd += ["--host", HOST, "--port", str(port)]
+    # The store by environment, not argument: a database URI's password stays out of `ps`.
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--host", HOST, "--port", str(port)]
     address = f"http://{HOST}:{port}"
     where = f"{address}/#/experiments?{MODEL_TRAINING}"
     held = f", which holds {len(studies)} studies ({', '.join(studies) or 'none yet'})"
     if experiment is not None:
         where, held = experiment_url(address, studies[experiment]) or where, ""
-    print(f"MLflow UI for {uri}{held}: {where} (Ctrl-C stops it)", flush=True)
-    proc = subprocess.Popen(cmd, start_new_session=True)
+    print(f"MLflow UI for {shown}{held}: {where} (Ctrl-C stops it)", flush=True)
+    if running is not None:
+        print(_running(experiment, running).removeprefix("; "), flush=True)
+    env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": uri}
+    proc = subprocess.Popen(cmd, start_new_session=True, env=env)
     try:
         return proc.wait()
     finally:
         _stop(proc)
+
+
+def _running(experiment: str | None, running) -> str:
+    """`; study X is running on HOST ...`, or nothing."""
+    return f"; study {experiment} is running {running.where()}" if running else ""
 
 
 def _port_free(port: int) -> bool:
