@@ -110,14 +110,10 @@ def train(
     callback: Callback | None = None,
     checkpoints: Checkpoints | str | Path | None = None,
     data: ImageSplits | StreamingSplits | None = None,
-    *,
-    checkpoint_dir: str | Path | None = None,
 ) -> TrainResult:
     """Train one model with `config`; resume from `checkpoints` (a `Checkpoints`, or a
     folder) when they hold a state of the same settings."""
     cb = callback or Callback()
-    if checkpoints is None:
-        checkpoints = checkpoint_dir
     if isinstance(checkpoints, str | Path):
         checkpoints = FolderCheckpoints(checkpoints)
     device = resolve_device(config.device)

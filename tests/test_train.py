@@ -122,11 +122,11 @@ def test_resume_is_bit_identical_to_training_straight_through(digits, tmp_path):
     # Checkpoints every 2 iterations, so the stop at 6 lands between evaluations (at 3, 6,
     # 9) too: accumulators and data order must survive a mid-window stop.
     cfg = TrainConfig(**TINY, checkpoint_every=2)
-    straight = train(cfg, checkpoint_dir=tmp_path / "a", data=digits)
-    first = train(cfg, Recorder(stop_at=5), checkpoint_dir=tmp_path / "b", data=digits)
+    straight = train(cfg, checkpoints=tmp_path / "a", data=digits)
+    first = train(cfg, Recorder(stop_at=5), checkpoints=tmp_path / "b", data=digits)
     assert first.status == "stopped" and first.iterations == 5
     resumed_rec = Recorder()
-    resumed = train(cfg, resumed_rec, checkpoint_dir=tmp_path / "b", data=digits)
+    resumed = train(cfg, resumed_rec, checkpoints=tmp_path / "b", data=digits)
     assert resumed_rec.started["resumed_from"] == 5
     assert resumed.status == "finished"
     a = checkpoint.FolderCheckpoints(tmp_path / "a").load()["model"]
@@ -139,14 +139,14 @@ def test_resume_is_bit_identical_to_training_straight_through(digits, tmp_path):
 
 def test_truncated_newest_checkpoint_falls_back_with_warning(digits, tmp_path):
     cfg = TrainConfig(**TINY)
-    train(cfg, Recorder(stop_at=9), checkpoint_dir=tmp_path, data=digits)
+    train(cfg, Recorder(stop_at=9), checkpoints=tmp_path, data=digits)
     kept = checkpoint.FolderCheckpoints(tmp_path).found()
     assert [Path(f).name for _, f in kept] == ["iteration-000000009", "iteration-000000006"]
     newest = Path(kept[0][1]) / checkpoint.STATE_FILE
     newest.write_bytes(newest.read_bytes()[:100])
     rec = Recorder()
     with pytest.warns(RuntimeWarning, match="unreadable"):
-        result = train(cfg, rec, checkpoint_dir=tmp_path, data=digits)
+        result = train(cfg, rec, checkpoints=tmp_path, data=digits)
     assert rec.started["resumed_from"] == 6 and result.status == "finished"
 
 
@@ -233,9 +233,9 @@ def test_a_missing_gpu_is_a_device_error_not_a_data_error(digits):
 def test_checkpoint_of_other_settings_is_refused_by_its_own_error(digits, tmp_path):
     from resnet.errors import CheckpointMismatch, DataError
 
-    train(TrainConfig(**TINY), Recorder(stop_at=3), checkpoint_dir=tmp_path, data=digits)
+    train(TrainConfig(**TINY), Recorder(stop_at=3), checkpoints=tmp_path, data=digits)
     with pytest.raises(CheckpointMismatch, match="belongs to other settings") as err:
-        train(TrainConfig(**{**TINY, "lr": 0.05}), checkpoint_dir=tmp_path, data=digits)
+        train(TrainConfig(**{**TINY, "lr": 0.05}), checkpoints=tmp_path, data=digits)
     assert not isinstance(err.value, DataError)
 
 
@@ -245,13 +245,13 @@ def test_checkpoint_from_other_model_code_is_refused_in_one_line(digits, tmp_pat
     from resnet.checkpoint import STATE_FILE, FolderCheckpoints
     from resnet.errors import CheckpointMismatch
 
-    train(TrainConfig(**TINY), Recorder(stop_at=3), checkpoint_dir=tmp_path, data=digits)
+    train(TrainConfig(**TINY), Recorder(stop_at=3), checkpoints=tmp_path, data=digits)
     newest = Path(FolderCheckpoints(tmp_path).found()[0][1]) / STATE_FILE
     saved = torch.load(newest, weights_only=True)
     saved["model"]["stages.0.0.layers.0.extra.weight"] = torch.ones(3)
     torch.save(saved, newest)
     with pytest.raises(CheckpointMismatch, match="do not fit this model") as err:
-        train(TrainConfig(**TINY), checkpoint_dir=tmp_path, data=digits)
+        train(TrainConfig(**TINY), checkpoints=tmp_path, data=digits)
     assert "extra.weight" in str(err.value) and "\n" not in str(err.value)
 
 
@@ -322,8 +322,8 @@ def test_graph_step_keeps_state_in_place_and_resumes_exactly(digits, tmp_path):
 
     cfg = TrainConfig(**TINY, step="graph", checkpoint_every=2)
     straight = train(cfg, data=digits)
-    train(cfg, Recorder(stop_at=5), checkpoint_dir=tmp_path, data=digits)
-    resumed = train(cfg, checkpoint_dir=tmp_path, data=digits)
+    train(cfg, Recorder(stop_at=5), checkpoints=tmp_path, data=digits)
+    resumed = train(cfg, checkpoints=tmp_path, data=digits)
     strip = lambda h: [{k: v for k, v in r.items() if k != "images_per_s"} for r in h]  # noqa: E731
     assert strip(resumed.history) == strip(straight.history)
 
@@ -371,10 +371,10 @@ def test_large_image_folder_streams_trains_and_resumes(tmp_path):
         eval_every=2,
         val_size=2,
     )
-    first = train(cfg, Recorder(stop_at=3), checkpoint_dir=tmp_path / "ck")
+    first = train(cfg, Recorder(stop_at=3), checkpoints=tmp_path / "ck")
     assert first.status == "stopped" and first.iterations == 3
     rec = Recorder()
-    result = train(cfg, rec, checkpoint_dir=tmp_path / "ck")
+    result = train(cfg, rec, checkpoints=tmp_path / "ck")
     assert rec.started["resumed_from"] == 3 and result.status == "finished"
     assert [r["iteration"] for r in result.history] == [2, 4]
     assert all(0 <= r["test/error"] <= 1 for r in result.history)
