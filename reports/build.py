@@ -72,7 +72,10 @@ def build_report(
         ) from error
     if log_to_mlflow and data.info.parent_run_id:
         try:
-            connect(tracking_uri).log_artifacts(data.info.parent_run_id, str(target), ARTIFACT_PATH)
+            client = connect(tracking_uri)
+            for path in sorted(target.iterdir()):
+                if path.is_file() and path.name != STORE_MARK:  # the mark is the folder's
+                    client.log_artifact(data.info.parent_run_id, str(path), ARTIFACT_PATH)
         except (MlflowException, OSError) as error:
             raise ReportError(
                 f"wrote {index} but could not log it to the parent run in {uri}: "

@@ -414,7 +414,9 @@ def _paper_rows(
     (n seeds), the paper's number where known), each cell made by `cell(text, bold)`, bold
     for the lowest mean of its column; also how many columns are factors, and the note."""
     factors = [f for f in factors if f in arms.columns] or ["arm"]
-    paper = bool(arms[PAPER_COLUMN[1]].notna().any())
+    # The column whenever an arm is one of the papers' nets; a number only beside an arm
+    # trained with the paper's recipe (reports/paper.py).
+    paper = bool((arms.get("paper_source", pd.Series(dtype=str)).fillna("") != "").any())
     columns = [*ERROR_COLUMNS, *([PAPER_COLUMN] if paper else [])]
     rows = [[cell(h, False) for h in [*factors, *(c[0] for c in columns)]]]
     for _, arm in arms.iterrows():
@@ -431,7 +433,10 @@ def _paper_rows(
         "bold: the lowest mean in its column."
     )
     if paper:
-        note += " Paper: the published test error for the same setting, where one exists."
+        note += (
+            " Paper: the published test error of the same net trained with the same recipe;"
+            " –: the arm trained otherwise (the report names each difference)."
+        )
     return rows, len(factors), note
 
 
