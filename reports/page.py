@@ -155,7 +155,7 @@ def _columns(a: Analysis, links: dict[str, Any], sources: list[str]) -> list[Col
             for s, r in zip(row["seeds"], row["run_ids"], strict=True)
         )
 
-    arms, target = a.arms, a.info.target_ci
+    arms = a.arms
     columns = [
         Column("arm", "the arm's factor values.", lambda r: esc(r["arm"]), False),
         Column("trials", "the arm's trials by status; diverged and failed trials are "
@@ -180,6 +180,18 @@ def _columns(a: Analysis, links: dict[str, Any], sources: list[str]) -> list[Col
                f"{_spread(arms)}. A smaller real difference would likely go unseen.",
                lambda r: num(r["mde_pct"])),
     ]  # fmt: skip
+    columns += _paper_and_target_columns(a, paper)
+    columns += [
+        Column("train error %", "mean over finished seeds, like test error.",
+               lambda r: num(r["train_error_pct_mean"])),
+        Column("runs", "each trial's MLflow run, by seed.", runs, False),
+    ]  # fmt: skip
+    return columns
+
+
+def _paper_and_target_columns(a: Analysis, paper: Callable[[pd.Series], str]) -> list[Column]:
+    """The columns only some studies have: the papers' numbers, the target precision."""
+    arms, target, columns = a.arms, a.info.target_ci, []
     if (arms["paper_source"] != "").any():
         columns.append(
             Column("paper %", "the papers' published test error for the same net trained with "
@@ -201,11 +213,6 @@ def _columns(a: Analysis, links: dict[str, Any], sources: list[str]) -> list[Col
                    "own seed spread (the pooled one with fewer than 2 seeds).",
                    lambda r: esc(target_text(r, a.info)), False)
         )  # fmt: skip
-    columns += [
-        Column("train error %", "mean over finished seeds, like test error.",
-               lambda r: num(r["train_error_pct_mean"])),
-        Column("runs", "each trial's MLflow run, by seed.", runs, False),
-    ]  # fmt: skip
     return columns
 
 
