@@ -7,6 +7,7 @@ import time
 
 from ablations.ledger import Ledger
 from ablations.plan import Plan
+from resnet.builders import BUILTIN
 
 
 def show(plan: Plan, ledger: Ledger, effect: float | None = None) -> dict:
@@ -42,6 +43,7 @@ def describe(plan: Plan, ledger: Ledger) -> dict:
                 "batch_size": trial.config.batch_size,
                 "training_macs": train_macs,
                 "stored": _stored_state(ledger.trials.get(trial.key)),
+                "batchnorm": _batchnorm(plan, trial),
                 "settings": trial.config.to_dict(),
             }
         )
@@ -60,6 +62,15 @@ def describe(plan: Plan, ledger: Ledger) -> dict:
         "total_training_macs": sum(r["training_macs"] for r in rows),
         "running": ledger.running,  # "" unless another driver runs it now
     }
+
+
+def _batchnorm(plan: Plan, trial) -> bool:
+    """Whether the trial's model normalizes with BatchNorm (bn_batch means nothing else)."""
+    from resnet.complexity import measure  # torch
+
+    data = plan.data
+    counts = measure(trial.config, data.num_classes, data.in_channels, data.image_size)
+    return counts["batchnorm_layers"] > 0
 
 
 def _stored_state(state) -> str:
@@ -94,6 +105,14 @@ def estimate(plan: Plan, view: dict, ledger: Ledger) -> dict:
         basis.append(f"past runs of {len(past)} arm(s) in the store")
     if rate is not None:
         basis.append(rate["basis"])
+        replicas = plan.placement.replicas
+        if replicas > 1 and plan.placement.device == "cpu":
+            basis.append(
+                f"measured in one process: {replicas} replicas on CPUs add gloo's exchange of "
+                "the gradients at every step and share this machine's cores, so a trial is "
+                "usually slower than in one process (a 2-replica digits study on 2 cores "
+                "took about 4x as long); replicas pay off on GPUs"
+            )
     seconds = list(per_trial.values())
     # Trials run `at_once` at a time: the study takes about the sum over that, and never
     # less than its longest trial.
@@ -163,8 +182,11 @@ def render(view: dict) -> str:
     if view["running"]:
         lines.append(f"running now {view['running']}: `ablate run` refuses it (or --wait)")
     first = view["trials"][0]["settings"]
+    norm = "no BatchNorm in the model"
+    if any(row["batchnorm"] for row in view["trials"]):
+        norm = f"BatchNorm over {first['bn_batch']} images (bn_batch)"
     lines.append(
-        f"batch {first['batch_size']}, BatchNorm over {first['bn_batch']} images (bn_batch), "
+        f"batch {first['batch_size']}, {norm}, "
         f"val_size {first['val_size']} (training images held out for validation)"
     )
     if view["nuisance"]:
@@ -179,7 +201,7 @@ def render(view: dict) -> str:
     per_trial = view["estimate"].get("per_trial_s", {})
     for row in view["trials"]:
         lines.append(
-            f"{row['trial']:<36} {row['params']:>11,} {row['macs'] / 1e6:>8.1f}M "
+            f"{row['trial']:<36} {row['params']:>11,} {_si(row['macs']):>9} "
             f"{row['iterations']:>10,} {duration(per_trial.get(row['trial'])):>9}  "
             f"{row['stored']}"
         )
@@ -191,21 +213,33 @@ def render(view: dict) -> str:
     lines.append(f"runs {view['placement']}")
     est = view["estimate"]
     when = "no estimate" if est.get("total_s") is None else f"about {duration(est['total_s'])}"
+    when = when.replace("about < 1 s", "under a second")
     lines.append(f"time: {when} ({est['basis']})")
     lines += [view[key]["text"] for key in ("seed_plan", "target_plan") if key in view]
     return "\n".join(lines)
 
 
-def _spread(ledger: Ledger) -> tuple[float, str, bool]:
-    """The seed-to-seed SD to plan with: measured in the store, else the stated prior."""
+def _si(count: float) -> str:
+    """12.3k, 97.2M, 1.81G: a count in three figures."""
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.3g}{unit}"
+    return f"{count:.0f}"
+
+
+def _spread(ledger: Ledger, plan: Plan | None = None) -> tuple[float, str, bool]:
+    """The seed-to-seed SD to plan with: measured in the store, else the stated prior (a
+    ResNet's on CIFAR-10: for another model, a guess until its own seeds are measured)."""
     from reports import stats
 
     measured = stats.pooled_sd(ledger.errors())
     if measured is not None:
         sd, dof = measured
         return sd, f"seed-to-seed SD {sd:.2f} points measured in the store ({dof} d.o.f.)", True
-    sd = stats.PRIOR_SEED_SD
-    return sd, f"prior seed-to-seed SD {sd:.2f} points ({stats.PRIOR_SEED_SD_SOURCE})", False
+    sd, source = stats.PRIOR_SEED_SD, stats.PRIOR_SEED_SD_SOURCE
+    if plan is not None and plan.model != BUILTIN:
+        source += f"; measured for ResNets, a guess for {plan.model} until its seeds are stored"
+    return sd, f"prior seed-to-seed SD {sd:.2f} points ({source})", False
 
 
 def comparisons(plan: Plan) -> int:
@@ -225,7 +259,7 @@ def seed_plan(ledger: Ledger, effect: float, plan: Plan | None = None) -> dict:
     points with power 0.8, at the spread measured in the store, else a stated prior."""
     from reports import stats
 
-    sd, basis, measured = _spread(ledger)
+    sd, basis, measured = _spread(ledger, plan)
     tests = comparisons(plan) if plan is not None else 1
     seeds = stats.seeds_needed(effect, sd, tests=tests)
     level = "alpha 0.05" if tests == 1 else f"alpha 0.05 Holm-corrected over {tests} comparisons"
@@ -247,7 +281,7 @@ def target_plan(plan: Plan, ledger: Ledger, target: float) -> dict:
     Uncapped: more than max_seeds means the cap will hold the interval wider."""
     from reports import replication
 
-    sd, basis, measured = _spread(ledger)
+    sd, basis, measured = _spread(ledger, plan)
     first = max(2, len(plan.seeds))
     per_arm, lines = {}, []
     for arm in plan.arms:

@@ -186,3 +186,28 @@ def test_list_and_help_import_no_torch_ray_or_mlflow(argv):
     assert out.returncode == 0, out.stderr[-2000:]
     imported = {line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines()}
     assert imported and not imported & {"torch", "ray", "mlflow", "pandas"}, sorted(imported)
+
+
+def test_show_of_a_model_without_batchnorm_says_so(tmp_path, monkeypatch, capsys):
+    """bn_batch means nothing to a model without BatchNorm: show says the model has none,
+    counts a small model's MACs in k, and a prior spread it did not measure is a guess."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny_mlp.py").write_text(
+        "from torch import nn\n\n\n"
+        "def build(num_classes: int, in_channels: int, width: int = 8) -> nn.Module:\n"
+        "    return nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(),\n"
+        "                         nn.AdaptiveAvgPool2d(1), nn.Flatten(),\n"
+        "                         nn.Linear(width, num_classes))\n"
+    )
+    (tmp_path / "s.yaml").write_text(
+        "name: nobn\nquestion: Does a model without BatchNorm plan cleanly?\ndataset: digits\n"
+        "model: tiny_mlp:build\nscientific: {width: [4, 8]}\nfixed: {iterations: 4}\nseeds: [0]\n"
+    )
+    assert (
+        main(["show", "s.yaml", "--effect", "2", "--tracking-uri", f"sqlite:///{tmp_path}/m.db"])
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "no BatchNorm in the model" in out and "BatchNorm over" not in out
+    assert " 111k " in out  # width 4: 108 conv MACs x 1024 positions + 40 in the linear layer
+    assert "a guess for tiny_mlp:build" in out
