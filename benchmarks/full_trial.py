@@ -201,7 +201,3 @@ def _trial_row(depth, variant, cb, result, wall, load_s, args) -> dict:
 
 def _pct(error: float | None) -> str:
     return "n/a" if error is None else f"{100 * error:.2f}%"
-
-
-def minutes_text(trial: dict) -> str:
-    return f"{trial['minutes']:.1f}" + ("" if trial["includes_evaluation"] else " (no eval)")

@@ -113,10 +113,10 @@ if ((DRY)); then
   SYNC=(--depth 8 --on 2 --off 6)
   SPEED=(--depths 8 14 --engine-variants eager-fp32 eager-bf16 graph-fp32 graph-bf16
     eager-fp32-contiguous@14 --warmup 2 --iterations 3 --repeats 1 --workers 2 --estimate)
-  GRAPH=(--depth 8 --iterations 12 --eval-every 4)
-  EQUIV=(--depth 8 --width 8 --iterations 24 --window 8 --workers 0 --threads 1 --max-diff 100)
+  GRAPH=(--depth 8 --iterations 8 --eval-every 4)
+  EQUIV=(--depth 8 --width 8 --iterations 16 --window 8 --workers 0 --threads 1 --max-diff 100)
   PACK=(--pack 2 --depths 8 --warmup 2 --iterations 3)
-  FULL=(--depths 8 --iterations 40)
+  FULL=(--depths 8 --iterations 20)
 else
   DEV=(--device cuda)
   TARBALL=${CIFAR_TARBALL:-.gpu/cifar10-jpeg.tar.gz}

@@ -3,43 +3,26 @@
 How popular CIFAR reproductions train (e.g. kuangliu/pytorch-cifar): torchvision
 ImageFolder (or CIFAR10) + DataLoader(shuffle, batch 128, 2 workers) with per-image PIL
 transforms (RandomCrop(32, padding=4), RandomHorizontalFlip, ToTensor, Normalize), fp32,
-plain SGD (momentum 0.9, wd 1e-4) and `.item()` every step. It shares the model builder
-and the engine's loaded images (so both sides train on the same pictures), nothing else.
-(benchmarks/reference_train.py is the other reference: a whole independent trainer, for
-accuracy, not speed.)
+plain SGD (momentum 0.9, wd 1e-4) and `.item()` every step. It reads the data with
+reference_train.py's loaders (the accuracy reference, a whole independent trainer) and
+shares the model builder with the engine; the timing is the engine benchmark's.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
 import torch
-from PIL import Image
 from torch import nn
-from torchvision import datasets, transforms
+from torchvision import transforms
 
 from benchmarks.bench_engine import timed
+from benchmarks.reference_train import Transformed, raw_splits
 from resnet.config import TrainConfig
 from resnet.data import DataError, ImageSplits
 
 
-class TensorImages(torch.utils.data.Dataset):
-    """uint8 N x C x H x W tensors served as PIL images, one per item, like CIFAR10 does."""
-
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, transform) -> None:
-        self.hwc = np.ascontiguousarray(x.permute(0, 2, 3, 1).numpy())  # CIFAR10.data layout
-        self.targets = y.tolist()
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self.transform(Image.fromarray(self.hwc[i])), self.targets[i]
-
-
 def reference_dataset(name: str, data_dir: str, data: ImageSplits) -> torch.utils.data.Dataset:
+    """The training images read as the reference reads them (reference_train.py's loaders:
+    ImageFolder, CIFAR10, or digits as PIL images), with the popular per-image transforms."""
     size = data.train_x.shape[-1]
     transform = transforms.Compose(
         [
@@ -49,14 +32,7 @@ def reference_dataset(name: str, data_dir: str, data: ImageSplits) -> torch.util
             transforms.Normalize(data.mean, data.std),
         ]
     )
-    if name.startswith("imagefolder:"):
-        root = Path(name.removeprefix("imagefolder:")).expanduser() / "train"
-        ds = datasets.ImageFolder(str(root), transform=transform)
-    elif name in ("cifar10", "cifar100"):
-        cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
-        ds = cls(str(Path(data_dir).expanduser()), train=True, transform=transform)
-    else:  # digits: the same uint8 tensors, converted to PIL per item
-        ds = TensorImages(data.train_x, data.train_y, transform)
+    ds = Transformed(raw_splits(name, data_dir)[0], transform)
     if len(ds) != len(data.train_x):
         raise DataError(f"reference has {len(ds)} training images, the engine {len(data.train_x)}")
     return ds

@@ -7,14 +7,11 @@ DataLoader, fp32, torch.optim.SGD and MultiStepLR stepped once per iteration, wi
 learning rate divided by 10 at 50% and 75% of the iterations (He et al. 2015, Sec. 4.2:
 32k and 48k of 64k). The data sets, the digits construction and the train/validation
 split rule are re-implemented here on purpose, so that a bug in `resnet/data.py` or
-`resnet/augment.py` cannot hide in both sides of `benchmarks/equivalence.py`.
-
-    python benchmarks/reference_train.py --dataset digits --depth 8 --iterations 300
+`resnet/augment.py` cannot hide in both sides of `benchmarks/equivalence.py`, which runs it.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import sys
 from dataclasses import dataclass
@@ -226,32 +223,3 @@ def train_reference(data: ReferenceData, cfg: ReferenceConfig) -> dict:
         "test_error": error(model, data.test, device, cfg.workers),
         "lr_final": optimizer.param_groups[0]["lr"],
     }
-
-
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--dataset", default="digits", help="digits | cifar10 | imagefolder:PATH")
-    p.add_argument("--data-dir", default="./data", help="where cifar10's official files are")
-    p.add_argument("--depth", type=int, default=20)
-    p.add_argument("--shortcut", default="A")
-    p.add_argument("--iterations", type=int, default=64_000)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    a = p.parse_args()
-    data = load_reference_data(a.dataset, a.data_dir)
-    cfg = ReferenceConfig(
-        depth=a.depth,
-        shortcut=a.shortcut,
-        iterations=a.iterations,
-        batch_size=a.batch_size,
-        seed=a.seed,
-        workers=a.workers,
-        device=a.device,
-    )
-    print(train_reference(data, cfg))
-
-
-if __name__ == "__main__":
-    main()

@@ -29,7 +29,8 @@ on a GPU a full trial of ResNet-20 / 56 / 110 in <= 2 / 5 / 9 minutes.
 and final test error. --pack K runs K engine trainings as separate processes on one
 device at once and prints their aggregate images/s against one alone.
 The reference pipeline lives in reference_pipeline.py, the engine's side in
-bench_engine.py, the modes in full_trial.py and packing.py; this file compares and drives.
+bench_engine.py, the modes in full_trial.py and packing.py, the printed table in
+summarize_gpu.py (which gpu_check.sh reports with); this file compares and drives.
 """
 
 from __future__ import annotations
@@ -56,18 +57,12 @@ from benchmarks.bench_engine import (  # noqa: E402
     engine_train_rate,
 )
 from benchmarks.full_trial import (  # noqa: E402
-    TARGET_TRIAL_MINUTES,
     eval_seconds,
     full_trial,
-    minutes_text,
     trial_estimate,
 )
 from benchmarks.packing import pack, pack_worker  # noqa: E402
-from benchmarks.reference_pipeline import (  # noqa: E402
-    reference_dataset,
-    reference_loader_rate,
-    reference_train_rate,
-)
+from benchmarks.summarize_gpu import speed_md  # noqa: E402
 from resnet.config import PRECISIONS  # noqa: E402
 from resnet.data import DataError  # noqa: E402
 from resnet.train import resolve_device  # noqa: E402
@@ -84,6 +79,13 @@ def _order(items: list, repeat: int) -> list:
 def compare(args, device, save_partial=None) -> list[dict]:
     """Per depth, the reference and each engine variant; `save_partial(rows)` is called
     after each depth, so a run killed from outside keeps the depths it finished."""
+    # Imported here: torchvision takes seconds, which packed workers and full trials skip.
+    from benchmarks.reference_pipeline import (
+        reference_dataset,
+        reference_loader_rate,
+        reference_train_rate,
+    )
+
     start = time.perf_counter()
     data = engine_data(args.data, args.data_dir)
     load_s = time.perf_counter() - start
@@ -165,7 +167,6 @@ def compare(args, device, save_partial=None) -> list[dict]:
                     "error": errors.get(v.name),
                 }
             )
-        first = engines[0] if engines else {}
         rows.append(
             {
                 "model": f"ResNet-{depth}",
@@ -183,13 +184,7 @@ def compare(args, device, save_partial=None) -> list[dict]:
                 "errors": errors,
                 "data_load_s": load_s,
                 "engines": engines,
-                # The first variant, under the names earlier versions of this file wrote.
-                "ours_images_per_s": first.get("images_per_s"),
-                "ratio": first.get("ratio"),
                 "target_ratio": target,
-                "target_trial_minutes": TARGET_TRIAL_MINUTES.get(depth)
-                if device.type == "cuda"
-                else None,
             }
         )
         if save_partial:
@@ -206,53 +201,6 @@ def compare(args, device, save_partial=None) -> list[dict]:
             + f" (target {target}x)"
         )
     return rows
-
-
-def print_table(rows: list[dict], meta: dict) -> None:
-    which = "fastest" if meta["stat"] == "best" else "median"
-    print(f"\nimages/s: the {which} of {meta['repeats']} run(s) of {meta['iterations']} steps")
-    print(
-        "| model | pipeline | images/s | loader images/s | ratio (e2e / loader) "
-        "| est. full trial (min) | device | torch |"
-    )
-    print("|---|---|--:|--:|--:|--:|---|---|")
-    dev, tv = meta["device_name"], meta["torch"]
-    for r in rows:
-        print(
-            f"| {r['model']} | reference (PIL DataLoader, fp32) | {r['ref_images_per_s']:,.0f} "
-            f"| {r['ref_loader_images_per_s']:,.0f} | 1.00x / 1.0x | - | {dev} | {tv} |"
-        )
-        for e in r["engines"]:
-            if e["images_per_s"] is None:
-                print(f"| {r['model']} | ablate {e['variant']} | failed: {e['error']} |")
-                continue
-            print(
-                f"| {r['model']} | ablate {e['variant']} | {e['images_per_s']:,.0f} "
-                f"| {r['ours_loader_images_per_s']:,.0f} "
-                f"| {e['ratio']:.2f}x / {r['loader_ratio']:.1f}x "
-                f"| {minutes_text(e['trial'])} | {dev} | {tv} |"
-            )
-    print()
-    for r in rows:
-        loader = "met" if r["loader_ratio"] >= TARGET_LOADER else "NOT met"
-        parts = [f"loader >= {TARGET_LOADER:.0f}x {loader}"]
-        for e in r["engines"]:
-            if e["images_per_s"] is None:
-                parts.append(f"{e['variant']} failed")
-                continue
-            e2e = "met" if e["ratio"] >= r["target_ratio"] else "NOT met"
-            text = f"{e['variant']} end to end >= {r['target_ratio']}x {e2e}"
-            limit = r["target_trial_minutes"]
-            if limit is not None:
-                fits = "met" if e["trial"]["minutes"] <= limit else "NOT met"
-                text += f", full trial <= {limit:g} min {fits} (estimate)"
-            parts.append(text)
-        print(f"{r['model']}: " + "; ".join(parts))
-    print(
-        "Full-trial minutes are estimates: 64k iterations at the measured rate"
-        + (" plus the measured evaluations" if meta.get("estimate") else " (no evaluations)")
-        + "; data loading not included."
-    )
 
 
 def _error(e: BaseException) -> str:
@@ -389,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
             rows = pack(args, device)
         else:
             rows = compare(args, device, save_partial)
-            print_table(rows, meta)
+            print("\n".join(speed_md({"meta": meta, "results": rows, "partial": False})))
     except DataError as e:
         raise SystemExit(f"train_bench: {e}") from None
     write_json(args.json, mode, meta, rows)

@@ -91,13 +91,7 @@ def test_dry_run_runs_every_step_and_reports_every_section(dry_run):
         assert number(row[2]) > 0 and number(row[3]) > 0
         if row[1] != "reference":
             assert number(row[4]) > 0 and number(row[5]) > 0  # trial minutes, of which eval
-
-    targets = table_rows(md, "## Targets")
-    assert [r[0] for r in targets] == ["ResNet-8", "ResNet-14"]
-    assert all(number(r[2]) > 0 and number(r[6]) > 0 for r in targets)
-    eager = {r[0]: r for r in table_rows(md, "## ResNet-110 in eager")}
-    assert set(eager) == {"eager-fp32", "eager-bf16", "eager-fp32-contiguous"}
-    assert number(eager["eager-fp32"][3]) == 1.0
+    assert len(speed) == 11
 
     # On a CPU the graph form runs its static body uncaptured: equal to eager bit for bit.
     graph = table_rows(md, "## Graph step vs eager step")
@@ -109,9 +103,8 @@ def test_dry_run_runs_every_step_and_reports_every_section(dry_run):
     assert [r[0] for r in sync] == ["eager", "graph"] and all(r[2] == "n/a" for r in sync)
 
     full = table_rows(md, "## Full ResNet-20 trial")
-    assert len(full) == 1 and full[0][0] == "finished" and number(full[0][1]) == 40
+    assert len(full) == 1 and full[0][0] == "finished" and number(full[0][1]) == 20
     assert 0 <= number(full[0][7]) <= 100 and number(full[0][2]) > 0
-    assert "The speed step estimated this trial" not in md  # the dry trial is ResNet-8 @ 32
 
     pack = table_rows(md, "## Packing")
     assert len(pack) == 1 and number(pack[0][3]) == 2 and number(pack[0][6]) > 0
@@ -140,7 +133,7 @@ def test_full_trial_stopped_by_its_time_limit_is_reported_as_such(tmp_path):
     # The steps that left nothing say so, section by section.
     for section in summarize_gpu.SECTIONS:
         assert section in md
-    assert md.count("_Not measured: step") == 7  # speed x3, graph, sync, pack, equivalence
+    assert md.count("_Not measured: step") == 5  # speed, graph, sync, pack, equivalence
     assert "`equivalence` not run" in md
 
 
@@ -166,8 +159,7 @@ def test_a_failing_engine_variant_leaves_the_others_measured(tmp_path):
     md = (tmp_path / "gpu-check.md").read_text()
     speed = {r[1]: r for r in table_rows(md, "## Speed")}
     assert speed["graph-fp32"][2] == "failed: RuntimeError: capture failed"
-    assert number(speed["eager-fp32"][2]) > 0
-    assert [r[1] for r in table_rows(md, "## Targets")] == ["eager-fp32"]
+    assert number(speed["eager-fp32"][2]) > 0 and speed["graph-fp32"][3:] == ["-", "-", "-"]
 
 
 def test_variant_names():
