@@ -113,6 +113,12 @@ def _probe_database(uri: str) -> None:
         engine.dispose()
 
 
+def _duplicate(err: BaseException) -> bool:
+    """A write that lost a race to insert the same row (SQLite's and PostgreSQL's words)."""
+    text = str(err).lower()
+    return "unique constraint" in text or "duplicate key" in text
+
+
 def _first_line(err: BaseException) -> str:
     """An error's message, one line, no password of the URI in it."""
     lines = [line.strip() for line in str(getattr(err, "orig", None) or err).splitlines()]
@@ -324,7 +330,17 @@ class Store:
                 exp_id = exp.experiment_id
         else:
             exp_id = exp.experiment_id
-        self.client.set_experiment_tag(exp_id, "mlflow.experimentKind", "custom_model_development")
+        for attempt in range(3):
+            try:
+                self.client.set_experiment_tag(
+                    exp_id, "mlflow.experimentKind", "custom_model_development"
+                )
+                break
+            except AblateError:
+                raise
+            except Exception as err:  # noqa: BLE001 - two drivers inserting the tag at once
+                if attempt == 2 or not _duplicate(err):
+                    raise
         return exp_id
 
     def _create_parent(self, exp_id: str, record: StudyRecord, code: CodeVersion) -> str:
