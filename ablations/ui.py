@@ -11,7 +11,9 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 from ablations import lease
 from ablations.errors import AblateError
@@ -68,12 +70,19 @@ def serve(study: str | None, preset: str | None, tracking_uri: str | None, port:
     print(f"MLflow UI for {shown}{held}: {where} (Ctrl-C stops it)", flush=True)
     if running is not None:
         print(_running(experiment, running).removeprefix("; "), flush=True)
-    env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": uri}
-    proc = subprocess.Popen(cmd, start_new_session=True, env=env)
-    try:
-        return proc.wait()
-    finally:
-        _stop(proc)
+    # The server's own output (its workers' start-up lines, deprecation warnings) goes to
+    # a log, so the line above stays the last one; a server that fails says where to look.
+    env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": uri, "PYTHONWARNINGS": "ignore"}
+    log = Path(tempfile.gettempdir()) / f"ablate-ui-{port}.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, start_new_session=True, env=env, stdout=out, stderr=out)
+        try:
+            code = proc.wait()
+        finally:
+            _stop(proc)
+    if code:
+        print(f"the MLflow server stopped (exit {code}); its log: {log}", file=sys.stderr)
+    return code
 
 
 def _running(experiment: str | None, running) -> str:
