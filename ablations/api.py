@@ -20,7 +20,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ablations import cluster, lease
-from ablations.plan import Plan, Request, make_plan
+from ablations.plan import Plan, make_plan
+from ablations.request import Request
 from ablations.runner import RunOptions, RunSummary, run_study
 from ablations.study import experiment_name
 from ablations.tracking import existing, probe, resolve_uri

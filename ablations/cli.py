@@ -28,7 +28,7 @@ import signal
 import sys
 
 from ablations.environment import package_version
-from ablations.plan import Request
+from ablations.request import Request
 from ablations.signals import stop_on_sigterm
 from resnet.builders import BUILTIN, load_builder
 from resnet.config import TrainConfig
@@ -89,7 +89,7 @@ def _model_in(argv: list[str]) -> str | None:
 
 
 def _request_flags(p: argparse.ArgumentParser) -> None:
-    """The flags of `show` and `run`, from the fields of ablations.plan.Request."""
+    """The flags of `show` and `run`, from the fields of ablations.request.Request."""
     for f in dataclasses.fields(Request):
         meta = f.metadata
         if f.name == "study":
