@@ -11,6 +11,7 @@ from ray import tune
 
 from ablations.checkpoints import study_uri, trial_folder, tune_run_name
 from ablations.cluster import init_ray
+from ablations.errors import AblateError
 from ablations.events import METRIC, Event, Final, TrialJob, decode
 from ablations.trainable import run_trial
 
@@ -35,9 +36,11 @@ def fit(
     try:
         return _fit(jobs, phase, placement, listeners, searcher, samples, address)
     finally:
-        tracker.close()
-        if view is not None:
-            view.finish(tracker.statuses)
+        try:
+            tracker.close()
+        finally:
+            if view is not None:
+                view.finish(tracker.statuses)
 
 
 def _fit(jobs, phase, placement, listeners, searcher, samples, address) -> bool:
@@ -84,7 +87,14 @@ def _fit(jobs, phase, placement, listeners, searcher, samples, address) -> bool:
             verbose=0,
         ),
     )
-    tuner.fit()
+    try:
+        tuner.fit()
+    except Exception:
+        # A listener's own error (the store stopped answering) reaches Tune's caller as a
+        # TuneError carrying a traceback: the error itself says it in one line.
+        if relay.error is not None:
+            raise relay.error from None
+        raise
     expected = samples if searcher is not None else len(jobs)
     return len(relay.ended) >= expected
 
@@ -101,6 +111,7 @@ class EventRelay(tune.Callback):
         self.listeners, self.namer = listeners, listeners[0].name  # the tracker names them
         self.keys: dict[str, str] = {}
         self.ended: set[str] = set()  # trials that sent their Final event
+        self.error: AblateError | None = None  # the first a listener raised
 
     def __getstate__(self) -> dict:
         # Ray pickles its callbacks with the Tuner's state; listeners hold store clients
@@ -117,13 +128,20 @@ class EventRelay(tune.Callback):
         if isinstance(event, Final):
             self.ended.add(key)
         for listener in self.listeners:
-            listener.trial_event(key, event)
+            self._call(listener.trial_event, key, event)
+
+    def _call(self, method, *args) -> None:
+        try:
+            method(*args)
+        except AblateError as err:
+            self.error = self.error or err
+            raise
 
     def on_trial_start(self, iteration, trials, trial, **info):
         key = self._key(trial)
         sampled = {k: v for k, v in trial.config.items() if k != "trial"}
         for listener in self.listeners:
-            listener.trial_started(key, sampled)
+            self._call(listener.trial_started, key, sampled)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         event = decode(result)

@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass
 
 from ablations.errors import AblateError
-from ablations.tracking import Store
+from ablations.tracking import Store, StoreLost
 from reports.layout import Tag
 
 SETTLE_S = 2.0  # longer than one write to the store takes to commit
@@ -148,7 +148,7 @@ class Lease:
         self._beat.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, kind, error, trace) -> None:
         self._stop.set()
         if self._beat is not None:
             self._beat.join(timeout=10)
@@ -156,6 +156,8 @@ class Lease:
             try:
                 self.store.client.delete_run(self.run_id)
             except Exception as err:  # noqa: BLE001 - the study's outcome matters more
+                if isinstance(error, StoreLost):
+                    return  # its own line says the store is gone
                 print(
                     f"ablate: could not release the lease of {self.name} ({_line(err)}); "
                     f"it expires in {self.timeout:g} s",
@@ -197,11 +199,10 @@ class Lease:
         """Every timeout / 6: the heartbeat; after a timeout of failed writes the study stops
         (another driver may take it over by then)."""
         last = time.monotonic()
-        warned = False
         while not self._stop.wait(self.timeout / 6):
             try:
                 self.store.set_tags(self.run_id, {HEARTBEAT: str(int(time.time() * 1000))})
-                last, warned = time.monotonic(), False
+                last = time.monotonic()
             except Exception as err:  # noqa: BLE001 - reported, then judged by the timeout
                 if time.monotonic() - last > self.timeout:
                     print(
@@ -212,9 +213,6 @@ class Lease:
                     )
                     _thread.interrupt_main()
                     return
-                if not warned:
-                    print(f"ablate: lease heartbeat failed: {_line(err)}", file=sys.stderr)
-                    warned = True
 
 
 def _line(err: BaseException) -> str:

@@ -113,6 +113,20 @@ def _probe_database(uri: str) -> None:
         engine.dispose()
 
 
+class StoreLost(AblateError):
+    """The tracking store stopped answering (a server or database gone)."""
+
+
+def _unreachable(err: BaseException) -> bool:
+    """A store that does not answer: a server's connection refused or timed out after
+    MLflow's retries, a database connection lost (their words, whatever the type)."""
+    text = str(err).lower()
+    words = ("max retries exceeded", "connection refused", "failed to establish",
+             "server closed the connection", "connection failed", "read timed out",
+             "could not connect", "terminating connection")  # fmt: skip
+    return any(word in text for word in words)
+
+
 def _duplicate(err: BaseException) -> bool:
     """A write that lost a race to insert the same row (SQLite's and PostgreSQL's words)."""
     text = str(err).lower()
@@ -149,6 +163,12 @@ class _Retrying:
                 except Exception as err:  # noqa: BLE001 - only lock errors are retried
                     if (refused := refusal(err, self._uri)) is not None:
                         raise refused from None
+                    if _unreachable(err):
+                        raise StoreLost(
+                            f"the tracking store {redact(self._uri)} stopped answering "
+                            f"({_first_line(err)}); nothing is lost: run the same command "
+                            "again once it answers (trials resume from their checkpoints)"
+                        ) from None
                     if "locked" not in str(err).lower() or i == self._attempts - 1:
                         raise
                     time.sleep(0.05 * 2**i + random.random() * 0.05)
