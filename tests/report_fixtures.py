@@ -283,3 +283,14 @@ def study_data(spec: StudySpec) -> StudyData:
         lr_traces=pd.DataFrame(traces, columns=["run_id", "iteration", "lr"]),
         layer_responses=pd.DataFrame(layers, columns=["run_id", "layer", "name", "std"]),
     )
+
+
+def seed_errors(spec: StudySpec) -> dict[str, list[float]]:
+    """Finished seeds' final test errors in percent by arm, from the fixture's own model."""
+    out: dict[str, list[float]] = {}
+    for trial in spec.trials:
+        if trial.role == "trial" and trial.status == "finished":
+            settings = resolved(trial)
+            arm = arm_label(settings, spec.factors)
+            out.setdefault(arm, []).append(100 * final_errors(settings)[1])
+    return out

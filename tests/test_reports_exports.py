@@ -20,17 +20,6 @@ def arms_and_trials(spec: rf.StudySpec) -> tuple[pd.DataFrame, pd.DataFrame]:
     return arm_table(trials, data.info), trials
 
 
-def seed_errors(spec: rf.StudySpec) -> dict[str, list[float]]:
-    """Finished seeds' final test errors in percent by arm, from the fixture's own model."""
-    out: dict[str, list[float]] = {}
-    for trial in spec.trials:
-        if trial.role == "trial" and trial.status == "finished":
-            settings = rf.resolved(trial)
-            arm = rf.arm_label(settings, spec.factors)
-            out.setdefault(arm, []).append(100 * rf.final_errors(settings)[1])
-    return out
-
-
 def test_markdown_table_marks_the_lowest_mean_of_each_column():
     spec = rf.partial_study()
     arms, _ = arms_and_trials(spec)
@@ -39,7 +28,7 @@ def test_markdown_table_marks_the_lowest_mean_of_each_column():
     header, _, *rows = lines
     assert header == "| depth | shortcut | test error % | train error % | paper test error % |"
     assert len(rows) == 6
-    errors = seed_errors(spec)
+    errors = rf.seed_errors(spec)
     best_arm = min(errors, key=lambda a: np.mean(errors[a]))
     depth, shortcut = (part.split("=")[1] for part in best_arm.split())
     values = errors[best_arm]
@@ -99,7 +88,7 @@ def test_confidence_interval_of_an_error_rate_is_clipped_to_0_100():
 def test_each_comparison_row_has_its_minimum_detectable_difference():
     spec = rf.partial_study()
     arms, _ = arms_and_trials(spec)
-    errors = seed_errors(spec)
+    errors = rf.seed_errors(spec)
     arms = arms.set_index("arm")
     # Pooled within-arm standard deviation over arms with 2 or more finished seeds.
     groups = [np.array(v) for v in errors.values() if len(v) >= 2]

@@ -10,24 +10,13 @@ from reports.plots import MAX_LEGEND_ARMS, cost_plot
 from reports.tables import arm_table
 
 
-def seed_errors(spec: rf.StudySpec) -> dict[str, list[float]]:
-    """Finished seeds' final test errors in percent by arm, from the fixture's own model."""
-    out: dict[str, list[float]] = {}
-    for trial in spec.trials:
-        if trial.role == "trial" and trial.status == "finished":
-            settings = rf.resolved(trial)
-            arm = rf.arm_label(settings, spec.factors)
-            out.setdefault(arm, []).append(100 * rf.final_errors(settings)[1])
-    return out
-
-
 def test_cost_plots_show_every_seed_and_each_arm_in_one_colour_with_its_legend():
     # Shortcut none and A at one depth cost the same: their means share a spot.
     spec = rf.complete_study()
     data = rf.study_data(spec)
     trials = select_trials(data.runs)
     arms = arm_table(trials, data.info).set_index("arm")
-    errors = seed_errors(spec)
+    errors = rf.seed_errors(spec)
     for cost in ("macs", "params"):
         fig = cost_plot(trials, cost, ["depth", "shortcut"])
         seeds = [t for t in fig.data if not t.showlegend]
