@@ -256,7 +256,7 @@ def _arm_config(settings: dict, replicas: int | None, where: str) -> TrainConfig
     config = _config(settings, where)
     if replicas is None or replicas == config.replicas:
         return config
-    share, rest = divmod(config.batch_size, replicas)
+    share, rest = divmod(config.batch_size, max(replicas, 1))  # TrainConfig refuses < 1
     if replicas > 0 and not rest and share % config.bn_batch:
         raise AblateError(
             f"{where}: --replicas {replicas} gives each replica {share} of the batch's "

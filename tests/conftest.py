@@ -19,7 +19,7 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 # Fixtures that bring up a slow tier's part: any test using one is in the slow tier.
 SLOW_FIXTURES = {"ray_local", "smoke_store", "ray_cluster", "mlflow_server", "s3_bucket"}
 # Modules whose every test kills, interrupts or restarts real processes.
-SLOW_MODULES = {"test_faults", "test_signals", "test_main_job"}
+SLOW_MODULES = {"test_faults", "test_signals", "test_main_job", "test_lease", "test_equivalence"}
 
 
 def pytest_collection_modifyitems(config, items):

@@ -389,8 +389,20 @@ CASES = [
         r"bn_batch: 12 does not divide a replica's batch of 32 images \(batch_size 32 over 1",
     ),
     (
-        "replicas-unplaceable",
+        "replicas-change-the-bn-batch",
         {"s.yaml": GOOD},
+        ["run", "s.yaml", "--replicas", "2"],
+        r"arm shortcut=none: --replicas 2 gives each replica 16 of the batch's 32 images, but "
+        r"the study normalizes BatchNorm over 32 \(bn_batch\); set bn_batch in the study",
+    ),
+    (
+        "replicas-unplaceable",
+        # bn_batch set: two replicas of 16 images train what one does; the machine is short
+        {
+            "s.yaml": _study(
+                **{"fixed:": "fixed: {depth: 8, iterations: 4, batch_size: 32, bn_batch: 16}"}
+            )
+        },  # fmt: skip
         ["run", "s.yaml", "--replicas", "2", "--cpus-per-trial", "512"],
         r"--cpus-per-trial 512: a trial of 2 replicas needs 1024 CPUs, but this machine has "
         r"\d+ CPUs",
