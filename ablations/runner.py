@@ -92,7 +92,8 @@ class RunSummary:
         ]
         for arm, seeds in self.added.items():
             out.append(
-                f"  added seeds {', '.join(map(str, seeds))} to {arm} (95% CI still too wide)"
+                f"  added seeds {', '.join(map(str, seeds))} to {arm} "
+                "(second stage: its first seeds' spread asks for more)"
             )
         if self.interrupted:
             return [*out, "interrupted: run the same command again to resume"]
