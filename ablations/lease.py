@@ -174,12 +174,13 @@ class Lease:
         if held:
             return held[0]
         tags = {LEASE: "claim", HOST: socket.gethostname(), PID: str(os.getpid())}
-        tags[HEARTBEAT] = str(int(now * 1000))
+        tags[HEARTBEAT] = str(int(time.time() * 1000))
         label = f"lease: {tags[HOST]} process {tags[PID]}"
         mine = self.store.client.create_run(experiment_id, run_name=label, tags=tags)
         mine_id = mine.info.run_id
         time.sleep(SETTLE_S)
-        live = [c for c in claims(self.store, experiment_id) if c.live()]
+        # Its own claim counts however slow the store was to answer meanwhile.
+        live = [c for c in claims(self.store, experiment_id) if c.live() or c.run_id == mine_id]
         others = [c for c in live if c.held and c.run_id != mine_id]
         first = live[0] if live else None
         if others or first is None or first.run_id != mine_id:
