@@ -178,15 +178,19 @@ class Lease:
         label = f"lease: {tags[HOST]} process {tags[PID]}"
         mine = self.store.client.create_run(experiment_id, run_name=label, tags=tags)
         mine_id = mine.info.run_id
-        time.sleep(SETTLE_S)
-        # Its own claim counts however slow the store was to answer meanwhile.
-        live = [c for c in claims(self.store, experiment_id) if c.live() or c.run_id == mine_id]
-        others = [c for c in live if c.held and c.run_id != mine_id]
-        first = live[0] if live else None
-        if others or first is None or first.run_id != mine_id:
-            self._drop(mine_id)
-            return others[0] if others else first or Claim(mine_id, "?", 0, now, now, False)
-        self.store.set_tags(mine_id, {HELD: "true", HEARTBEAT: str(int(time.time() * 1000))})
+        try:
+            time.sleep(SETTLE_S)
+            # Its own claim counts however slow the store was to answer meanwhile.
+            live = [c for c in claims(self.store, experiment_id) if c.live() or c.run_id == mine_id]
+            others = [c for c in live if c.held and c.run_id != mine_id]
+            first = live[0] if live else None
+            if others or first is None or first.run_id != mine_id:
+                self._drop(mine_id)
+                return others[0] if others else first or Claim(mine_id, "?", 0, now, now, False)
+            self.store.set_tags(mine_id, {HELD: "true", HEARTBEAT: str(int(time.time() * 1000))})
+        except BaseException:
+            self._drop(mine_id)  # Ctrl-C while claiming: no claim left to block others
+            raise
         self.run_id = mine_id
         return None
 

@@ -279,3 +279,24 @@ def test_a_killed_driver_is_taken_over_after_the_timeout_and_resumed(ablate, tmp
     assert run.data.tags["ablate.status"] == "finished"
     assert int(run.data.tags["ablate.resumed_from"]) > 0  # from its checkpoint
     assert_steps_once(client, run, iterations, every)
+
+
+def test_show_says_where_a_study_runs(tmp_path, monkeypatch):
+    """`ablate show` of a study another driver holds names its host and process."""
+    monkeypatch.setenv("ABLATE_LEASE_TIMEOUT", str(TIMEOUT))
+    from conftest import TINY_STUDY, plan_of
+
+    from ablations import describe
+    from ablations.lease import Lease
+    from ablations.ledger import stored
+    from ablations.tracking import Store
+
+    (tmp_path / "tiny.yaml").write_text(TINY_STUDY)
+    plan = plan_of(str(tmp_path / "tiny.yaml"))
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    with Lease(Store(uri), plan.experiment):
+        ledger = stored(plan, uri, str(tmp_path / "res"))
+    assert ledger.running.startswith(f"on {socket.gethostname()} (process {os.getpid()}) since ")
+    text = describe.render(describe.describe(plan, ledger) | {"estimate": {"basis": "-"}})
+    assert f"running now {ledger.running}" in text
+    assert stored(plan, uri, str(tmp_path / "res")).running == ""  # released
