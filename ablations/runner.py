@@ -28,6 +28,7 @@ from ablations.progress import StudyView
 from ablations.tracker import Tracker, TuningTracker
 from ablations.tracking import Store, StudyIds, TrialStatus, probe, resolve_uri
 from reports.layout import redact
+from resnet.errors import ResnetError
 
 
 @dataclass
@@ -108,8 +109,7 @@ class RunSummary:
 
 def ensure_data(plan: Plan) -> None:
     """The data set on disk before anything is written: found, or downloaded once here."""
-    from resnet.data import ensure_available
-    from resnet.errors import ResnetError
+    from resnet.data import ensure_available  # torch
 
     config = plan.trials[0].config
     try:

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from resnet.builders import load_builder
 from resnet.errors import ModelError, ResnetError, one_line
 from resnet.model import build
 from resnet.spec import ModelSpec
@@ -83,8 +84,6 @@ def measure(config, num_classes: int, in_channels: int, size) -> dict[str, int]:
 def _counted(model: str, factors: tuple, num_classes: int, in_channels: int, size) -> tuple:
     """The counts of a trial's model, after one training step on a batch of two images of
     the data set's shape proved that it trains (ModelError otherwise, in one line)."""
-    from resnet.builders import load_builder
-
     h, w = (size, size) if isinstance(size, int) else size
     shape = f"a batch of 2 x {in_channels} x {h} x {w} images, {num_classes} classes"
     with torch.random.fork_rng(devices=[]):  # the trials' random streams stay untouched
