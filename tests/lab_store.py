@@ -134,9 +134,12 @@ class Server:
                 self.proc.wait(timeout=30)
 
 
-def start_server(pg: Postgres, root: Path, port: int | None = None) -> Server:
+def start_server(
+    pg: Postgres, root: Path, port: int | None = None, auth_cache_s: int = 0
+) -> Server:
     """The tracking server with basic auth, users `lab` (its own studies) and `reader`
-    (default permission READ) made by the admin. Waits until it answers."""
+    (default permission READ) made by the admin. Waits until it answers. `auth_cache_s`:
+    how long a checked login is trusted (MLflow's default 0: every request hashes it)."""
     root.mkdir(parents=True, exist_ok=True)
     ini = root / "basic_auth.ini"
     ini.write_text(
@@ -146,6 +149,7 @@ def start_server(pg: Postgres, root: Path, port: int | None = None) -> Server:
         f"admin_username = {ADMIN}\n"
         f"admin_password = {ADMIN_PASSWORD}\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        f"auth_cache_ttl_seconds = {auth_cache_s}\n"
     )
     port = port or free_port()
     cmd = [sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth"]
