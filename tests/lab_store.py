@@ -125,13 +125,18 @@ class Server:
         }
 
     def stop(self) -> None:
+        """The server and every process it started (its job runners outlive a SIGTERM)."""
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, 15)
             try:
                 self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, 9)
-                self.proc.wait(timeout=30)
+                pass
+        try:
+            os.killpg(self.proc.pid, 9)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=30)
 
 
 def start_server(

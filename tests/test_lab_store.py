@@ -32,13 +32,13 @@ def store(tmp_path_factory):
     """(PostgreSQL, the server); the server may be restarted by a test (same port)."""
     pg = lab.start_postgres()
     root = tmp_path_factory.mktemp("lab")
-    server = None
+    servers = {}
     try:
-        server = lab.start_server(pg, root)
-        yield pg, {"server": server}
+        servers["server"] = lab.start_server(pg, root)
+        yield pg, servers
     finally:
-        if server is not None:
-            server.stop()
+        if "server" in servers:
+            servers["server"].stop()  # the one running now: a test may have restarted it
         lab.remove_postgres(pg)
 
 
