@@ -467,9 +467,13 @@ class Store:
         lr_trace: dict[str, list],
         layer_responses: dict[str, list] | None,
     ) -> None:
-        """A trial that ended training (finished or diverged) with its results."""
+        """A trial that ended training (finished or diverged) with its results. Logged once:
+        a store that went away between this and the status tag leaves the trial unfinished,
+        and its rerun ends it again from its last checkpoint."""
         step = int(summary["iterations"])
-        self._metrics(run_id, [("wall_time_s", summary["wall_time_s"], step)])
+        logged = self.client.get_metric_history(run_id, "wall_time_s")
+        if not any(m.step == step for m in logged):
+            self._metrics(run_id, [("wall_time_s", summary["wall_time_s"], step)])
         self.client.log_dict(run_id, lr_trace, "lr_trace.json")
         if layer_responses:
             self.client.log_dict(run_id, layer_responses, "layer_responses.json")

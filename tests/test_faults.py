@@ -128,6 +128,9 @@ class Ablate:
             if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS", "ABLATE_STORAGE")
         }
         self.env.update(RAY_TMPDIR=str(self.ray_tmp), RAY_USAGE_STATS_ENABLED="0")
+        # A driver killed with -9 leaves its study's lease until it expires (docs/tracking.md):
+        # a short timeout keeps the reruns here from waiting a minute for it.
+        self.env.update(ABLATE_LEASE_TIMEOUT="6")
         self.started: list[subprocess.Popen] = []
         self.seen: dict[int, Proc] = {}  # every process seen under our drivers
 
@@ -294,7 +297,8 @@ def test_sigkill_of_driver_only_then_rerun_resumes_from_checkpoint(ablate, tmp_p
         if tag in cut_run.data.tags:
             client.delete_tag(cut_run.info.run_id, tag)
 
-    rerun = ablate.start(*args, tag="second")
+    # The killed driver's lease outlives it until it expires: --wait takes it over then.
+    rerun = ablate.start(*args, "--wait", tag="second")
     code, output = ablate.finish(rerun, 300, tag="second")
     assert code == 0, output[-3000:]
     assert "1 already done" in output

@@ -56,7 +56,7 @@ def _replica(rank: int, replicas: int, port: int, settings: dict, out: str) -> N
         dist.init_process_group("gloo", rank=rank, world_size=replicas)
     config = TrainConfig(**settings, replicas=replicas)
     data = load_dataset("digits", ".", config.val_size)
-    result = train(config, data=data, checkpoint_dir=f"{out}/ck{rank}")
+    result = train(config, data=data, checkpoints=f"{out}/ck{rank}")
     if rank == 0:
         state = FolderCheckpoints(Path(out) / "ck0").load("cpu")
         torch.save({"history": result.history, "model": state["model"]}, f"{out}/result.pt")
