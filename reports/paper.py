@@ -87,15 +87,11 @@ _RECIPE_2016 = {**_CIFAR_RECIPE, "warmup": "400", "warmup_lr": 0.01}
 # eight GPUs: inferred), 0.1 divided by 10 on plateaus, up to 60x10^4 iterations, every
 # training image.
 _IMAGENET_RECIPE = {
+    **_CIFAR_RECIPE,
     "lr_policy": "plateau",
-    "lr": 0.1,
-    "momentum": 0.9,
-    "weight_decay": 1e-4,
     "batch_size": 256,
     "bn_batch": 32,
     "iterations": 600_000,
-    "val_size": 0,
-    "warmup": "none",
 }
 _IMAGENET_ENGINE = (
     "tested on one centre crop, paper 10 crops",
